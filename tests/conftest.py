@@ -1,0 +1,34 @@
+"""Shared fixtures: the bundled synthetic sample, written once per test session, and its conversion.
+
+Every stage's tests run on these, offline and on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Never touch the network from tests: weight fetches fail at once with a clear message.
+os.environ.setdefault("DEFECTKIT_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    """A data root holding the bundled sample: ``wood`` (RGB 256x256) and ``wood_gray`` (192x256)."""
+    from defectkit.sample import write_sample
+
+    root = tmp_path_factory.mktemp("sample")
+    write_sample(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def converted(sample_root, tmp_path_factory) -> Path:
+    """``convert-mvtec wood --to all`` on the sample; returns ``<out>/wood`` (split.json, yolo/, coco/, ...)."""
+    from convert import convert_category
+
+    out = tmp_path_factory.mktemp("converted")
+    convert_category(sample_root, "wood", out, to=("all",), progress=False)
+    return out / "wood"
