@@ -1,0 +1,92 @@
+"""convert-mvtec ``--to all`` against the I/O floor: decoding every image and mask once.
+
+Both are measured in the same run, alternating, several repeats; the medians and their ratios are
+printed. The floor decodes with the same reader (defectkit.imageio) the converter uses, one file
+after another; the converter is timed with 1 decoding thread (like for like) and with its default
+(up to 2 threads), and the 2-thread floor is printed too so the parallel figure is not flattered.
+
+    python benchmarks/convert_bench.py                       # 1024x1024, 20 images per defect type
+    python benchmarks/convert_bench.py --size 256 --n-per-defect 4 --repeats 3   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from convert import convert_category  # noqa: E402
+from convert.reader import scan_category
+from defectkit.imageio import read_image, read_mask
+from defectkit.sample import write_category
+
+
+def decode_all(folder: Path, threads: int = 1) -> int:
+    """The I/O floor: decode every image and every mask of the category once."""
+    source = scan_category(folder)
+    paths = [(folder / img.file_name, False) for img in source.images]
+    paths += [(folder / img.mask, True) for img in source.images if img.mask]
+
+    def decode(item):
+        path, is_mask = item
+        return read_mask(path).size if is_mask else read_image(path, mode="unchanged").size
+
+    if threads == 1:
+        return sum(map(decode, paths))
+    with ThreadPoolExecutor(threads) as pool:
+        return sum(pool.map(decode, paths))
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--n-per-defect", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data", type=Path, default=None, help="reuse (or create) the generated data here")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="convert_bench_"))
+    data = args.data or work / "data"
+    folder = data / "bench"
+    if not folder.is_dir():
+        write_category(data, "bench", size=(args.size, args.size), n_per_defect=args.n_per_defect, progress=True)
+    source = scan_category(folder)
+    n_defect = sum(1 for img in source.images if img.mask)
+    print(f"category: {args.size}x{args.size}, {len(source.images)} images ({n_defect} with masks)")
+
+    decode_all(folder)  # warm the page cache so neither side pays the first disk read
+    runs: dict[str, list[float]] = {"floor": [], "floor-2t": [], "convert-1t": [], "convert": []}
+    for i in range(args.repeats):
+        out = work / f"out{i}"
+        runs["floor"].append(timed(lambda: decode_all(folder, 1)))
+        runs["convert-1t"].append(timed(lambda: convert_category(data, "bench", out, ("all",), progress=False, workers=1)))
+        runs["floor-2t"].append(timed(lambda: decode_all(folder, 2)))
+        runs["convert"].append(
+            timed(lambda: convert_category(data, "bench", out, ("all",), progress=False, overwrite=True))
+        )
+        shutil.rmtree(out)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    for k, v in runs.items():
+        print(f"{k:11s} median {med[k]:.2f}s  runs {' '.join(f'{t:.2f}' for t in v)}")
+    print(f"ratio convert --to all (1 thread) / decode floor (1 thread):  {med['convert-1t'] / med['floor']:.2f}x")
+    print(f"ratio convert --to all (2 threads) / decode floor (1 thread): {med['convert'] / med['floor']:.2f}x  (goal <= 1.5x)")
+    print(f"ratio convert --to all (2 threads) / decode floor (2 threads): {med['convert'] / med['floor-2t']:.2f}x")
+    if args.data is None:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""``classify predict`` (an image or a folder) and ``classify val`` (a labelled split), both written
+as per-image records and scored by the shared evaluator.
+
+Each record carries the predicted class, every class probability and the image-level
+``defective`` score ``1 - p(good)``, the score on which anomaly-style rankings compare approaches.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from classify.checkpoint import load_classifier
+from classify.data import ImageCache, list_class_folders, list_source_images, scan_split
+from classify.engine import predict_logits, resolve_device
+from classify.longtail import posthoc_adjust
+from classify.models import check_classes
+from defectkit.atomic import atomic_write_json, atomic_write_text
+from defectkit.errors import DefectkitError
+
+GOOD = "good"
+
+
+def defective_scores(probs: torch.Tensor, classes: Sequence[str]) -> list[float | None]:
+    """``1 - p(good)`` per image (None for every image when the model has no ``good`` class).
+
+    >>> defective_scores(torch.tensor([[0.2, 0.8], [0.9, 0.1]]), ["good", "hole"])
+    [0.8, 0.09999999403953552]
+    """
+    if GOOD not in classes:
+        return [None] * len(probs)
+    return (1.0 - probs[:, list(classes).index(GOOD)]).tolist()
+
+
+def run_model(
+    ckpt_path: str | Path,
+    paths: Sequence[Path],
+    *,
+    device: str = "auto",
+    posthoc_tau: float = 0.0,
+    batch: int = 64,
+    cache: ImageCache | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, dict]:
+    """Class probabilities (N, C) for ``paths`` from a checkpoint, and the checkpoint dict.
+
+    ``posthoc_tau`` > 0 applies Menon et al.'s post-hoc logit adjustment with the training class
+    counts stored in the checkpoint.
+    """
+    dev = resolve_device(device)
+    model, ckpt = load_classifier(ckpt_path, dev)
+    if cache is None or cache.size != ckpt["image_size"]:
+        cache = ImageCache(ckpt["image_size"], workers=4)
+    images = cache.load(list(paths), progress=progress, desc="decode")
+    logits = predict_logits(model, images, dev, ckpt["mean"], ckpt["std"], batch=batch, progress=progress)
+    logits = posthoc_adjust(logits, ckpt["class_counts"], posthoc_tau)
+    return logits.softmax(1), ckpt
+
+
+def make_records(paths: Sequence[Path], probs: torch.Tensor, classes: Sequence[str], labels=None) -> list[dict]:
+    """One JSON-ready dict per image: file, class, score (its probability), defective, probs, label."""
+    records = []
+    defective = defective_scores(probs, classes)
+    for i, path in enumerate(paths):
+        p = probs[i].tolist()
+        top = int(probs[i].argmax())
+        rec = {"file": str(path), "class": classes[top], "score": p[top], "defective": defective[i],
+               "probs": dict(zip(classes, p))}  # fmt: skip
+        if labels is not None:
+            rec["label"] = classes[labels[i]]
+        records.append(rec)
+    return records
+
+
+def records_to_csv(records: list[dict], classes: Sequence[str]) -> str:
+    """CSV with one row per image: file, class, score, defective, label (when known), p_<class>..."""
+    has_label = bool(records) and "label" in records[0]
+    header = ["file", "class", "score", "defective"] + (["label"] if has_label else []) + [f"p_{c}" for c in classes]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    for rec in records:
+        row = [rec["file"], rec["class"], f"{rec['score']:.6f}", "" if rec["defective"] is None else f"{rec['defective']:.6f}"]
+        row += [rec["label"]] if has_label else []
+        row += [f"{rec['probs'][c]:.6f}" for c in classes]
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def write_records(path: str | Path, records: list[dict], classes: Sequence[str]) -> Path:
+    """JSON (a list of records) or CSV, chosen by the suffix of ``path``."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return atomic_write_text(path, records_to_csv(records, classes))
+    if path.suffix.lower() == ".json":
+        return atomic_write_json(path, records)
+    raise DefectkitError(f"{path}: output must end in .json or .csv")
+
+
+def labels_from_layout(source: Path, paths: Sequence[Path], classes: Sequence[str]) -> list[int] | None:
+    """Labels when ``source`` is laid out as ``<source>/<class>/<image>`` with the model's classes."""
+    if not source.is_dir():
+        return None
+    labels = []
+    for p in paths:
+        rel = p.relative_to(source).parts
+        if len(rel) != 2 or rel[0] not in classes:
+            return None
+        labels.append(list(classes).index(rel[0]))
+    return labels
+
+
+def score(records_probs: torch.Tensor, labels: Sequence[int], classes: Sequence[str], out_dir: str | Path | None) -> dict:
+    """The shared evaluator on predictions (arg-max of ``probs``) against ``labels``."""
+    from classify.training import classification_metrics
+
+    return classification_metrics(labels, records_probs.argmax(1), classes, probs=records_probs, out_dir=out_dir)
+
+
+def evaluate_split(
+    ckpt_path: str | Path,
+    data: str | Path,
+    split: str,
+    out_dir: str | Path,
+    *,
+    device: str = "auto",
+    posthoc_tau: float = 0.0,
+    batch: int = 64,
+    cache: ImageCache | None = None,
+    progress: bool = False,
+) -> dict:
+    """``classify val``: score ``<data>/<split>/<class>/*`` and write the evaluator's report
+    (report.md, metrics.json, confusion matrix) plus predictions.json / .csv into ``out_dir``."""
+    from classify.checkpoint import read_checkpoint
+
+    classes = read_checkpoint(ckpt_path)["classes"]
+    split_dir = Path(data) / split
+    folders = list_class_folders(split_dir)
+    if any(name not in classes for name in folders):
+        check_classes(str(ckpt_path), classes, folders, str(split_dir))
+    found = scan_split(data, split, classes)
+    probs, ckpt = run_model(
+        ckpt_path, found.paths, device=device, posthoc_tau=posthoc_tau, batch=batch, cache=cache, progress=progress
+    )
+    metrics = score(probs, found.labels, classes, out_dir)
+    records = make_records(found.paths, probs, classes, found.labels)
+    write_records(Path(out_dir) / "predictions.json", records, classes)
+    write_records(Path(out_dir) / "predictions.csv", records, classes)
+    return metrics
+
+
+def predict_source(
+    ckpt_path: str | Path,
+    source: str | Path,
+    *,
+    out: str | Path | None = None,
+    report: str | Path | None = None,
+    device: str = "auto",
+    posthoc_tau: float = 0.0,
+    batch: int = 64,
+    progress: bool = False,
+) -> tuple[list[dict], dict | None]:
+    """``classify predict``: records for an image or every image under a folder; written to ``out``
+    (.json/.csv) when given. When the folder is laid out as ``<class>/<image>`` with the model's
+    classes and ``report`` is given, the predictions are also scored there by the shared evaluator."""
+    source = Path(source)
+    paths = list_source_images(source)
+    probs, ckpt = run_model(ckpt_path, paths, device=device, posthoc_tau=posthoc_tau, batch=batch, progress=progress)
+    classes = ckpt["classes"]
+    labels = labels_from_layout(source, paths, classes)
+    records = make_records(paths, probs, classes, labels)
+    if out is not None:
+        write_records(out, records, classes)
+    metrics = None
+    if report is not None:
+        if labels is None:
+            raise DefectkitError(f"{source}: --report needs a folder laid out as <class>/<image> with the model's classes")
+        metrics = score(probs, labels, classes, report)
+    return records, metrics

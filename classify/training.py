@@ -1,0 +1,358 @@
+"""``classify train``: fine-tune a torchvision ResNet on ``<data>/{train,val,test}/<class>/*.png``.
+
+A plain loop: decode every image once into a cache, then per epoch train (with a progress bar),
+step the cosine schedule, validate, keep ``best.pt`` (by val loss or accuracy) and ``last.pt`` (to
+resume). At the end the best model is scored on the test split by the shared evaluator.
+Runs on the CPU, one GPU, or several under ``torchrun`` (DistributedDataParallel).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
+
+from classify.checkpoint import read_checkpoint, save_checkpoint
+from classify.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CachedImages,
+    ImageCache,
+    ImageList,
+    default_disk_cache,
+    scan_split,
+    train_transform,
+)
+from classify.engine import init_distributed, predict_logits, seed_epoch, train_one_epoch
+from classify.longtail import LOSSES, balanced_sample_weights, build_loss
+from classify.models import ARCHITECTURES, FREEZE_CHOICES, apply_freeze, build_model, check_classes, frozen_batchnorm_eval
+from defectkit.atomic import atomic_write_json
+from defectkit.errors import DefectkitError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+OUTPUT_NAMES = ("last.pt", "best.pt", "history.json", "curves.png", "summary.json", "test")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; stored in every checkpoint (plain types only)."""
+
+    data: str
+    out: str
+    arch: str = "resnet18"
+    weights: str = "imagenet"  # imagenet | none | path to a state dict
+    freeze: str = "fc"  # fc (train only the head) | layer4 (layer4 + head) | none
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"  # cosine | none
+    epochs: int = 50
+    batch: int = 32  # per process under torchrun
+    image_size: int = 224
+    augment: bool = False  # random rotation + colour jitter
+    hflip: bool = False
+    rotation: float = 15.0
+    jitter: float = 0.2
+    loss: str = "ce"
+    beta: float = 0.999  # effective-number class weights (weighted-ce)
+    focal_gamma: float = 2.0
+    tau: float = 1.0  # logit-adjusted loss
+    sampler: str = "random"  # random | balanced
+    select: str = "loss"  # best checkpoint by val loss | acc
+    limit_per_class: int = 0  # 0 = all training images
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bfloat16 autocast on CUDA
+    cache: str = "memory"  # memory | disk (also keep decoded images on disk between runs)
+    cache_dir: str = ""
+    decode_workers: int = 4
+    loader_workers: int = 0
+    eval_batch: int = 64
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+
+    def check(self) -> None:
+        choices = {
+            "arch": ARCHITECTURES, "freeze": FREEZE_CHOICES, "optimizer": OPTIMIZERS, "loss": LOSSES,
+            "scheduler": ("cosine", "none"), "sampler": ("random", "balanced"), "select": ("loss", "acc"),
+            "cache": ("memory", "disk"),
+        }  # fmt: skip
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise DefectkitError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: choose from {', '.join(allowed)}")
+        for name in ("epochs", "batch", "image_size", "eval_batch", "decode_workers"):
+            if getattr(self, name) < 1:
+                raise DefectkitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise DefectkitError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 <= self.beta < 1.0:
+            raise DefectkitError(f"--beta must be in [0, 1), got {self.beta}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def limit_per_class(images: ImageList, limit: int) -> ImageList:
+    """The first ``limit`` images of each class (all when limit is 0)."""
+    if limit <= 0:
+        return images
+    seen = [0] * len(images.classes)
+    keep = []
+    for path, label in zip(images.paths, images.labels):
+        if seen[label] < limit:
+            seen[label] += 1
+            keep.append((path, label))
+    return ImageList([p for p, _ in keep], [lab for _, lab in keep], images.classes)
+
+
+def classification_metrics(labels, preds, classes, probs=None, out_dir=None, title=None) -> dict:
+    """Accuracy, balanced accuracy and per-class figures from the shared evaluator (recall is None
+    for a class absent from ``labels``)."""
+    from evaluation import evaluate_classification
+
+    return evaluate_classification(
+        [int(v) for v in labels], [int(v) for v in preds], list(classes),
+        probs=None if probs is None else probs.tolist(), out_dir=out_dir, title=title,
+    )  # fmt: skip
+
+
+def validate(model, images: torch.Tensor, labels: list[int], classes, cfg: TrainConfig, device) -> dict:
+    """Val loss (plain cross-entropy on the raw logits, comparable across --loss choices), accuracy,
+    balanced accuracy and per-class recall."""
+    logits = predict_logits(model, images, device, IMAGENET_MEAN, IMAGENET_STD, batch=cfg.eval_batch, amp=cfg.amp)
+    target = torch.as_tensor(labels, dtype=torch.long)
+    metrics = classification_metrics(target, logits.argmax(1), classes)
+    return {
+        "loss": float(F.cross_entropy(logits, target)),
+        "acc": float(metrics["accuracy"]),
+        "balanced_acc": float(metrics["balanced_accuracy"]),
+        "recall": {name: metrics["per_class"][name]["recall"] for name in classes},
+    }
+
+
+def curves_figure(history: list[dict], title: str):
+    """Loss and accuracy per epoch, train vs val."""
+    from evaluation.plots import new_figure
+
+    fig = new_figure(10, 4)
+    epochs = [h["epoch"] for h in history]
+    for i, key in enumerate(("loss", "acc")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], marker=".", label="train")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], marker=".", label="val")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    present = [name for name in OUTPUT_NAMES if (out / name).exists()]
+    if present and not overwrite:
+        raise DefectkitError(
+            f"{out}: already holds a run ({', '.join(present)}); pass --resume {out / 'last.pt'} or --overwrite"
+        )
+    for name in present:
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _is_better(select: str, row: dict, best: dict | None) -> bool:
+    if best is None:
+        return True
+    if select == "acc":  # ties broken by the lower val loss
+        return (row["val_acc"], -row["val_loss"]) > (best["val_acc"], -best["val_loss"])
+    return row["val_loss"] < best["val_loss"]
+
+
+def train(
+    cfg: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str | None = None,
+) -> dict:
+    """Train (or resume) a run and return its summary (also written to ``<out>/summary.json``).
+
+    With ``resume`` (a ``last.pt``) the configuration comes from the checkpoint and training goes on
+    from the epoch after the saved one; ``device`` may still be changed.
+    """
+    ckpt = None
+    if resume is not None:
+        ckpt = read_checkpoint(resume)
+        if "optimizer" not in ckpt:
+            raise DefectkitError(f"{resume}: has no optimiser state; resume from last.pt, not best.pt")
+        cfg = TrainConfig.from_dict(ckpt["config"])
+        cfg.out = str(Path(resume).parent)
+    if cfg is None:
+        raise ValueError("train() needs a config or a checkpoint to resume")
+    if device is not None:
+        cfg.device = device
+    cfg.check()
+    out = Path(cfg.out)
+    distr, dev = init_distributed(cfg.device)
+    show = progress and distr.main
+    if ckpt is None and distr.main:
+        _prepare_out(out, overwrite)
+
+    # Data: scanned now, decoded once below (an unreadable file is named before training starts).
+    train_list = limit_per_class(scan_split(cfg.data, cfg.train_split), cfg.limit_per_class)
+    classes = train_list.classes
+    counts = train_list.class_counts()
+    if ckpt is not None:
+        check_classes(str(resume), ckpt["classes"], classes, f"{Path(cfg.data) / cfg.train_split}")
+    val_list = scan_split(cfg.data, cfg.val_split, classes)
+
+    # Model first: missing weights fail before any decoding.
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, len(classes), weights="none" if ckpt is not None else cfg.weights)
+    params = apply_freeze(model, cfg.freeze)
+    model.to(dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    criterion = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.focal_gamma, tau=cfg.tau).to(dev)
+    optimizer = build_optimizer(cfg, params)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs) if cfg.scheduler == "cosine" else None
+    start_epoch, history, best = 0, [], None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt.get("scheduler"):
+            scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, history, best = int(ckpt["epoch"]), list(ckpt["history"]), ckpt.get("best")
+        if show:
+            print(f"resuming {out} after epoch {start_epoch} of {cfg.epochs}")
+    disk = (Path(cfg.cache_dir) if cfg.cache_dir else default_disk_cache()) if cfg.cache == "disk" else None
+    cache = ImageCache(cfg.image_size, disk_dir=disk, workers=cfg.decode_workers)
+    train_images = cache.load(train_list.paths, progress=show, desc="decode train")
+    val_images = cache.load(val_list.paths, progress=show, desc="decode val")
+    train_model = model
+    if distr.world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    dataset = CachedImages(train_images, train_list.labels, train_transform(cfg.augment, cfg.hflip, cfg.rotation, cfg.jitter))
+    sampler = None
+    if cfg.sampler == "balanced":  # with replacement; under torchrun each process draws its share
+        weights = balanced_sample_weights(train_list.labels, len(classes))
+        sampler = WeightedRandomSampler(weights, num_samples=math.ceil(len(dataset) / distr.world), replacement=True)
+    elif distr.world > 1:
+        sampler = DistributedSampler(dataset, num_replicas=distr.world, rank=distr.rank, shuffle=True, seed=cfg.seed)
+    loader = DataLoader(
+        dataset, batch_size=cfg.batch, shuffle=sampler is None, sampler=sampler,
+        num_workers=cfg.loader_workers, pin_memory=dev.type == "cuda",
+    )  # fmt: skip
+
+    meta = {
+        "arch": cfg.arch, "classes": classes, "class_counts": counts, "image_size": cfg.image_size,
+        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "config": asdict(cfg),
+    }  # fmt: skip
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_epoch(cfg.seed, epoch, distr.rank)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        model.train()
+        frozen_batchnorm_eval(model)
+        lr = optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        stats = train_one_epoch(
+            train_model, criterion, optimizer, loader, dev, IMAGENET_MEAN, IMAGENET_STD,
+            amp=cfg.amp, progress=show, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        if scheduler is not None:
+            scheduler.step()
+        if distr.main:
+            val = validate(model, val_images, val_list.labels, classes, cfg, dev)
+            row = {
+                "epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"],
+                "val_loss": val["loss"], "val_acc": val["acc"], "val_balanced_acc": val["balanced_acc"],
+                "val_recall": val["recall"], "seconds": seconds,
+                "images_per_s": len(dataset) / seconds if seconds > 0 else 0.0,
+            }  # fmt: skip
+            history.append(row)
+            if _is_better(cfg.select, row, best):
+                best = {"epoch": row["epoch"], "val_loss": row["val_loss"], "val_acc": row["val_acc"]}
+                save_checkpoint(out / "best.pt", **meta, model=model.state_dict(), epoch=epoch + 1, history=history, best=best)
+            save_checkpoint(
+                out / "last.pt", **meta, model=model.state_dict(), epoch=epoch + 1, history=history, best=best,
+                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler is not None else {},
+            )  # fmt: skip
+            atomic_write_json(out / "history.json", history)
+            if show:
+                from tqdm import tqdm
+
+                tqdm.write(
+                    f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.2e}  train loss {stats['loss']:.4f} acc {stats['acc']:.3f}  "
+                    f"val loss {val['loss']:.4f} acc {val['acc']:.3f} bal {val['balanced_acc']:.3f}  {seconds:.1f}s"
+                )
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+    summary: dict = {}
+    if distr.main:
+        summary = finish(cfg, out, classes, history, best, cache, dev, progress=show)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return summary
+
+
+def finish(cfg: TrainConfig, out: Path, classes, history, best, cache: ImageCache, dev, progress: bool) -> dict:
+    """Curves, the test score of the best checkpoint (shared evaluator), summary.json."""
+    from defectkit.atomic import atomic_savefig
+
+    if history:
+        atomic_savefig(curves_figure(history, f"{cfg.arch} on {Path(cfg.data).name}"), out / "curves.png", dpi=110)
+    last = history[-1] if history else {}
+    summary = {
+        "out": str(out), "arch": cfg.arch, "classes": list(classes), "epochs": len(history),
+        "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
+        "val_loss": last.get("val_loss"), "val_acc": last.get("val_acc"),
+        "val_balanced_acc": last.get("val_balanced_acc"), "select": cfg.select, "best": best,
+        "test": None,
+    }  # fmt: skip
+    if (Path(cfg.data) / cfg.test_split).is_dir() and (out / "best.pt").is_file():
+        from classify.predict import evaluate_split
+
+        test = evaluate_split(
+            out / "best.pt", cfg.data, cfg.test_split, out / "test", device=str(dev), cache=cache,
+            batch=cfg.eval_batch, progress=progress,
+        )  # fmt: skip
+        summary["test"] = {
+            "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"],
+            "recall": {name: test["per_class"][name]["recall"] for name in classes},
+        }  # fmt: skip
+    atomic_write_json(out / "summary.json", summary)
+    if progress:
+        t = summary["test"]
+        tail = f"  test acc {t['accuracy']:.3f} balanced {t['balanced_accuracy']:.3f}" if t else ""
+        print(f"{out}: best epoch {best['epoch'] if best else '-'} (by val {cfg.select}){tail}")
+    return summary
+
+
+def load_history(out: str | Path) -> list[dict]:
+    return json.loads((Path(out) / "history.json").read_text())

@@ -1,0 +1,10 @@
+"""detect: fine-tune and evaluate YOLO-World / YOLOv8 / YOLO11 defect detectors on convert-mvtec's yolo/ data.
+
+ultralytics does the training and inference; this package adds data checks, offline safety, YOLO-World
+text embeddings from a file, COCO results for the shared evaluator, and the ``detect`` command.
+"""
+
+import detect._ultralytics  # noqa: F401  (must run before anything imports ultralytics)
+from detect.predict import predict_images
+
+__all__ = ["predict_images"]

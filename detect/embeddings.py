@@ -1,0 +1,285 @@
+"""YOLO-World text embeddings: computed once with CLIP, stored in a file, read everywhere else.
+
+A YOLO-World model scores boxes against one text embedding per class. ultralytics computes those
+with CLIP whenever it needs them: ``WorldModel.get_text_pe`` is called by ``WorldModel.set_classes``
+(from ``YOLOWorld.set_classes``, the ``on_pretrain_routine_end`` callback that sets the EMA model's
+classes, and ``WorldValidator`` for a stand-alone val) and by ``WorldTrainer.generate_text_embeddings``
+(while building the training set, with its own name-keyed cache under ``images/``, which goes stale
+when prompts change). CLIP needs the ``clip`` package and a 340 MB download, so offline it cannot run.
+
+defectkit computes the embeddings once (``detect embed``), stores them beside the data set
+(``yolo/text_embeddings_clip-ViT-B-32.pt``: names, prompts, tensor; loads with ``weights_only=True``)
+and feeds ultralytics from that file in one place: :func:`use_text_embeddings` replaces
+``WorldModel.get_text_pe`` by a lookup in the file while ultralytics runs, and
+:class:`FileTextWorldTrainer` answers ``generate_text_embeddings`` from the same table. Every call
+site above goes through ``get_text_pe``, so none of them can reach CLIP.
+
+A class's embedding is the embedding of its prompt (``hole`` -> "a hole in wood"); ultralytics keeps
+using the class name as the key, so labels, names and the checkpoint stay in the defect names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import detect._ultralytics  # noqa: F401  (offline settings before ultralytics loads)
+from defectkit.atomic import atomic_torch_save
+from defectkit.errors import DefectkitError
+
+CLIP_VARIANT = "clip:ViT-B/32"
+EMBED_DIM = 512
+FORMAT = "defectkit-text-embeddings/1"
+ENV_FILE = "DEFECTKIT_TEXT_EMBEDDINGS"  # how a DDP worker process finds the file
+
+
+def default_path(yolo_dir: str | Path, variant: str = CLIP_VARIANT) -> Path:
+    """Where ``detect embed`` stores the embeddings for a data set.
+
+    >>> default_path("out/wood/yolo").name
+    'text_embeddings_clip-ViT-B-32.pt'
+    """
+    return Path(yolo_dir) / f"text_embeddings_{variant.replace(':', '-').replace('/', '-')}.pt"
+
+
+def parse_prompts(spec: str | None, names: list[str]) -> list[str]:
+    """The prompt of each class: its name unless ``spec`` ("hole=a hole in wood,scratch=...") says otherwise.
+
+    >>> parse_prompts("hole=a hole in wood", ["color", "hole"])
+    ['color', 'a hole in wood']
+    """
+    prompts = dict(zip(names, names))
+    for item in filter(None, (s.strip() for s in (spec or "").split(","))):
+        name, sep, prompt = item.partition("=")
+        name, prompt = name.strip(), prompt.strip()
+        if not sep or not prompt:
+            raise DefectkitError(f"--prompts: {item!r} is not NAME=PROMPT")
+        if name not in prompts:
+            raise DefectkitError(f"--prompts: {name!r} is not a class of the data set ({', '.join(names)})")
+        prompts[name] = prompt
+    return [prompts[n] for n in names]
+
+
+@dataclass
+class TextEmbeddings:
+    """One unit-norm embedding per class, computed from its prompt by ``model`` (or random)."""
+
+    names: list[str]
+    prompts: list[str]
+    embeddings: torch.Tensor  # (len(names), EMBED_DIM) float32
+    model: str = CLIP_VARIANT
+    seed: int | None = None
+
+    def lookup(self, texts: list[str]) -> torch.Tensor:
+        """Embeddings for class names or prompts, shaped (len(texts), dim) like CLIP's output."""
+        index = {n: i for i, n in enumerate(self.names)}
+        index.update({p: i for i, p in enumerate(self.prompts)})
+        missing = [t for t in texts if t.strip() not in index]
+        if missing:
+            raise DefectkitError(
+                f"no text embedding for {', '.join(map(repr, missing))} (embeddings hold "
+                f"{', '.join(self.names)}); make them with `detect embed --data DATA.yaml` or pass "
+                "--text-embeddings random"
+            )
+        return self.embeddings[[index[t.strip()] for t in texts]]
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "seed": self.seed,
+            "names": list(self.names),
+            "prompts": list(self.prompts),
+            "embeddings": self.embeddings.detach().float().cpu().contiguous(),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_torch_save(self.to_dict(), path)
+
+    def check_names(self, names: list[str], source: str | Path) -> None:
+        if list(self.names) != list(names):
+            raise DefectkitError(
+                f"{source}: text embeddings are for classes {self.names}, the data set has {list(names)}; "
+                "remake them with `detect embed --data DATA.yaml --overwrite`"
+            )
+
+
+def load(path: str | Path) -> TextEmbeddings:
+    """Read a file written by :meth:`TextEmbeddings.save` (``torch.load(weights_only=True)``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DefectkitError(f"{path}: no such text-embeddings file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (any unpickling failure means: not our file)
+        raise DefectkitError(f"{path}: not a text-embeddings file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise DefectkitError(f"{path}: not a defectkit text-embeddings file (format {FORMAT} expected)")
+    emb = obj["embeddings"]
+    if emb.ndim != 2 or emb.shape[0] != len(obj["names"]):
+        raise DefectkitError(f"{path}: embeddings of shape {tuple(emb.shape)} for {len(obj['names'])} names")
+    return TextEmbeddings(
+        obj["names"], obj["prompts"], emb.float(), obj.get("model", CLIP_VARIANT), obj.get("seed")
+    )
+
+
+def random_embeddings(names: list[str], prompts: list[str] | None = None, *, seed: int = 0) -> TextEmbeddings:
+    """Deterministic unit-norm random embeddings: for tests and from-scratch training without CLIP.
+
+    >>> e = random_embeddings(["a", "b"], seed=0)
+    >>> tuple(e.embeddings.shape), round(float(e.embeddings[0].norm()), 4)
+    ((2, 512), 1.0)
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    emb = torch.randn(len(names), EMBED_DIM, generator=gen)
+    emb = emb / emb.norm(dim=-1, keepdim=True)
+    return TextEmbeddings(list(names), list(prompts or names), emb, model="random", seed=int(seed))
+
+
+def clip_embeddings(names: list[str], prompts: list[str], *, device: str = "cpu") -> TextEmbeddings:
+    """Encode the prompts with CLIP ViT-B/32 (ultralytics' text model, the one YOLO-World was trained with)."""
+    if importlib.util.find_spec("clip") is None:
+        raise DefectkitError(
+            "CLIP is not installed (pip install git+https://github.com/ultralytics/CLIP.git); install it where "
+            "there is internet and run `detect embed --data DATA.yaml` there, copy the .pt file it writes, or "
+            "pass --text-embeddings random"
+        )
+    if os.environ.get("DEFECTKIT_OFFLINE", "") not in ("", "0"):
+        weights = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip" / "ViT-B-32.pt"
+        if not weights.is_file():
+            raise DefectkitError(
+                f"{weights}: CLIP weights not on disk and DEFECTKIT_OFFLINE is set; run `detect embed --data "
+                "DATA.yaml` once with internet, or pass --text-embeddings FILE|random"
+            )
+    from ultralytics.nn.text_model import build_text_model
+
+    try:
+        model = build_text_model(CLIP_VARIANT, device=torch.device(device))
+        with torch.no_grad():
+            emb = model.encode_text(model.tokenize(prompts)).float().cpu()
+    except Exception as exc:  # noqa: BLE001  (network and download errors of all kinds)
+        raise DefectkitError(
+            f"CLIP text model could not be loaded ({type(exc).__name__}: {exc}); run `detect embed` with internet "
+            "or pass --text-embeddings random"
+        ) from None
+    return TextEmbeddings(list(names), list(prompts), emb, model=CLIP_VARIANT)
+
+
+def resolve(
+    spec: str | None,
+    names: list[str],
+    yolo_dir: str | Path,
+    *,
+    prompts_spec: str | None = None,
+    seed: int = 0,
+) -> TextEmbeddings:
+    """The embeddings a command uses: ``spec`` is a file, ``"random"``, or None for the default file.
+
+    Never computes CLIP: with no file it raises, saying how to make one (``detect embed``).
+    """
+    prompts = parse_prompts(prompts_spec, names)
+    if spec == "random":
+        return random_embeddings(names, prompts, seed=seed)
+    path = Path(spec) if spec else default_path(yolo_dir)
+    if not path.is_file():
+        raise DefectkitError(
+            f"{path}: no text embeddings for this data set; make them once with `detect embed --data "
+            f"{Path(yolo_dir) / 'data.yaml'}` (needs CLIP and internet the first time), pass "
+            "--text-embeddings FILE, or --text-embeddings random for a from-scratch run"
+        )
+    table = load(path)
+    table.check_names(names, path)
+    if prompts_spec and table.prompts != prompts:
+        raise DefectkitError(
+            f"{path}: made for prompts {table.prompts}, --prompts asks for {prompts}; remake them with "
+            "`detect embed --prompts ... --overwrite`"
+        )
+    return table
+
+
+@contextlib.contextmanager
+def use_text_embeddings(table: TextEmbeddings) -> Iterator[TextEmbeddings]:
+    """While active, every ``WorldModel.get_text_pe`` call is answered from ``table`` (CLIP never runs).
+
+    The patch is on the class, so the EMA copy, the validator's model and reloaded checkpoints all see it.
+    """
+    from ultralytics.nn.tasks import WorldModel
+
+    original = WorldModel.get_text_pe
+
+    def get_text_pe(self, text, batch=80, cache_clip_model=False):  # same signature as ultralytics'
+        device = next(self.model.parameters()).device
+        return table.lookup(list(text)).to(device).reshape(1, len(text), -1)
+
+    WorldModel.get_text_pe = get_text_pe
+    try:
+        yield table
+    finally:
+        WorldModel.get_text_pe = original
+
+
+def _trainer_class():
+    from ultralytics.models.yolo.world import WorldTrainer
+
+    class FileTextWorldTrainer(WorldTrainer):
+        """ultralytics' WorldTrainer, with text embeddings from the defectkit file instead of CLIP."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._table = _active_table()
+
+        def generate_text_embeddings(self, texts, batch, cache_dir):
+            emb = self._table.lookup(list(texts)).to(self.device)
+            return dict(zip(texts, emb))
+
+    FileTextWorldTrainer.__module__ = __name__
+    FileTextWorldTrainer.__qualname__ = "FileTextWorldTrainer"
+    return FileTextWorldTrainer
+
+
+_ACTIVE: list[TextEmbeddings] = []
+
+
+def _active_table() -> TextEmbeddings:
+    """The table of the enclosing :func:`training_embeddings`, or (in a DDP worker) the file in ``$ENV``."""
+    if _ACTIVE:
+        return _ACTIVE[-1]
+    path = os.environ.get(ENV_FILE)
+    if not path:
+        raise DefectkitError("FileTextWorldTrainer needs text embeddings; run it through `detect train`")
+    table = load(path)
+    # A DDP worker is a fresh process: install the lookup for the rest of its life.
+    use_text_embeddings(table).__enter__()
+    _ACTIVE.append(table)
+    return table
+
+
+@contextlib.contextmanager
+def training_embeddings(table: TextEmbeddings, file: Path) -> Iterator[type]:
+    """Context for a YOLO-World training run: yields the trainer class to hand to ``YOLO.train``.
+
+    ``file`` (the embeddings used, saved in the run folder) is exported through ``$DEFECTKIT_TEXT_EMBEDDINGS``
+    for ultralytics' DDP workers, which re-import the trainer class in new processes.
+    """
+    table.save(file)
+    old = os.environ.get(ENV_FILE)
+    os.environ[ENV_FILE] = str(file)
+    _ACTIVE.append(table)
+    try:
+        with use_text_embeddings(table):
+            yield FileTextWorldTrainer
+    finally:
+        _ACTIVE.pop()
+        if old is None:
+            os.environ.pop(ENV_FILE, None)
+        else:
+            os.environ[ENV_FILE] = old
+
+
+FileTextWorldTrainer = _trainer_class()

@@ -1,0 +1,147 @@
+"""``detect train``: check the data and model, then hand over to ultralytics' own trainer.
+
+There is no training loop here: ultralytics trains (schedules, augmentation, EMA, AMP, DDP, resume,
+its run folder with ``weights/best.pt``, ``last.pt``, ``results.csv`` and plots). defectkit adds the
+checks before it starts, offline safety, and YOLO-World text embeddings from a file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from defectkit.errors import DefectkitError
+from detect import embeddings as emb
+from detect.data import load_data
+from detect.models import check_task, is_world, open_model
+
+# Arguments defectkit sets itself: passing them as KEY=VALUE extras would be ambiguous.
+OWN_ARGS = (
+    "data",
+    "model",
+    "epochs",
+    "imgsz",
+    "batch",
+    "device",
+    "seed",
+    "resume",
+    "project",
+    "name",
+    "mode",
+)
+
+
+def parse_extra_args(items: list[str] | None) -> dict[str, Any]:
+    """``["lr0=0.001", "mosaic=0", "optimizer=SGD"]`` -> typed dict, checked against ultralytics' settings.
+
+    >>> parse_extra_args(["lr0=0.001", "cos_lr=true", "optimizer=SGD"])
+    {'lr0': 0.001, 'cos_lr': True, 'optimizer': 'SGD'}
+    """
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise DefectkitError(f"{item!r}: extra training arguments are KEY=VALUE (e.g. lr0=0.001)")
+        if key in OWN_ARGS:
+            raise DefectkitError(f"{item!r}: use the --{key} option instead")
+        if key not in DEFAULT_CFG_DICT:
+            raise DefectkitError(f"{item!r}: '{key}' is not an ultralytics training argument")
+        out[key] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def train(
+    data: str | Path,
+    model: str | Path = "yolov8s-worldv2.pt",
+    *,
+    epochs: int = 100,
+    imgsz: int = 640,
+    batch: int = 16,
+    device: str | None = None,
+    seed: int = 0,
+    project: str | Path = "runs/detect",
+    name: str = "train",
+    resume: bool | str | Path = False,
+    prompts: str | None = None,
+    text_embeddings: str | None = None,
+    exist_ok: bool = False,
+    callbacks: dict[str, list] | None = None,
+    **extra: Any,
+) -> Path:
+    """Fine-tune ``model`` on the YOLO data set ``data``; returns the run folder (``weights/best.pt`` inside).
+
+    ``text_embeddings`` (YOLO-World only): a file made by ``detect embed``, ``"random"``, or None for
+    the data set's default file. ``resume``: True to continue ``<project>/<name>/weights/last.pt``,
+    or the path of a ``last.pt``. ``callbacks``: ultralytics events to functions of the trainer
+    (``{"on_train_epoch_end": [fn]}``). ``extra``: further ultralytics training arguments, unchanged.
+    """
+    if resume:
+        return _resume(resume, project, name, device, callbacks)
+    ds = load_data(data, splits=("train", "val"))
+    yolo = open_model(model)
+    _add_callbacks(yolo, callbacks)
+    check_task(yolo, ds, model)
+    world = is_world(yolo)
+    if not world and (prompts or text_embeddings):
+        raise DefectkitError(f"{model}: --prompts and --text-embeddings are for YOLO-World models only")
+    args = dict(
+        data=str(ds.yaml_path.resolve()),
+        epochs=int(epochs),
+        imgsz=int(imgsz),
+        batch=batch,
+        seed=int(seed),
+        project=str(Path(project).resolve()),
+        name=name,
+        exist_ok=exist_ok,
+        **extra,
+    )
+    if device is not None:
+        args["device"] = device
+    if not world:
+        yolo.train(**args)
+        return Path(yolo.trainer.save_dir)
+    table = emb.resolve(text_embeddings, ds.names, ds.yaml_path.parent, prompts_spec=prompts, seed=seed)
+    Path(args["project"]).mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".text_embeddings.", suffix=".pt", dir=args["project"])
+    os.close(fd)
+    try:
+        with emb.training_embeddings(table, Path(tmp)) as trainer:
+            yolo.train(trainer=trainer, **args)
+        run = Path(yolo.trainer.save_dir)
+        shutil.move(tmp, run / "text_embeddings.pt")  # what resume, val and predict read
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return run
+
+
+def _add_callbacks(yolo, callbacks: dict[str, list] | None) -> None:
+    for event, functions in (callbacks or {}).items():
+        for fn in functions:
+            yolo.add_callback(event, fn)
+
+
+def _resume(resume: bool | str | Path, project, name, device, callbacks=None) -> Path:
+    last = Path(project) / name / "weights" / "last.pt" if resume is True else Path(resume)
+    if not last.is_file():
+        raise DefectkitError(f"{last}: no checkpoint to resume (train first, or pass --resume PATH/last.pt)")
+    yolo = open_model(last)
+    _add_callbacks(yolo, callbacks)
+    kwargs: dict[str, Any] = {"resume": True}
+    if device is not None:
+        kwargs["device"] = device
+    if not is_world(yolo):
+        yolo.train(**kwargs)
+        return Path(yolo.trainer.save_dir)
+    file = last.parent.parent / "text_embeddings.pt"
+    table = emb.load(file)
+    with emb.training_embeddings(table, file) as trainer:
+        yolo.train(trainer=trainer, **kwargs)
+    return Path(yolo.trainer.save_dir)

@@ -1,0 +1,358 @@
+"""COCO detection and instance-segmentation metrics: the 12 COCO stats, AP/AP50 per class,
+precision-recall curves and a confusion matrix with a background row and column.
+
+The stats come from faster-coco-eval (default; C++ evaluate/accumulate, bit-identical to
+pycocotools) or pycocotools itself; per-class numbers and curves are read from the same
+accumulated ``precision[T, R, K, A, M]`` array the stats come from, so they can never disagree.
+Masks stay COCO RLE throughout: IoUs are computed on the run-length encodings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from defectkit.errors import DefectkitError
+from evaluation.coco_io import IOU_TYPES, load_ground_truth, load_predictions
+
+BACKENDS = ("faster-coco-eval", "pycocotools")
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+STAT_MEANINGS = (
+    "AP @ IoU 0.50:0.95, all areas, 100 dets",
+    "AP @ IoU 0.50",
+    "AP @ IoU 0.75",
+    "AP, small (area < 32²)",
+    "AP, medium (32² ≤ area < 96²)",
+    "AP, large (area ≥ 96²)",
+    "AR, 1 det per image",
+    "AR, 10 dets per image",
+    "AR, 100 dets per image",
+    "AR, small",
+    "AR, medium",
+    "AR, large",
+)
+QUIRKS = (
+    "Scores follow pycocotools exactly, quirks included:",
+    "- at most 100 detections per image and class count (the highest-scoring ones; ties keep file order);",
+    (
+        "- a segm result that carries a `bbox` takes its area (for small/medium/large) from the box, "
+        "not the mask (pycocotools' `loadRes` reads every result the way it reads the first one);"
+    ),
+    "- ground-truth `area` is used as given for the area ranges; `iscrowd` objects are ignore regions;",
+    (
+        "- a stat is -1 when no ground truth falls in its range (for example APs without small objects), "
+        "and a class's AP is -1 when the class has no ground truth."
+    ),
+)
+
+
+@dataclass
+class CocoResult:
+    """What one backend run yields: the 12 stats and the accumulated arrays."""
+
+    stats: np.ndarray  # (12,)
+    precision: np.ndarray  # [T, R, K, A, M], -1 = no ground truth
+    recall: np.ndarray  # [T, K, A, M]
+    cat_ids: list[int]
+    rec_thrs: np.ndarray
+    iou_thrs: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+
+def _empty_results(coco_cls, gt: dict):
+    """A results COCO object with no detections (pycocotools' ``loadRes([])`` raises IndexError)."""
+    res = coco_cls()
+    res.dataset = {"images": list(gt["images"]), "categories": list(gt["categories"]), "annotations": []}
+    res.createIndex()
+    return res
+
+
+def run_coco_eval(gt: dict, predictions: list[dict], iou_type: str, backend: str = "faster-coco-eval") -> CocoResult:
+    """Run COCO evaluation with ``backend`` on already-checked, private copies of the data.
+
+    >>> run_coco_eval(gt, preds, "bbox").stats[0]  # doctest: +SKIP
+    0.3512...
+    """
+    if backend == "faster-coco-eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        coco_gt = COCO(gt)
+        coco_dt = coco_gt.loadRes(predictions) if predictions else _empty_results(COCO, gt)
+        evaluator = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=lambda *a, **k: None)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    elif backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
+            coco_gt = COCO()
+            coco_gt.dataset = gt
+            coco_gt.createIndex()
+            coco_dt = coco_gt.loadRes(predictions) if predictions else _empty_results(COCO, gt)
+            evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+    else:
+        raise DefectkitError(f"unknown COCO backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    p = evaluator.params
+    return CocoResult(
+        stats=np.asarray(evaluator.stats[:12], dtype=np.float64),
+        precision=np.asarray(evaluator.eval["precision"]),
+        recall=np.asarray(evaluator.eval["recall"]),
+        cat_ids=[int(c) for c in p.catIds],
+        rec_thrs=np.asarray(p.recThrs),
+        iou_thrs=np.asarray(p.iouThrs),
+    )
+
+
+def _mean_valid(values: np.ndarray) -> float:
+    """pycocotools' summary of a slice: the mean of entries > -1, or -1 when there are none."""
+    valid = values[values > -1]
+    return float(np.mean(valid)) if valid.size else -1.0
+
+
+def per_class_metrics(result: CocoResult, names: dict[int, str], n_gt: dict, n_pred: dict) -> dict[str, dict]:
+    """AP (IoU .50:.95), AP50, AP75 and AR100 for each class, area 'all', 100 detections: the same
+    slices of the accumulated arrays pycocotools' summarize() averages over every class."""
+    out = {}
+    t50 = int(np.argmin(np.abs(result.iou_thrs - 0.5)))
+    t75 = int(np.argmin(np.abs(result.iou_thrs - 0.75)))
+    for k, cat_id in enumerate(result.cat_ids):
+        prec = result.precision[:, :, k, 0, -1]
+        out[names[cat_id]] = {
+            "category_id": cat_id,
+            "AP": _mean_valid(prec),
+            "AP50": _mean_valid(prec[t50]),
+            "AP75": _mean_valid(prec[t75]),
+            "AR100": _mean_valid(result.recall[:, k, 0, -1]),
+            "n_gt": int(n_gt.get(cat_id, 0)),
+            "n_pred": int(n_pred.get(cat_id, 0)),
+        }
+    return out
+
+
+def detection_confusion_matrix(
+    gt: dict, predictions: list[dict], iou_type: str, iou_threshold: float = 0.5, conf_threshold: float = 0.25
+) -> tuple[np.ndarray, list[int]]:
+    """Confusion matrix over classes + background, rows = true, columns = predicted.
+
+    Per image, detections with score >= ``conf_threshold`` are taken in descending score order
+    (stable, like COCO) and each is matched to the still-unmatched ground-truth object of any
+    class with the highest IoU >= ``iou_threshold`` (class-agnostic, as in ultralytics'
+    ConfusionMatrix, so class confusions show). Unmatched detections count in the background row,
+    missed objects in the background column. Crowd objects are skipped. IoUs come from pycocotools
+    on boxes or on the RLEs, so no mask is decoded.
+
+    Returns (matrix of shape (K+1, K+1), category ids in row order; the last row/column is background).
+    """
+    cat_ids = sorted(c["id"] for c in gt["categories"])
+    index = {c: i for i, c in enumerate(cat_ids)}
+    bg = len(cat_ids)
+    matrix = np.zeros((bg + 1, bg + 1), dtype=np.int64)
+    key = "bbox" if iou_type == "bbox" else "segmentation"
+    gts_by_image: dict[int, list] = defaultdict(list)
+    for ann in gt["annotations"]:
+        if not ann.get("iscrowd", 0):
+            gts_by_image[ann["image_id"]].append(ann)
+    dts_by_image: dict[int, list] = defaultdict(list)
+    for det in predictions:
+        if det["score"] >= conf_threshold:
+            dts_by_image[det["image_id"]].append(det)
+    heights = {img["id"]: (img.get("height"), img.get("width")) for img in gt["images"]}
+
+    def regions(anns):
+        if key == "bbox":
+            return np.asarray([a["bbox"] for a in anns], dtype=np.float64)
+        h, w = heights[anns[0]["image_id"]]
+        return [_as_rle(a["segmentation"], h, w) for a in anns]
+
+    for image_id in set(gts_by_image) | set(dts_by_image):
+        gts, dts = gts_by_image.get(image_id, []), dts_by_image.get(image_id, [])
+        gt_cls = np.asarray([index[a["category_id"]] for a in gts], dtype=np.int64)
+        if not dts:
+            np.add.at(matrix, (gt_cls, bg), 1)
+            continue
+        order = np.argsort([-d["score"] for d in dts], kind="mergesort")
+        dts = [dts[i] for i in order]
+        dt_cls = np.asarray([index[d["category_id"]] for d in dts], dtype=np.int64)
+        if not gts:
+            np.add.at(matrix, (bg, dt_cls), 1)
+            continue
+        ious = np.asarray(mask_utils.iou(regions(dts), regions(gts), [0] * len(gts)), dtype=np.float64)
+        ious = ious.reshape(len(dts), len(gts))
+        free = np.ones(len(gts), dtype=bool)
+        for d in range(len(dts)):
+            candidates = np.where(free & (ious[d] >= iou_threshold), ious[d], -1.0)
+            g = int(np.argmax(candidates))
+            if candidates[g] >= 0:
+                free[g] = False
+                matrix[gt_cls[g], dt_cls[d]] += 1
+            else:
+                matrix[bg, dt_cls[d]] += 1
+        np.add.at(matrix, (gt_cls[free], bg), 1)
+    return matrix, cat_ids
+
+
+def _as_rle(segm: Any, h: int, w: int) -> dict:
+    """A pycocotools RLE for a result/GT segmentation (compressed str/bytes, uncompressed, polygon)."""
+    if isinstance(segm, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segm, h, w))
+    if isinstance(segm.get("counts"), list):
+        return mask_utils.frPyObjects(segm, h, w)
+    if isinstance(segm.get("counts"), str):
+        return {"size": segm["size"], "counts": segm["counts"].encode("ascii")}
+    return segm
+
+
+def evaluate_detection(
+    gt: Any,
+    predictions: Any,
+    iou_type: str = "bbox",
+    *,
+    backend: str = "faster-coco-eval",
+    out_dir: str | Path | None = None,
+    overwrite: bool = True,
+    confusion_matrix: bool | None = None,
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.5,
+    title: str | None = None,
+) -> dict:
+    """COCO mAP of ``predictions`` (COCO results: path or list) against ``gt`` (COCO json: path or dict).
+
+    Returns ``{iou_type: {AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl,
+    "per_class": {name: {AP, AP50, AP75, AR100, n_gt, n_pred, category_id}},
+    "confusion_matrix": {...}}, "info": {...}}`` (schema: evaluation/README.md). Stats are
+    pycocotools' own numbers; -1 means no ground truth in that range. No predictions at all gives
+    zeros, not an error. The confusion matrix (IoU >= ``iou_threshold``, score >= ``conf_threshold``)
+    is computed when ``confusion_matrix`` is true, by default only when ``out_dir`` is given.
+    With ``out_dir``: writes metrics.json, report.md, pr_curves.png, confusion_matrix.png atomically.
+
+    >>> m = evaluate_detection("coco/test.json", "runs/detect/predictions.json")  # doctest: +SKIP
+    >>> m["bbox"]["AP50"], m["bbox"]["per_class"]["hole"]["AP"]  # doctest: +SKIP
+    (0.71, 0.42)
+    """
+    if iou_type not in IOU_TYPES:
+        raise DefectkitError(f"iou_type must be one of {', '.join(IOU_TYPES)}, not {iou_type!r}")
+    if backend not in BACKENDS:
+        raise DefectkitError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    gt_data, gt_name = load_ground_truth(gt, iou_type)
+    preds, pred_name = load_predictions(predictions, gt_data, iou_type, gt_name)
+    result = run_coco_eval(gt_data, preds, iou_type, backend)
+
+    names = _category_names(gt_data)
+    n_gt: dict[int, int] = defaultdict(int)
+    for ann in gt_data["annotations"]:
+        if not ann.get("iscrowd", 0):
+            n_gt[ann["category_id"]] += 1
+    n_pred: dict[int, int] = defaultdict(int)
+    for det in preds:
+        n_pred[det["category_id"]] += 1
+
+    metrics: dict[str, Any] = {name: float(v) for name, v in zip(STAT_NAMES, result.stats)}
+    metrics["per_class"] = per_class_metrics(result, names, n_gt, n_pred)
+    want_cm = confusion_matrix if confusion_matrix is not None else out_dir is not None
+    if want_cm:
+        matrix, cat_ids = detection_confusion_matrix(gt_data, preds, iou_type, iou_threshold, conf_threshold)
+        metrics["confusion_matrix"] = {
+            "labels": [names[c] for c in cat_ids] + ["background"],
+            "matrix": matrix.tolist(),
+            "iou_threshold": iou_threshold,
+            "conf_threshold": conf_threshold,
+            "rows": "true",
+            "columns": "predicted",
+        }
+    info = {
+        "task": "detection",
+        "iou_type": iou_type,
+        "backend": backend,
+        "ground_truth": gt_name,
+        "predictions": pred_name,
+        "n_images": len(gt_data["images"]),
+        "n_gt": int(sum(n_gt.values())),
+        "n_pred": len(preds),
+        "quirks": list(QUIRKS[1:]),
+    }
+    out = {iou_type: metrics, "info": info}
+    if out_dir is not None:
+        detection_report(out, result, names, title=title).write(out_dir, overwrite=overwrite)
+    return out
+
+
+def _category_names(gt: dict) -> dict[int, str]:
+    """Category id -> display name (the id itself when unnamed; duplicates get their id appended)."""
+    names: dict[int, str] = {}
+    seen: set[str] = set()
+    for cat in sorted(gt["categories"], key=lambda c: c["id"]):
+        name = str(cat.get("name", cat["id"]))
+        if name in seen:
+            name = f"{name}#{cat['id']}"
+        seen.add(name)
+        names[cat["id"]] = name
+    return names
+
+
+def detection_report(out: dict, result: CocoResult, names: dict[int, str], title: str | None = None):
+    """The Markdown report of :func:`evaluate_detection` (tables, PR curves, confusion matrix)."""
+    from evaluation.plots import confusion_matrix_figure, pr_curves_figure
+    from evaluation.report import Report
+
+    info = out["info"]
+    iou_type = info["iou_type"]
+    metrics = out[iou_type]
+    report = Report(title or f"COCO {iou_type} evaluation")
+    report.add_text(
+        f"Ground truth `{info['ground_truth']}` ({info['n_images']} images, {info['n_gt']} objects); "
+        f"predictions `{info['predictions']}` ({info['n_pred']} results); backend {info['backend']}."
+    )
+    report.add_heading("COCO stats")
+    report.add_table(["stat", "value", "meaning"], [[n, metrics[n], m] for n, m in zip(STAT_NAMES, STAT_MEANINGS)])
+    report.add_heading("Per class (IoU 0.50:0.95 unless named, area all, 100 dets)")
+    report.add_table(
+        ["class", "AP", "AP50", "AP75", "AR100", "objects", "predictions"],
+        [[n, _na(v["AP"]), _na(v["AP50"]), _na(v["AP75"]), _na(v["AR100"]), v["n_gt"], v["n_pred"]]
+         for n, v in metrics["per_class"].items()],
+    )
+    t50 = int(np.argmin(np.abs(result.iou_thrs - 0.5)))
+    curves = {}
+    for k, cat_id in enumerate(result.cat_ids):
+        prec = result.precision[t50, :, k, 0, -1]
+        if (prec > -1).any():
+            curves[f"{names[cat_id]} (AP50 {_mean_valid(prec):.3f})"] = np.clip(prec, 0, None)
+    report.add_heading("Precision-recall curves")
+    report.add_image(
+        "pr_curves.png",
+        pr_curves_figure(result.rec_thrs, curves, f"{iou_type}: precision-recall at IoU 0.50 (interpolated)"),
+        "COCO's interpolated precision at 101 recall points, IoU 0.50, per class",
+    )
+    cm = metrics.get("confusion_matrix")
+    if cm is not None:
+        report.add_heading("Confusion matrix")
+        report.add_image(
+            "confusion_matrix.png",
+            confusion_matrix_figure(
+                np.asarray(cm["matrix"]), cm["labels"],
+                f"{iou_type}: IoU ≥ {cm['iou_threshold']}, score ≥ {cm['conf_threshold']}",
+            ),
+            "rows: true class (the background row counts false detections); columns: predicted class "
+            "(the background column counts missed objects); detections matched greedily by score, "
+            "class-agnostic",
+        )
+    report.add_heading("How these numbers are computed")
+    report.add_text("\n".join(QUIRKS))
+    report.add_metrics(iou_type, metrics)
+    report.add_metrics("info", info)
+    return report
+
+
+def _na(value: float) -> float | None:
+    return None if value == -1 else value

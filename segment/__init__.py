@@ -1,0 +1,14 @@
+"""segment: fine-tune SAM (segment-anything) on defect masks, with box and point prompts, cached
+image embeddings, validation against base SAM, and ``segment predict``.
+
+>>> from segment import build_sam, TrainConfig, train, Segmenter  # doctest: +SKIP
+
+See segment/README.md for the CLI (``segment --help``).
+"""
+
+from segment.embeddings import EmbeddingCache, ImageEncoder
+from segment.models import MODEL_REGISTRY, build_sam
+from segment.predict import Segmenter
+from segment.train import TrainConfig, train
+
+__all__ = ["MODEL_REGISTRY", "EmbeddingCache", "ImageEncoder", "Segmenter", "TrainConfig", "build_sam", "train"]

@@ -1,0 +1,240 @@
+"""``segment``: fine-tune SAM on defect masks, score it, and segment images from boxes or clicks.
+
+  segment train   --data <out>/<category>/sam --model vit_b --checkpoint sam_vit_b_01ec64.pth
+  segment val     --data <out>/<category>/sam --split test --finetuned runs/segment/train/best.pt
+  segment predict --image IMG|DIR (--box x1,y1,x2,y2 | --point x,y[,label] | --boxes-from PRED.json
+                  | --detector WEIGHTS) --out runs/segment/predict
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from defectkit.errors import DefectkitError, cli_entry
+from segment.models import CHECKPOINT_URLS, model_names
+
+
+def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=model_names(), default=default_model,
+                   help="SAM size: vit_b / vit_l / vit_h (official weights) or vit_tiny (small random model for "
+                   "tests and demos)" + (" (default: %(default)s)" if default_model else
+                                         " (default: the one --finetuned was trained on, else vit_b)"))
+    g.add_argument("--checkpoint", type=Path, default=None,
+                   help="official SAM weights for --model, e.g. sam_vit_b_01ec64.pth; when missing they are "
+                   f"downloaded to ~/.cache/defectkit (vit_b: {CHECKPOINT_URLS['vit_b']})")
+    g.add_argument("--random-weights", action="store_true",
+                   help="no checkpoint: random weights from --seed (benchmarks and smoke tests only; masks are "
+                   "meaningless until fine-tuned). vit_tiny always has random weights")
+    g.add_argument("--seed", type=int, default=0, help="seed of random weights, jitter and shuffling (default: %(default)s)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    g.add_argument("--cache-dir", type=Path, default=None,
+                   help="embedding cache folder (default: $DEFECTKIT_CACHE/sam_embeddings or "
+                   "~/.cache/defectkit/sam_embeddings)")
+    g.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="fine-tune SAM's mask decoder on a converted data set",
+                       description="Fine-tune SAM's mask decoder (image encoder frozen, embeddings cached) on "
+                       "sam/train.jsonl, validate each epoch against base SAM, write best.pt only when it beats "
+                       "base SAM. Several GPUs: torchrun --nproc_per_node N -m segment.cli train ...")
+    t.add_argument("--data", type=Path, required=True, help="the sam/ folder written by convert-mvtec (<out>/<category>/sam)")
+    _add_model_args(t, "vit_b")
+    t.add_argument("--out", type=Path, default=Path("runs/segment/train"), help="run folder (default: %(default)s)")
+    t.add_argument("--epochs", type=int, default=10, help="epochs (default: %(default)s)")
+    t.add_argument("--batch", type=int, default=16, help="instances of one image per decoder call (default: %(default)s)")
+    t.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate, cosine-decayed per step (default: %(default)s)")
+    t.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: %(default)s)")
+    t.add_argument("--points", type=int, default=0, help="positive points sampled from each mask and added to its box (default: %(default)s)")
+    t.add_argument("--neg-points", type=int, default=0, help="negative points sampled from the box's background (default: %(default)s)")
+    t.add_argument("--box-jitter", type=float, default=0.05, help="box corner noise, std as a fraction of the box side (default: %(default)s)")
+    t.add_argument("--train-prompt-encoder", action="store_true", help="train the prompt encoder too (default: decoder only)")
+    t.add_argument("--loss", choices=("dice+bce", "dice+focal"), default="dice+bce",
+                   help="mask loss; plus MSE on SAM's IoU prediction (default: %(default)s)")
+    t.add_argument("--max-pos-weight", type=float, default=20.0,
+                   help="cap of the BCE foreground weight (background/foreground pixel ratio) that keeps thin "
+                   "defects from collapsing to empty masks (default: %(default)s)")
+    t.add_argument("--val-split", default="val", help="split scored each epoch (default: %(default)s)")
+    t.add_argument("--no-val", dest="validate", action="store_false", help="skip validation (then no best.pt; last.pt only)")
+    t.add_argument("--select-metric", choices=("mean_iou", "mean_dice", "segm_AP"), default="mean_iou",
+                   help="validation metric that picks best.pt (default: %(default)s)")
+    t.add_argument("--no-cache", action="store_true", help="encode images inside the loop every step (slow; for comparison)")
+    t.add_argument("--encode-batch", type=int, default=4, help="images per encoder call when filling the cache (default: %(default)s)")
+    t.add_argument("--max-steps", type=int, default=None, help="cap decoder steps per epoch")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (epoch, optimizer, schedule)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --out run")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=_train)
+
+    v = sub.add_parser("val", help="score base SAM and a fine-tuned one side by side",
+                       description="Prompt every ground-truth instance of a split with its box; score base SAM and "
+                       "(with --finetuned) the fine-tuned decoder with the shared evaluator: mIoU, Dice, segm AP. "
+                       "Writes report.md + metrics.json.")
+    v.add_argument("--data", type=Path, required=True, help="the sam/ folder written by convert-mvtec")
+    v.add_argument("--split", default="val", choices=("train", "val", "test"), help="split to score (default: %(default)s)")
+    v.add_argument("--finetuned", type=Path, default=None, help="best.pt from `segment train`")
+    v.add_argument("--out", type=Path, default=Path("runs/segment/val"), help="report folder (default: %(default)s)")
+    v.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+    v.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    _add_model_args(v, None)
+    v.set_defaults(func=_val)
+
+    p = sub.add_parser("predict", help="segment images from boxes, points, detections or a detector",
+                       description="Segment an image (or every image of a folder) from prompts. Writes "
+                       "masks/<name>.png (union of the masks, 0/255), overlays/<name>.png and results.json "
+                       "(COCO results with RLE masks and scores).")
+    p.add_argument("--image", type=Path, required=True, help="an image file or a folder of images")
+    src = p.add_argument_group("prompts (one kind; --box and --point may be combined)")
+    src.add_argument("--box", action="append", default=[], metavar="x1,y1,x2,y2", help="a box prompt in pixels (repeatable)")
+    src.add_argument("--point", action="append", default=[], metavar="x,y[,label]",
+                     help="a click in pixels, label 1 (default) foreground or 0 background; all points form one prompt (repeatable)")
+    src.add_argument("--boxes-from", type=Path, default=None, metavar="PRED.json",
+                     help="boxes from COCO results (e.g. `detect predict` output); image ids via --coco, else 1..N in sorted order")
+    src.add_argument("--detector", default=None, metavar="WEIGHTS", help="run this fine-tuned detector first (detect, then segment)")
+    p.add_argument("--coco", type=Path, default=None, help="COCO json whose image ids the results should use (e.g. coco/test.json)")
+    p.add_argument("--min-score", type=float, default=0.0, help="skip --boxes-from detections below this score (default: %(default)s)")
+    p.add_argument("--conf", type=float, default=0.25, help="--detector confidence threshold (default: %(default)s)")
+    p.add_argument("--category-id", type=int, default=1, help="category_id written for --box/--point masks (default: %(default)s)")
+    p.add_argument("--finetuned", type=Path, default=None, help="best.pt from `segment train` (decoder on top of --checkpoint)")
+    p.add_argument("--out", type=Path, default=Path("runs/segment/predict"), help="output folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_args(p, None)
+    p.set_defaults(func=_predict)
+    return parser
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _train(args: argparse.Namespace) -> int:
+    from segment.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, model=args.model, checkpoint=args.checkpoint,
+        random_weights=args.random_weights, seed=args.seed, epochs=args.epochs, batch=args.batch, lr=args.lr,
+        weight_decay=args.weight_decay, device=args.device, resume=args.resume, overwrite=args.overwrite,
+        points=args.points, neg_points=args.neg_points, box_jitter=args.box_jitter,
+        train_prompt_encoder=args.train_prompt_encoder, loss=args.loss, max_pos_weight=args.max_pos_weight,
+        cache_dir=args.cache_dir, no_cache=args.no_cache, val_split=args.val_split, validate=args.validate,
+        select_metric=args.select_metric, amp=args.amp, encode_batch=args.encode_batch, max_steps=args.max_steps,
+        progress=not args.quiet,
+    )
+    for name in ("epochs", "batch", "encode_batch"):
+        if getattr(cfg, name) < 1:
+            raise DefectkitError(f"--{name.replace('_', '-')} must be >= 1")
+    train(cfg)
+    return 0
+
+
+def load_segmenter(args: argparse.Namespace, use_cache: bool):
+    """Build the model named by --model/--checkpoint (and --finetuned) with its encoder. Returns
+    (segmenter, fine-tuned checkpoint dict or None)."""
+    from segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
+    from segment.models import apply_finetuned, build_sam, load_finetuned
+    from segment.predict import Segmenter
+    from segment.train import resolve_device
+
+    tuned = load_finetuned(args.finetuned) if args.finetuned else None
+    name = args.model or (tuned["config"]["name"] if tuned else "vit_b")
+    model = build_sam(name, args.checkpoint, random_weights=args.random_weights, seed=args.seed,
+                      device=resolve_device(args.device))
+    if tuned is not None:
+        apply_finetuned(model, tuned, args.finetuned)
+    cache = None
+    if use_cache:
+        cache = EmbeddingCache(args.cache_dir or default_cache_dir(), model.identity, model.spec.img_size)
+    return Segmenter(ImageEncoder(model, cache, amp=args.amp)), tuned
+
+
+def _val(args: argparse.Namespace) -> int:
+    from defectkit.atomic import atomic_dir
+    from segment.data import coco_json_for, read_sam_jsonl, split_jsonl
+    from segment.models import build_sam
+    from segment.train import format_metrics
+    from segment.validate import comparison_report, score_split
+
+    if args.out.exists() and not args.overwrite:
+        raise DefectkitError(f"{args.out}: already exists; pass --overwrite to replace it")
+    records = read_sam_jsonl(split_jsonl(args.data, args.split))
+    coco = coco_json_for(args.data, args.split)
+    segmenter, tuned = load_segmenter(args, use_cache=not args.no_cache)
+    tuned_metrics = None
+    if tuned is not None:
+        tuned_metrics = score_split(segmenter, records, coco, progress=True)
+        # Same encoder and cached embeddings; only the decoder (and prompt encoder) go back to base.
+        base = build_sam(segmenter.encoder.model.spec.name, args.checkpoint, random_weights=args.random_weights,
+                         seed=args.seed, device="cpu")
+        segmenter.sam.mask_decoder.load_state_dict(base.sam.mask_decoder.state_dict())
+        segmenter.sam.prompt_encoder.load_state_dict(base.sam.prompt_encoder.state_dict())
+    base_metrics = score_split(segmenter, records, coco, progress=True)
+    print(f"base SAM   {args.split}: {format_metrics(base_metrics)}")
+    if tuned_metrics is not None:
+        print(f"fine-tuned {args.split}: {format_metrics(tuned_metrics)}")
+    report = comparison_report(args.split, base_metrics, tuned_metrics,
+                               f"SAM on {args.data.resolve().parent.name} / {args.split}")
+    with atomic_dir(args.out, overwrite=True) as tmp:
+        report.write_files(tmp)
+    print(f"wrote {args.out / 'report.md'}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from defectkit.atomic import atomic_dir, atomic_write_json
+    from segment.predict import (ImagePrompts, attach_boxes, image_ids_from_coco, list_images,
+                                 predict_folder, read_results)
+    from segment.prompts import parse_box, parse_point
+
+    kinds = [bool(args.box or args.point), args.boxes_from is not None, args.detector is not None]
+    if sum(kinds) != 1:
+        raise DefectkitError("give one kind of prompt: --box/--point, --boxes-from PRED.json, or --detector WEIGHTS")
+    if args.out.exists() and not args.overwrite:
+        raise DefectkitError(f"{args.out}: already exists; pass --overwrite to replace it")
+    boxes = [parse_box(b) for b in args.box]
+    points = [parse_point(p) for p in args.point]
+    images = list_images(args.image)
+    ids = image_ids_from_coco(args.coco, images) if args.coco else list(range(1, len(images) + 1))
+    prompts = [ImagePrompts(path, i, boxes=list(boxes), points=list(points)) for path, i in zip(images, ids)]
+    if args.boxes_from is not None:
+        attach_boxes(prompts, read_results(args.boxes_from), args.min_score, str(args.boxes_from))
+    elif args.detector is not None:
+        try:
+            from detect import predict_images
+        except ImportError:
+            raise DefectkitError("--detector needs the detect stage (`from detect import predict_images`)") from None
+        detections = predict_images(args.detector, [str(p) for p in images], conf=args.conf,
+                                    device=_ultralytics_device(args.device),
+                                    image_ids={str(p): i for p, i in zip(images, ids)})
+        attach_boxes(prompts, detections, 0.0, args.detector)
+    segmenter, _ = load_segmenter(args, use_cache=args.cache_dir is not None)
+    with atomic_dir(args.out, overwrite=True) as tmp:
+        results = predict_folder(segmenter, args.image, prompts, tmp, category_id=args.category_id,
+                                 progress=not args.quiet)
+        atomic_write_json(tmp / "results.json", results, indent=None)
+    n_masks = len(results)
+    print(f"wrote {n_masks} mask{'s' * (n_masks != 1)} for {len(images)} image{'s' * (len(images) != 1)} to "
+          f"{args.out} (masks/, overlays/, results.json)")
+    return 0
+
+
+def _ultralytics_device(name: str) -> str:
+    from segment.train import resolve_device
+
+    dev = resolve_device(name)
+    return "cpu" if dev.type == "cpu" else str(dev.index or 0)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    main()

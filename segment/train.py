@@ -1,0 +1,407 @@
+"""Fine-tune SAM's mask decoder (and optionally its prompt encoder) on defect masks.
+
+A plain loop in the style of torchvision's references/classification/train.py:
+
+1. build the model, freeze the image encoder, and fill the embedding cache (one encoder pass per
+   image, ever);
+2. score base SAM on the validation split (the bar a fine-tune must clear);
+3. each epoch: for every image, one decoder call on a batch of its instances with jittered box
+   prompts (plus sampled points), loss = Dice + weighted BCE (or focal) + MSE on the IoU head,
+   AdamW with a per-step cosine schedule, bf16 autocast on CUDA; then validate;
+4. ``best.pt`` is written only when the fine-tune beats base SAM (and its own earlier epochs);
+   ``last.pt`` (with optimizer and scheduler) is written every epoch for ``--resume``.
+
+Several GPUs: ``torchrun --nproc_per_node N -m segment.cli train ...`` (DDP; each rank takes every
+N-th step of the same shuffled order; rank 0 validates and writes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from defectkit.atomic import atomic_savefig, atomic_torch_save, atomic_write_text
+from defectkit.errors import DefectkitError
+from segment.data import SamImage, coco_json_for, read_sam_jsonl, split_jsonl
+from segment.decoder import PromptDecoder, prompts_to_model_frame, segmentation_loss, upscale_logits
+from segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
+from segment.models import FINETUNE_FORMAT, LoadedSam, build_sam, load_finetuned, trainable_state
+from segment.predict import Segmenter
+from segment.prompts import jitter_boxes, sample_points
+
+SELECT_METRICS = ("mean_iou", "mean_dice", "segm_AP")
+
+
+@dataclass
+class TrainConfig:
+    data: Path  # the sam/ folder from convert-mvtec
+    out: Path = Path("runs/segment/train")
+    model: str = "vit_b"
+    checkpoint: Path | None = None
+    random_weights: bool = False
+    seed: int = 0
+    epochs: int = 10
+    batch: int = 16  # instances of one image per decoder call
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    points: int = 0  # positive points sampled from each mask, added to the box
+    neg_points: int = 0  # negative points from the box's background
+    box_jitter: float = 0.05  # std of corner noise, as a fraction of the box side
+    train_prompt_encoder: bool = False
+    loss: str = "dice+bce"
+    max_pos_weight: float = 20.0
+    cache_dir: Path | None = None  # None: ~/.cache/defectkit/sam_embeddings
+    no_cache: bool = False  # encode every image in the loop (slow; for comparison)
+    val_split: str = "val"
+    validate: bool = True
+    select_metric: str = "mean_iou"
+    amp: bool = True
+    encode_batch: int = 4
+    max_steps: int | None = None  # cap decoder steps per epoch
+    progress: bool = True
+
+    def as_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+# ---------------------------------------------------------------- setup helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise DefectkitError(f"--device {name}: not a device (use cpu, cuda, cuda:1 or auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DefectkitError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group under torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, resolve_device(device)
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available() and device != "cpu":
+        torch.cuda.set_device(local)
+        dev, backend = torch.device("cuda", local), "nccl"
+    else:
+        dev, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return rank, world, dev
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def instance_batches(records: list[SamImage], batch: int) -> list[tuple[int, list[int]]]:
+    """(record index, instance indices) per decoder call: an image's instances, ``batch`` at a time.
+
+    >>> from segment.data import SamInstance
+    >>> rec = SamImage("a.png", "a.png", 1, 8, 8, [SamInstance("x", [0, 0, 1, 1], {})] * 5)
+    >>> instance_batches([rec], 2)
+    [(0, [0, 1]), (0, [2, 3]), (0, [4])]
+    """
+    out = []
+    for i, rec in enumerate(records):
+        idx = list(range(len(rec.instances)))
+        out += [(i, idx[s : s + batch]) for s in range(0, len(idx), batch)]
+    return out
+
+
+def _set_trainable(sam, train_prompt_encoder: bool) -> list[torch.nn.Parameter]:
+    sam.requires_grad_(False)
+    sam.mask_decoder.requires_grad_(True)
+    if train_prompt_encoder:
+        sam.prompt_encoder.requires_grad_(True)
+    return [p for p in sam.parameters() if p.requires_grad]
+
+
+# ---------------------------------------------------------------- one epoch
+
+
+def train_one_epoch(
+    cfg: TrainConfig,
+    model: LoadedSam,
+    decoder: torch.nn.Module,
+    encoder: ImageEncoder,
+    records: list[SamImage],
+    items: list[tuple[int, list[int]]],
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    params: list[torch.nn.Parameter],
+    epoch: int,
+    steps: int,
+    rank: int = 0,
+    world: int = 1,
+) -> dict[str, float]:
+    """One pass over this rank's share of the instance batches; returns mean loss parts and the
+    predicted/true mask area ratio (watch it: near 0 means the decoder is collapsing to empty)."""
+    from tqdm import tqdm
+
+    sam, device = model.sam, model.sam.device
+    # The same permutation on every rank; each rank takes every world-th item.
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(items))
+    mine = np.resize(order[rank::world], steps)  # pad by wrapping so all ranks take `steps` steps
+    rng = np.random.default_rng([cfg.seed, epoch, rank, 1])
+    decoder.train()
+    sums: dict[str, float] = {}
+    bar = tqdm(mine, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not (cfg.progress and rank == 0))
+    for item in bar:
+        rec_i, inst_idx = items[item]
+        rec = records[rec_i]
+        emb, original_size, input_size = encoder.embed(rec.image)
+        insts = [rec.instances[j] for j in inst_idx]
+        gt = np.stack([inst.mask() for inst in insts])
+        boxes = jitter_boxes(np.array([i.box_xyxy for i in insts]), cfg.box_jitter, rng, rec.width, rec.height)
+        coords = labels = None
+        if cfg.points or cfg.neg_points:
+            sampled = [sample_points(m, cfg.points, cfg.neg_points, rng, b) for m, b in zip(gt, boxes)]
+            coords = np.stack([s[0] for s in sampled])
+            labels = np.stack([s[1] for s in sampled])
+        b, c, lab = prompts_to_model_frame(encoder.transform, original_size, device, boxes, coords, labels)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=encoder.amp):
+            low_res, iou_pred = decoder(emb, b, c, lab, multimask=False)
+        logits = upscale_logits(sam, low_res, input_size, original_size)[:, 0]
+        target = torch.from_numpy(gt).to(device, torch.float32)
+        parts = segmentation_loss(logits, iou_pred[:, 0], target, cfg.loss, cfg.max_pos_weight)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            area = float((logits > 0).sum() / target.sum().clamp(min=1))
+        for k, v in {**{k: float(v.detach()) for k, v in parts.items()}, "area_ratio": area}.items():
+            sums[k] = sums.get(k, 0.0) + v
+        bar.set_postfix(loss=f"{float(parts['loss']):.3f}", area=f"{area:.2f}")
+    return {k: v / max(1, len(mine)) for k, v in sums.items()}
+
+
+# ---------------------------------------------------------------- checkpoints and logs
+
+
+def finetune_checkpoint(
+    model: LoadedSam, cfg: TrainConfig, epoch: int, metrics: dict, base_metrics: dict
+) -> dict:
+    """The deployable checkpoint: trained weights + model config, plain types only."""
+    return {
+        "format": FINETUNE_FORMAT,
+        "version": 1,
+        "config": model.config(),
+        "train_config": cfg.as_dict(),
+        "epoch": epoch,
+        "metrics": metrics,
+        "base_metrics": base_metrics,
+        **trainable_state(model.sam, cfg.train_prompt_encoder),
+    }
+
+
+def write_history(out: Path, history: list[dict]) -> None:
+    """``results.csv``: one row per epoch (losses, area ratio, validation metrics, lr, time)."""
+    keys = sorted({k for h in history for k in h})
+    lines = [",".join(keys)] + [",".join(f"{h.get(k, '')}" for k in keys) for h in history]
+    atomic_write_text(out / "results.csv", "\n".join(lines) + "\n")
+
+
+def plot_history(out: Path, history: list[dict], base: dict, select: str) -> None:
+    """``curves.png``: training losses and the validation metric against base SAM's (end of run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for k in ("loss", "dice", "pixel", "iou_mse"):
+        ax1.plot(epochs, [h[f"train_{k}"] for h in history], marker="o", label=k)
+    ax1.set_xlabel("epoch"), ax1.set_title("training loss"), ax1.legend()
+    if any(f"val_{select}" in h for h in history):
+        ax2.plot(epochs, [h.get(f"val_{select}", float("nan")) for h in history], marker="o", label="fine-tuned")
+        if select in base:
+            ax2.axhline(base[select], color="gray", linestyle="--", label="base SAM")
+        ax2.set_xlabel("epoch"), ax2.set_title(f"validation {select}"), ax2.legend()
+    fig.tight_layout()
+    atomic_savefig(fig, out / "curves.png", dpi=100)
+    plt.close(fig)
+
+
+def _prepare_out(cfg: TrainConfig) -> None:
+    out = cfg.out
+    if cfg.resume:
+        if not (out / "last.pt").is_file():
+            raise DefectkitError(f"{out / 'last.pt'}: nothing to resume (no such file)")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not cfg.overwrite:
+            raise DefectkitError(f"{out}: already exists; pass --resume to continue it or --overwrite to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run a fine-tune; returns a summary (best/base metrics, paths, whether the fine-tune beat base)."""
+    if cfg.loss not in ("dice+bce", "dice+focal"):
+        raise DefectkitError(f"--loss {cfg.loss}: use dice+bce or dice+focal")
+    if cfg.select_metric not in SELECT_METRICS:
+        raise DefectkitError(f"--select-metric {cfg.select_metric}: use one of {', '.join(SELECT_METRICS)}")
+    rank, world, device = setup_distributed(cfg.device)
+    if rank == 0:
+        _prepare_out(cfg)
+    barrier(world)
+    say = print if rank == 0 else (lambda *a, **k: None)
+
+    model = build_sam(cfg.model, cfg.checkpoint, random_weights=cfg.random_weights, seed=cfg.seed, device=device)
+    records = [r for r in read_sam_jsonl(split_jsonl(cfg.data, "train")) if r.instances]
+    items = instance_batches(records, cfg.batch)
+    if not items:
+        raise DefectkitError(f"{split_jsonl(cfg.data, 'train')}: no defect instances to train on")
+    val_records, coco_val = [], None
+    if cfg.validate:
+        val_records = read_sam_jsonl(split_jsonl(cfg.data, cfg.val_split))
+        coco_val = coco_json_for(cfg.data, cfg.val_split)
+
+    cache = None if cfg.no_cache else EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.identity, model.spec.img_size)
+    encoder = ImageEncoder(model, cache, amp=cfg.amp)
+    if cache is not None:
+        # Fill the cache once, batched; this rank's images (and rank 0's validation images).
+        from tqdm import tqdm
+
+        paths = sorted({str(records[i].image) for i, _ in items[rank::world]})
+        if rank == 0:
+            paths += sorted({str(r.image) for r in val_records if r.instances} - set(paths))
+        t0 = time.perf_counter()
+        step = max(1, cfg.encode_batch)
+        for s in tqdm(range(0, len(paths), step), desc="encode", unit="batch", disable=not (cfg.progress and rank == 0)):
+            encoder.embed_many(paths[s : s + step], batch=step)
+        say(f"embeddings: {encoder.hits} cached, {encoder.misses} computed in {time.perf_counter() - t0:.1f}s ({cache.dir})")
+
+    params = _set_trainable(model.sam, cfg.train_prompt_encoder)
+    decoder = PromptDecoder(model.sam)
+    steps = math.ceil(len(items) / world)
+    if cfg.max_steps:
+        steps = min(steps, cfg.max_steps)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps, eta_min=cfg.lr * 0.01)
+    train_decoder: torch.nn.Module = decoder
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Prompt-encoder parts a box prompt never touches (point and mask embeddings) are unused.
+        train_decoder = DistributedDataParallel(
+            decoder, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+
+    segmenter = Segmenter(encoder)
+    start_epoch, history, base_metrics, best_score = 0, [], {}, -math.inf
+    if cfg.resume:
+        state = load_finetuned(cfg.out / "last.pt")
+        if state["config"]["identity"] != model.identity:
+            raise DefectkitError(
+                f"{cfg.out / 'last.pt'}: trained from {state['config']['identity']}, not {model.identity}; "
+                f"resume with the same --model/--checkpoint"
+            )
+        model.sam.mask_decoder.load_state_dict(state["mask_decoder"])
+        if cfg.train_prompt_encoder and "prompt_encoder" in state:
+            model.sam.prompt_encoder.load_state_dict(state["prompt_encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scheduler.T_max = cfg.epochs * steps  # --epochs may have grown
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        base_metrics, best_score = state["base_metrics"], state["best_score"]
+        say(f"resumed {cfg.out / 'last.pt'} after epoch {start_epoch} of {cfg.epochs}")
+    elif cfg.validate and rank == 0:
+        base_metrics = segmenter_metrics(segmenter, val_records, coco_val, cfg.progress)
+        say("base SAM on " + cfg.val_split + ": " + format_metrics(base_metrics))
+    if start_epoch >= cfg.epochs:
+        say(f"nothing to do: already trained {start_epoch} epochs (raise --epochs to continue)")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        stats = train_one_epoch(cfg, model, train_decoder, encoder, records, items, optimizer, scheduler,
+                                params, epoch, steps, rank, world)
+        row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "time_s": round(time.perf_counter() - t0, 2),
+               **{f"train_{k}": round(v, 5) for k, v in stats.items()}}
+        note = ""
+        if rank == 0:
+            metrics = {}
+            if cfg.validate:
+                metrics = segmenter_metrics(segmenter, val_records, coco_val, False)
+                row.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+                score = metrics[cfg.select_metric]
+                if score > best_score and score > base_metrics.get(cfg.select_metric, -math.inf):
+                    best_score = score
+                    atomic_torch_save(finetune_checkpoint(model, cfg, epoch, metrics, base_metrics), cfg.out / "best.pt")
+                    note = "  -> best.pt"
+            history.append(row)
+            last = finetune_checkpoint(model, cfg, epoch, metrics, base_metrics)
+            last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        history=history, best_score=best_score)
+            atomic_torch_save(last, cfg.out / "last.pt")
+            write_history(cfg.out, history)
+            say(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} (dice {stats['dice']:.3f} "
+                f"pixel {stats['pixel']:.3f} iou-mse {stats['iou_mse']:.4f}) mask area x{stats['area_ratio']:.2f}"
+                + (f" | val {format_metrics(metrics)}" if metrics else "") + note)
+            if stats["area_ratio"] < 0.2:
+                say("warning: predicted masks cover under 20% of the true area: the decoder is collapsing "
+                    "toward empty masks (try --loss dice+focal, a higher --max-pos-weight or a lower --lr)")
+        barrier(world)
+
+    summary = {"out": str(cfg.out), "base": base_metrics, "history": history, "beat_base": None}
+    if rank == 0 and history:
+        plot_history(cfg.out, history, base_metrics, cfg.select_metric)
+    if rank == 0 and cfg.validate and history:
+        best = cfg.out / "best.pt"
+        summary["beat_base"] = best.is_file()
+        if best.is_file():
+            summary["best"] = load_finetuned(best)["metrics"]
+            say(f"best.pt: {cfg.select_metric} {summary['best'][cfg.select_metric]:.4f} vs base SAM "
+                f"{base_metrics[cfg.select_metric]:.4f}")
+        else:
+            say(f"the fine-tuned decoder never beat base SAM on {cfg.val_split} ({cfg.select_metric} "
+                f"{base_metrics[cfg.select_metric]:.4f}); no best.pt written - use base SAM (last.pt kept for --resume)")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return summary
+
+
+def segmenter_metrics(segmenter: Segmenter, records, coco_json, progress: bool) -> dict:
+    from segment.validate import score_split
+
+    was_training = segmenter.decoder.training
+    segmenter.decoder.eval()
+    try:
+        return score_split(segmenter, records, coco_json, progress)
+    finally:
+        segmenter.decoder.train(was_training)
+
+
+def format_metrics(m: dict) -> str:
+    return (f"IoU {m['mean_iou']:.4f} Dice {m['mean_dice']:.4f} segm AP {m['segm_AP']:.4f} "
+            f"AP50 {m['segm_AP50']:.4f} area x{m['area_ratio']:.2f}")

@@ -1,0 +1,362 @@
+"""detect: train (YOLOv8 and YOLO-World, random start), predict, val, export and the input checks.
+
+All offline on the CPU: tiny image size, one epoch, random weights and random text embeddings, so
+the tests check the pipeline and its files, not the scores.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("ultralytics")
+
+from defectkit.errors import DefectkitError
+from detect import embeddings as emb
+from detect import predict_images
+from detect.cli import main
+from detect.data import load_data
+
+CLASSES = ["color", "combined", "hole", "liquid", "scratch"]
+FAST = ["workers=0", "plots=False", "warmup_epochs=0", "val=True"]
+
+
+def _cli_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def data_yaml(converted) -> Path:
+    return converted / "yolo" / "data.yaml"
+
+
+@pytest.fixture(scope="module")
+def yolov8_run(data_yaml, tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("runs")
+    main(
+        [
+            "train",
+            "--data",
+            str(data_yaml),
+            "--model",
+            "yolov8n.yaml",
+            "--epochs",
+            "1",
+            "--imgsz",
+            "64",
+            "--batch",
+            "8",
+            "--device",
+            "cpu",
+            "--project",
+            str(project),
+            "--name",
+            "v8",
+            *FAST,
+        ]
+    )
+    return project / "v8"
+
+
+@pytest.fixture(scope="module")
+def world_run(data_yaml, tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("runs")
+    main(
+        [
+            "train",
+            "--data",
+            str(data_yaml),
+            "--model",
+            "yolov8s-worldv2.yaml",
+            "--epochs",
+            "1",
+            "--imgsz",
+            "64",
+            "--batch",
+            "8",
+            "--device",
+            "cpu",
+            "--project",
+            str(project),
+            "--name",
+            "world",
+            "--seed",
+            "3",
+            "--prompts",
+            "hole=a hole in wood",
+            "--text-embeddings",
+            "random",
+            *FAST,
+        ]
+    )
+    return project / "world"
+
+
+def _ultralytics_ckpt(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=False)  # ultralytics' .pt: a pickled model
+
+
+def test_yolov8_train_checkpoint_carries_class_names(yolov8_run):
+    for name in ("best.pt", "last.pt"):
+        model = _ultralytics_ckpt(yolov8_run / "weights" / name)["model"]
+        assert list(model.names.values()) == CLASSES
+    assert (yolov8_run / "results.csv").is_file()
+
+
+def test_world_train_uses_the_embeddings_file_not_clip(world_run):
+    # `clip` is not installed here, so reaching CLIP anywhere would have failed the run.
+    used = emb.load(world_run / "text_embeddings.pt")  # weights_only=True inside
+    assert used.names == CLASSES and used.prompts[2] == "a hole in wood" and used.model == "random"
+    expected = emb.random_embeddings(CLASSES, seed=3).embeddings
+    assert torch.equal(used.embeddings, expected)
+    model = _ultralytics_ckpt(world_run / "weights" / "best.pt")["model"]
+    assert list(model.names.values()) == CLASSES
+    # the checkpoint carries the embeddings its head scores against, so predict needs no CLIP
+    assert torch.allclose(model.txt_feats.float().reshape(len(CLASSES), -1), expected, atol=1e-2)
+
+
+def test_predict_writes_coco_results_pycocotools_loads(world_run, converted, tmp_path, capsys):
+    from pycocotools.coco import COCO
+
+    coco_json = converted / "coco" / "test.json"
+    out = tmp_path / "pred.json"
+    main(
+        [
+            "predict",
+            "--model",
+            str(world_run),
+            "--source",
+            str(converted / "yolo" / "images" / "test"),
+            "--coco",
+            str(coco_json),
+            "--save-coco",
+            str(out),
+            "--save-txt",
+            str(tmp_path / "txt"),
+            "--save-images",
+            str(tmp_path / "img"),
+            "--conf",
+            "0",
+            "--device",
+            "cpu",
+        ]
+    )
+    results = json.loads(out.read_text())
+    assert results, "a conf of 0 keeps every box"
+    gt = COCO(str(coco_json))
+    dt = gt.loadRes(str(out))
+    assert set(dt.getImgIds()) <= set(gt.getImgIds())
+    assert {r["category_id"] for r in results} <= set(range(1, len(CLASSES) + 1))
+    n_images = len(gt.getImgIds())
+    assert len(list((tmp_path / "img").glob("*.png"))) == n_images
+    txt = sorted((tmp_path / "txt").glob("*.txt"))
+    assert len(txt) == n_images and len(txt[0].read_text().splitlines()[0].split()) == 6
+    assert "detections" in capsys.readouterr().out
+
+
+def test_predict_images_api_ids_and_boxes(yolov8_run, converted):
+    images = sorted((converted / "yolo" / "images" / "val").glob("*.png"))
+    ids = {str(p): 100 + i for i, p in enumerate(images)}
+    preds = predict_images(yolov8_run / "weights" / "best.pt", images, conf=0.0, device="cpu", image_ids=ids)
+    assert preds and {p["image_id"] for p in preds} <= set(ids.values())
+    for p in preds[:50]:
+        _, _, w, h = p["bbox"]
+        assert w >= 0 and h >= 0 and 0 <= p["score"] <= 1 and 1 <= p["category_id"] <= len(CLASSES)
+    default_ids = predict_images(yolov8_run / "weights" / "best.pt", images[:2], conf=0.0, device="cpu")
+    assert {p["image_id"] for p in default_ids} <= {1, 2}
+
+
+def test_val_writes_evaluator_report_with_ultralytics_numbers(yolov8_run, data_yaml, tmp_path, capsys):
+    pytest.importorskip("evaluation.detection")
+    out = tmp_path / "report"
+    main(
+        [
+            "val",
+            "--model",
+            str(yolov8_run),
+            "--data",
+            str(data_yaml),
+            "--split",
+            "val",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--imgsz",
+            "64",
+        ]
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"AP", "AP50", "per_class"} <= set(metrics["bbox"])
+    assert {"mAP50", "mAP50-95"} <= set(metrics["ultralytics"])
+    report = (out / "report.md").read_text()
+    assert "ultralytics" in report and "Why they differ" in report
+    assert (out / "pr_curves.png").is_file() and (out / "predictions.json").is_file()
+    assert "COCO mAP50-95" in capsys.readouterr().out
+
+
+def test_zero_shot_val_sets_classes_from_the_embeddings_file(data_yaml, tmp_path):
+    pytest.importorskip("evaluation.detection")
+    from detect.val import validate
+
+    file = tmp_path / "emb.pt"
+    emb.random_embeddings(CLASSES, seed=1).save(file)
+    metrics = validate(
+        "yolov8s-worldv2.yaml",
+        data_yaml,
+        split="test",
+        out=tmp_path / "zs",
+        zero_shot=True,
+        text_embeddings=str(file),
+        imgsz=64,
+        device="cpu",
+        progress=False,
+    )
+    assert metrics["run"]["zero_shot"] and "AP" in metrics["bbox"]
+
+
+def test_export_torchscript_and_clear_onnx_error(yolov8_run, tmp_path, capsys):
+    import importlib.util
+
+    weights = tmp_path / "best.pt"
+    shutil.copy(yolov8_run / "weights" / "best.pt", weights)
+    main(["export", "--model", str(weights), "--format", "torchscript", "--imgsz", "64", "--device", "cpu"])
+    assert weights.with_suffix(".torchscript").is_file()
+    if importlib.util.find_spec("onnx") is None:
+        err = _cli_error(capsys, ["export", "--model", str(weights), "--format", "onnx"])
+        assert "onnx" in err and "pip install" in err
+
+
+def test_offline_hub_name_fails_fast_with_advice(data_yaml, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEFECTKIT_OFFLINE", "1")
+    monkeypatch.setenv("DEFECTKIT_CACHE", str(tmp_path / "cache"))
+    start = time.monotonic()
+    err = _cli_error(capsys, ["train", "--data", str(data_yaml), "--model", "yolov8s-worldv2.pt"])
+    assert time.monotonic() - start < 10
+    assert "yolov8s-worldv2.pt" in err and "--model" in err and "releases/download" in err
+
+
+def test_world_without_embeddings_file_says_how_to_make_one(data_yaml, capsys):
+    err = _cli_error(
+        capsys, ["train", "--data", str(data_yaml), "--model", "yolov8s-worldv2.yaml", "--epochs", "1"]
+    )
+    assert "detect embed" in err and "random" in err
+
+
+def test_embed_random_file_and_prompt_checks(data_yaml, tmp_path, capsys):
+    out = tmp_path / "e.pt"
+    main(
+        [
+            "embed",
+            "--data",
+            str(data_yaml),
+            "--random",
+            "--seed",
+            "5",
+            "--out",
+            str(out),
+            "--prompts",
+            "scratch=a thin light scratch",
+        ]
+    )
+    table = emb.load(out)
+    assert table.prompts[-1] == "a thin light scratch" and torch.allclose(
+        table.embeddings.norm(dim=1), torch.ones(5)
+    )
+    assert "already exists" in _cli_error(
+        capsys, ["embed", "--data", str(data_yaml), "--random", "--out", str(out)]
+    )
+    with pytest.raises(DefectkitError, match="prompts"):
+        emb.resolve(str(out), CLASSES, data_yaml.parent, prompts_spec="scratch=something else")
+    with pytest.raises(DefectkitError, match="not a class"):
+        emb.parse_prompts("dent=a dent", CLASSES)
+    if __import__("importlib").util.find_spec("clip") is None:
+        assert "CLIP is not installed" in _cli_error(
+            capsys, ["embed", "--data", str(data_yaml), "--out", str(tmp_path / "c.pt")]
+        )
+
+
+# --- bad input: a clear error before training starts ---------------------------------------------------------
+
+
+@pytest.fixture()
+def data_copy(converted, tmp_path) -> Path:
+    """A private copy of the converted data set (split.json + yolo/), with the yaml's path pointing at it."""
+    root = tmp_path / "wood"
+    root.mkdir()
+    shutil.copy(converted / "split.json", root / "split.json")
+    shutil.copytree(converted / "yolo", root / "yolo")
+    cfg = yaml.safe_load((root / "yolo" / "data.yaml").read_text())
+    cfg["path"] = str(root / "yolo")
+    (root / "yolo" / "data.yaml").write_text(yaml.safe_dump(cfg))
+    return root / "yolo" / "data.yaml"
+
+
+def _edit_yaml(path: Path, **changes) -> None:
+    cfg = yaml.safe_load(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    path.write_text(yaml.safe_dump(cfg))
+
+
+def test_names_that_disagree_with_labels(data_copy, capsys):
+    _edit_yaml(data_copy, names=dict(enumerate(["hole", "combined", "color", "liquid", "scratch"])))
+    err = _cli_error(capsys, ["train", "--data", str(data_copy), "--model", "yolov8n.yaml"])
+    assert "data.yaml" in err and "disagree" in err
+
+
+def test_missing_and_empty_splits(data_copy):
+    _edit_yaml(data_copy, val=None)
+    with pytest.raises(DefectkitError, match="no 'val' split"):
+        load_data(data_copy)
+    _edit_yaml(data_copy, val="images/val")
+    for img in (data_copy.parent / "images" / "val").iterdir():
+        img.unlink()
+    with pytest.raises(DefectkitError, match="val split is empty"):
+        load_data(data_copy)
+    _edit_yaml(data_copy, val="images/nowhere")
+    with pytest.raises(DefectkitError, match="does not exist"):
+        load_data(data_copy)
+
+
+def test_class_id_out_of_range(data_copy):
+    label = next(
+        p for p in sorted((data_copy.parent / "labels" / "train").glob("*.txt")) if p.read_text().strip()
+    )
+    label.write_text("7 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(DefectkitError, match=r"class id 7 out of range") as exc:
+        load_data(data_copy)
+    assert label.name in str(exc.value)
+
+
+def test_model_of_the_wrong_task(data_yaml, capsys):
+    err = _cli_error(capsys, ["train", "--data", str(data_yaml), "--model", "yolov8n-cls.yaml"])
+    assert "'classify' model" in err
+    err = _cli_error(capsys, ["train", "--data", str(data_yaml), "--model", "yolov8n-seg.yaml"])
+    assert "polygon labels" in err and "yolo-seg" in err
+
+
+def test_unknown_passthrough_argument(data_yaml, capsys):
+    err = _cli_error(
+        capsys, ["train", "--data", str(data_yaml), "--model", "yolov8n.yaml", "learning_rate=3"]
+    )
+    assert "learning_rate" in err and "not an ultralytics training argument" in err
+
+
+def test_resume_without_checkpoint(tmp_path, capsys):
+    err = _cli_error(
+        capsys, ["train", "--data", "x.yaml", "--project", str(tmp_path), "--name", "nope", "--resume"]
+    )
+    assert "last.pt" in err and "no checkpoint" in err
