@@ -8,4 +8,11 @@ from convert.layout import Manifest, flat_name
 from convert.pipeline import ConvertSummary, convert_category
 from convert.registry import MVTEC_AD_CATEGORIES, known_categories
 
-__all__ = ["ConvertSummary", "MVTEC_AD_CATEGORIES", "Manifest", "convert_category", "flat_name", "known_categories"]
+__all__ = [
+    "MVTEC_AD_CATEGORIES",
+    "ConvertSummary",
+    "Manifest",
+    "convert_category",
+    "flat_name",
+    "known_categories",
+]

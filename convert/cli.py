@@ -22,7 +22,7 @@ outputs (under OUT/CATEGORY/, see docs/FORMATS.md):
   sam/<split>.jsonl    a line per image: boxes, interior points and masks as SAM prompts
   classify/<split>/<class>/   ImageFolder layout (good + defect types)
 
-known MVTec AD categories: {', '.join(known_categories())}
+known MVTec AD categories: {", ".join(known_categories())}
 (any other folder in the same layout works too). Get the data at {MVTEC_AD_URL}
 
 example:
@@ -42,31 +42,85 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("category", help="category folder name, e.g. wood, bottle, or a custom one")
     p.add_argument(
-        "--root", type=Path, default=None,
+        "--root",
+        type=Path,
+        default=None,
         help="folder holding CATEGORY/, or an MVTec AD archive (CATEGORY.tar.xz or the whole "
         "mvtec_anomaly_detection.tar.xz; the category is extracted once into OUT/CATEGORY/source/). "
         "Default: $DEFECTKIT_DATA_ROOT, else datasets/mvtec_anomaly_detection",
     )
-    p.add_argument("--out", type=Path, default=Path("datasets/converted"), help="output folder; writes OUT/CATEGORY/ (default: %(default)s)")
     p.add_argument(
-        "--to", action="append", default=None, metavar="FORMAT",
+        "--out",
+        type=Path,
+        default=Path("datasets/converted"),
+        help="output folder; writes OUT/CATEGORY/ (default: %(default)s)",
+    )
+    p.add_argument(
+        "--to",
+        action="append",
+        default=None,
+        metavar="FORMAT",
         help=f"format(s) to write: {', '.join(FORMATS)} or all; repeat or comma-separate (default: all)",
     )
-    p.add_argument("--val-frac", type=float, default=0.2, help="fraction of each test folder put in val (default: %(default)s)")
-    p.add_argument("--test-frac", type=float, default=0.2, help="fraction of each test folder kept for test (default: %(default)s); "
-                   "the rest and all of train/good go to train")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split; same arguments, same output (default: %(default)s)")
-    p.add_argument("--min-area", type=int, default=DEFAULT_MIN_AREA,
-                   help="drop instances of fewer pixels (stray specks); 1 keeps all (default: %(default)s)")
-    p.add_argument("--connectivity", type=int, choices=(4, 8), default=8, help="pixel connectivity of a component (default: %(default)s)")
-    p.add_argument("--merge-distance", type=int, default=0, metavar="PX",
-                   help="join components closer than about PX pixels into one instance, e.g. a broken scratch (default: 0, off)")
-    p.add_argument("--mask-threshold", type=int, default=127, metavar="T",
-                   help="a mask pixel is defect when its grey value is > T; raise it for noisy JPEG masks (default: %(default)s)")
-    p.add_argument("--copy", action="store_true", help="copy images instead of linking them (hard link, else symlink)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/CATEGORY/ (it is replaced only once the new one is complete)")
-    p.add_argument("--strict", action="store_true",
-                   help="treat warnings (image without mask, mask without image, empty mask, missing defect folder) as errors")
+    p.add_argument(
+        "--val-frac",
+        type=float,
+        default=0.2,
+        help="fraction of each test folder put in val (default: %(default)s)",
+    )
+    p.add_argument(
+        "--test-frac",
+        type=float,
+        default=0.2,
+        help="fraction of each test folder kept for test (default: %(default)s); "
+        "the rest and all of train/good go to train",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the split; same arguments, same output (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-area",
+        type=int,
+        default=DEFAULT_MIN_AREA,
+        help="drop instances of fewer pixels (stray specks); 1 keeps all (default: %(default)s)",
+    )
+    p.add_argument(
+        "--connectivity",
+        type=int,
+        choices=(4, 8),
+        default=8,
+        help="pixel connectivity of a component (default: %(default)s)",
+    )
+    p.add_argument(
+        "--merge-distance",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="join components closer than about PX pixels into one instance, e.g. a broken scratch (default: 0, off)",
+    )
+    p.add_argument(
+        "--mask-threshold",
+        type=int,
+        default=127,
+        metavar="T",
+        help="a mask pixel is defect when its grey value is > T; the midpoint also suits noisy JPEG masks (default: %(default)s)",
+    )
+    p.add_argument(
+        "--copy", action="store_true", help="copy images instead of linking them (hard link, else symlink)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OUT/CATEGORY/ (it is replaced only once the new one is complete)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat warnings (image without mask, mask without image, empty mask, missing defect folder) as errors",
+    )
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: up to 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

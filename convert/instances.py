@@ -60,7 +60,9 @@ def label_components(
     if merge_distance > 0 and n > 2:
         radius = merge_distance // 2
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        _, groups = cv2.connectedComponents(cv2.dilate(mask_u8, kernel), connectivity=connectivity, ltype=cv2.CV_32S)
+        _, groups = cv2.connectedComponents(
+            cv2.dilate(mask_u8, kernel), connectivity=connectivity, ltype=cv2.CV_32S
+        )
         fg = mask_u8.astype(bool)
         lut = np.zeros(n, np.int32)
         lut[labels[fg]] = groups[fg]
@@ -188,7 +190,9 @@ def extract_instances(
     ([([3, 2, 5, 4], 20)], 1)
     """
     # Label only the box around all defect pixels: masks are mostly background.
-    ox, oy, bw, bh = cv2.boundingRect(mask.view(np.uint8) if mask.dtype == bool else (mask > 0).view(np.uint8))
+    ox, oy, bw, bh = cv2.boundingRect(
+        mask.view(np.uint8) if mask.dtype == bool else (mask > 0).view(np.uint8)
+    )
     if bw == 0:
         return [], 0
     labels, stats = label_components(mask[oy : oy + bh, ox : ox + bw], connectivity, merge_distance)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from defectkit.errors import DefectkitError
@@ -41,6 +42,23 @@ def label_name(file_name: str) -> str:
     'test_scratch_001.txt'
     """
     return str(PurePosixPath(flat_name(file_name)).with_suffix(".txt"))
+
+
+def check_unique_flat_names(file_names: list[str], folder: str | Path = "") -> None:
+    """Raise DefectkitError when two source images would share a flat name (or a label file).
+
+    >>> check_unique_flat_names(["test/a_b/0.png", "test/a/b_0.png"])
+    Traceback (most recent call last):
+    ...
+    defectkit.errors.DefectkitError: test/a/b_0.png: its flat name test_a_b_0.txt clashes with test/a_b/0.png; rename one
+    """
+    seen: dict[str, str] = {}
+    for name in file_names:
+        key = label_name(name)
+        if key in seen:
+            where = Path(folder) / name if folder else name
+            raise DefectkitError(f"{where}: its flat name {key} clashes with {seen[key]}; rename one")
+        seen[key] = name
 
 
 def class_of(file_name: str) -> str:
@@ -87,6 +105,8 @@ class Manifest:
     ...              {"train": ["train/good/000.png"], "val": [], "test": ["test/hole/000.png"]})
     >>> m.image_id("test", "test/hole/000.png"), m.split_of("train/good/000.png")
     (1, 'train')
+    >>> m.from_flat("test", "test_hole_000.txt"), m.file_name("test", 1)
+    ('test/hole/000.png', 'test/hole/000.png')
     """
 
     category: str
@@ -98,7 +118,7 @@ class Manifest:
     splits: dict[str, list[str]]
 
     @classmethod
-    def load(cls, category_dir: str | Path) -> "Manifest":
+    def load(cls, category_dir: str | Path) -> Manifest:
         """Read ``split.json`` from a converted category folder (``<out>/<category>``)."""
         path = Path(category_dir) / MANIFEST
         try:
@@ -125,11 +145,14 @@ class Manifest:
 
     def from_flat(self, split: str, flat: str) -> str:
         """The source file_name of a YOLO / classify file (``test_hole_000.png`` or its ``.txt`` label)."""
-        stem = PurePosixPath(flat).stem
-        for name in self.splits[split]:
-            if PurePosixPath(flat_name(name)).stem == stem:
-                return name
-        raise KeyError(f"{flat}: not in split {split!r}")
+        try:
+            return self._by_flat_stem[split][PurePosixPath(flat).stem]
+        except KeyError:
+            raise KeyError(f"{flat}: not in split {split!r}") from None
+
+    @cached_property
+    def _by_flat_stem(self) -> dict[str, dict[str, str]]:
+        return {s: {PurePosixPath(flat_name(n)).stem: n for n in names} for s, names in self.splits.items()}
 
     def split_of(self, file_name: str) -> str:
         for split, names in self.splits.items():

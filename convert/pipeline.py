@@ -7,15 +7,16 @@ output as it was, and an existing output is replaced only with ``overwrite=True`
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from convert.instances import DEFAULT_MIN_AREA, extract_instances
-from convert.layout import FORMATS, GOOD, MANIFEST, SPLITS, Manifest, classify_classes
+from convert.layout import FORMATS, MANIFEST, SPLITS, Manifest, check_unique_flat_names, classify_classes
 from convert.reader import SourceImage, extract_category, is_archive, locate_category, scan_category
 from convert.split import assign_splits, check_fractions
 from convert.writers import WRITERS, ImageRecord, WriteContext
@@ -45,7 +46,9 @@ class ConvertOptions:
         if self.merge_distance < 0:
             raise DefectkitError(f"--merge-distance {self.merge_distance}: must be >= 0")
         if not 0 <= self.mask_threshold <= 254:
-            raise DefectkitError(f"--mask-threshold {self.mask_threshold}: must be in 0..254 (a pixel is defect when > it)")
+            raise DefectkitError(
+                f"--mask-threshold {self.mask_threshold}: must be in 0..254 (a pixel is defect when > it)"
+            )
 
 
 @dataclass
@@ -71,7 +74,12 @@ class ConvertSummary:
             ["total", *[f"{sum(self.images[s].values())}/{sum(self.instances[s].values())}" for s in SPLITS]]
         )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
+        lines = [
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))
+            )
+            for r in rows
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
@@ -86,7 +94,9 @@ def parse_formats(to: str | Iterable[str]) -> list[str]:
     asked = {p.strip() for item in items for p in str(item).split(",") if p.strip()}
     unknown = sorted(asked - set(FORMATS) - {"all"})
     if unknown:
-        raise DefectkitError(f"--to {','.join(unknown)}: unknown format (choose from {', '.join(FORMATS)}, all)")
+        raise DefectkitError(
+            f"--to {','.join(unknown)}: unknown format (choose from {', '.join(FORMATS)}, all)"
+        )
     if not asked:
         raise DefectkitError(f"--to: no format given (choose from {', '.join(FORMATS)}, all)")
     return list(FORMATS) if "all" in asked else [f for f in FORMATS if f in asked]
@@ -127,7 +137,9 @@ def decode_image(
 def _check_no_overlap(final: Path, source: Path) -> None:
     final, source = final.resolve(), source.resolve()
     if final == source or source in final.parents or final in source.parents:
-        raise DefectkitError(f"{final}: output folder overlaps the source data {source}; choose another --out")
+        raise DefectkitError(
+            f"{final}: output folder overlaps the source data {source}; choose another --out"
+        )
 
 
 def default_workers() -> int:
@@ -184,18 +196,23 @@ def convert_category(
         if strict and warnings:
             raise DefectkitError(f"{warnings[0]} [--strict]")
 
+        check_unique_flat_names([img.file_name for img in source.images], folder)
         splits = assign_splits([img.file_name for img in source.images], val_frac, test_frac, seed)
         manifest = Manifest(category, str(final_source), seed, val_frac, test_frac, source.classes, splits)
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
 
-        flags = dict(rle="coco" in formats or "sam" in formats, polygons="yolo-seg" in formats, points="sam" in formats)
+        flags = {
+            "rle": "coco" in formats or "sam" in formats,
+            "polygons": "yolo-seg" in formats,
+            "points": "sam" in formats,
+        }
         records: dict[str, ImageRecord] = {}
         dropped = 0
         n_workers = default_workers() if workers is None else max(1, workers)
         pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
         try:
             jobs = source.images
-            run = lambda src: decode_image(folder, src, opts, **flags)  # noqa: E731
+            run = functools.partial(decode_image, folder, opts=opts, **flags)
             results = pool.map(run, jobs) if pool else map(run, jobs)
             for record, image_warnings, n_dropped in tqdm(
                 results, total=len(jobs), desc=f"convert {category}", unit="img", disable=not progress
@@ -216,7 +233,8 @@ def convert_category(
     for split, names in splits.items():
         for name in names:
             rec = records[name]
-            label = rec.label if name.startswith("test/") else GOOD
-            images[split][label] = images[split].get(label, 0) + 1
-            instances[split][label] = instances[split].get(label, 0) + len(rec.instances)
-    return ConvertSummary(category, final, formats, source.classes, images, instances, warnings, dropped, min_area)
+            images[split][rec.label] = images[split].get(rec.label, 0) + 1
+            instances[split][rec.label] = instances[split].get(rec.label, 0) + len(rec.instances)
+    return ConvertSummary(
+        category, final, formats, source.classes, images, instances, warnings, dropped, min_area
+    )

@@ -106,7 +106,9 @@ def _images_in(folder: Path, what: str) -> list[Path]:
     stems: dict[str, Path] = {}
     for p in files:
         if p.stem in stems:
-            raise DefectkitError(f"{p}: same name as {stems[p.stem].name}; masks and labels are matched by name")
+            raise DefectkitError(
+                f"{p}: same name as {stems[p.stem].name}; masks and labels are matched by name"
+            )
         stems[p.stem] = p
     return files
 
@@ -119,7 +121,7 @@ def _masks_in(folder: Path) -> dict[str, Path]:
     for p in _list_dir(folder):
         if not p.is_file() or p.name.startswith(".") or not is_image_file(p):
             continue
-        key = p.stem[: -len(MASK_SUFFIX)] if p.stem.endswith(MASK_SUFFIX) else p.stem
+        key = p.stem.removesuffix(MASK_SUFFIX)
         if key in masks:
             raise DefectkitError(f"{p}: second mask for image '{key}' (also {masks[key].name})")
         masks[key] = p
@@ -151,7 +153,9 @@ def scan_category(folder: str | Path, name: str | None = None) -> SourceCategory
     official = defect_types(name)
     if official is not None:
         for t in sorted(set(official) - set(classes)):
-            warnings.append(f"{test / t}: missing (MVTec AD '{name}' has this defect type); converting the others")
+            warnings.append(
+                f"{test / t}: missing (MVTec AD '{name}' has this defect type); converting the others"
+            )
     ground_truth = folder / "ground_truth"
     matched_masks: set[Path] = set()
     for t in sorted(types):
@@ -177,7 +181,9 @@ def scan_category(folder: str | Path, name: str | None = None) -> SourceCategory
                 continue
             for mask in _masks_in(sub).values():
                 if mask not in matched_masks:
-                    warnings.append(f"{mask}: mask without an image (no test/{sub.name}/{mask.stem.removesuffix(MASK_SUFFIX)}.*); ignored")
+                    warnings.append(
+                        f"{mask}: mask without an image (no test/{sub.name}/{mask.stem.removesuffix(MASK_SUFFIX)}.*); ignored"
+                    )
     return SourceCategory(name, folder, images, classes, warnings)
 
 
@@ -208,9 +214,10 @@ def extract_category(archive: str | Path, category: str, dest: str | Path, progr
     found = 0
     seen: set[str] = set()  # top-level names, to say what the archive holds instead
     try:
-        with tarfile.open(archive, mode="r|*") as tar, tqdm(
-            desc=f"extract {category}", unit="file", disable=not progress
-        ) as bar:
+        with (
+            tarfile.open(archive, mode="r|*") as tar,
+            tqdm(desc=f"extract {category}", unit="file", disable=not progress) as bar,
+        ):
             for member in tar:
                 parts = _member_parts(member, category)
                 if parts is None or not member.isfile():

@@ -12,8 +12,14 @@ MVTEC_AD_URL = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
 MVTEC_AD_CATEGORIES: dict[str, tuple[str, ...]] = {
     "bottle": ("broken_large", "broken_small", "contamination"),
     "cable": (
-        "bent_wire", "cable_swap", "combined", "cut_inner_insulation", "cut_outer_insulation",
-        "missing_cable", "missing_wire", "poke_insulation",
+        "bent_wire",
+        "cable_swap",
+        "combined",
+        "cut_inner_insulation",
+        "cut_outer_insulation",
+        "missing_cable",
+        "missing_wire",
+        "poke_insulation",
     ),
     "capsule": ("crack", "faulty_imprint", "poke", "scratch", "squeeze"),
     "carpet": ("color", "cut", "hole", "metal_contamination", "thread"),
@@ -28,7 +34,12 @@ MVTEC_AD_CATEGORIES: dict[str, tuple[str, ...]] = {
     "transistor": ("bent_lead", "cut_lead", "damaged_case", "misplaced"),
     "wood": ("color", "combined", "hole", "liquid", "scratch"),
     "zipper": (
-        "broken_teeth", "combined", "fabric_border", "fabric_interior", "rough", "split_teeth",
+        "broken_teeth",
+        "combined",
+        "fabric_border",
+        "fabric_interior",
+        "rough",
+        "split_teeth",
         "squeezed_teeth",
     ),
 }

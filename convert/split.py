@@ -43,7 +43,9 @@ def check_fractions(val_frac: float, test_frac: float) -> None:
         if not 0.0 <= value < 1.0:
             raise DefectkitError(f"{name} {value}: must be in [0, 1)")
     if val_frac + test_frac >= 1.0:
-        raise DefectkitError(f"--val-frac {val_frac} + --test-frac {test_frac}: must leave images for training (sum < 1)")
+        raise DefectkitError(
+            f"--val-frac {val_frac} + --test-frac {test_frac}: must leave images for training (sum < 1)"
+        )
 
 
 def assign_splits(

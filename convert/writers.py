@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import yaml
@@ -69,7 +69,15 @@ def yolo_box_line(class_index: int, bbox: list[int], width: int, height: int) ->
     '2 0.250000 0.200000 0.300000 0.200000'
     """
     x, y, w, h = bbox
-    return " ".join([str(class_index), _fmt((x + w / 2) / width), _fmt((y + h / 2) / height), _fmt(w / width), _fmt(h / height)])
+    return " ".join(
+        [
+            str(class_index),
+            _fmt((x + w / 2) / width),
+            _fmt((y + h / 2) / height),
+            _fmt(w / width),
+            _fmt(h / height),
+        ]
+    )
 
 
 def yolo_polygon_line(class_index: int, polygon: list[int], width: int, height: int) -> str:
@@ -139,7 +147,6 @@ def coco_dict(ctx: WriteContext, split: str) -> dict:
         "info": {
             "description": f"{category} ({split} split), converted from the MVTec AD layout by defectkit",
             "version": "1.0",
-            "year": 2026,
             "image_root": str(ctx.final_source),
         },
         "licenses": [],

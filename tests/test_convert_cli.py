@@ -20,7 +20,13 @@ from defectkit.errors import DefectkitError
 from defectkit.rle import rle_to_mask
 from defectkit.sample import write_category
 
-SMALL = dict(size=(64, 80), n_train_good=2, n_test_good=3, n_per_defect=3, defects=("hole", "scratch"))
+SMALL = {
+    "size": (64, 80),
+    "n_train_good": 2,
+    "n_test_good": 3,
+    "n_per_defect": 3,
+    "defects": ("hole", "scratch"),
+}
 
 
 @pytest.fixture
@@ -104,7 +110,8 @@ def test_reads_category_and_whole_dataset_archives(part, tmp_path, capsys):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "license.txt").write_text("x")
     whole = make_archive(
-        tmp_path / "mvtec_anomaly_detection.tar.xz", {"./license.txt": tmp_path / "other" / "license.txt", "./part": part / "part"}
+        tmp_path / "mvtec_anomaly_detection.tar.xz",
+        {"./license.txt": tmp_path / "other" / "license.txt", "./part": part / "part"},
     )
     for archive, out in ((one, tmp_path / "a"), (whole, tmp_path / "b")):
         code, stdout, _ = run_cli(capsys, "part", "--root", archive, "--out", out, "--quiet")
@@ -126,7 +133,9 @@ def test_reads_category_and_whole_dataset_archives(part, tmp_path, capsys):
 def test_split_is_deterministic_and_seeded(part, tmp_path):
     a = convert_category(part, "part", tmp_path / "a", to="all", progress=False, seed=3)
     b = convert_category(part, "part", tmp_path / "b", to="all", progress=False, seed=3)
-    c = convert_category(part, "part", tmp_path / "c", to="coco", progress=False, seed=4, val_frac=0.3, test_frac=0.3)
+    c = convert_category(
+        part, "part", tmp_path / "c", to="coco", progress=False, seed=4, val_frac=0.3, test_frac=0.3
+    )
     ma, mb, mc = Manifest.load(a.out), Manifest.load(b.out), Manifest.load(c.out)
     assert ma.splits == mb.splits and ma.splits != mc.splits
     files_a = sorted(p.relative_to(a.out) for p in a.out.rglob("*") if p.is_file())
@@ -144,14 +153,36 @@ def test_split_is_deterministic_and_seeded(part, tmp_path):
 def test_options_change_the_instances(part, tmp_path, capsys):
     base = convert_category(part, "part", tmp_path / "a", to="coco", progress=False)
     keep_all = convert_category(part, "part", tmp_path / "b", to="coco", progress=False, min_area=1)
-    total = lambda s: sum(sum(v.values()) for v in s.instances.values())  # noqa: E731
+
+    def total(summary):
+        return sum(sum(v.values()) for v in summary.instances.values())
+
     assert base.dropped_small > 0 and total(keep_all) == total(base) + base.dropped_small
     merged = convert_category(part, "part", tmp_path / "c", to="coco", progress=False, merge_distance=8)
     assert total(merged) < total(base)  # the broken scratches became one instance each
-    code, stdout, _ = run_cli(capsys, "part", "--root", part, "--out", tmp_path / "d", "--to", "coco,sam", "--to", "yolo", "--quiet")
-    assert code == 0 and sorted(p.name for p in (tmp_path / "d" / "part").iterdir()) == ["coco", "sam", "split.json", "yolo"]
+    code, stdout, _ = run_cli(
+        capsys, "part", "--root", part, "--out", tmp_path / "d", "--to", "coco,sam", "--to", "yolo", "--quiet"
+    )
+    assert code == 0 and sorted(p.name for p in (tmp_path / "d" / "part").iterdir()) == [
+        "coco",
+        "sam",
+        "split.json",
+        "yolo",
+    ]
     for split in SPLITS:
         assert f"{split} img/inst" in stdout.splitlines()[1]
+
+
+def test_images_are_linked_or_copied(part, tmp_path):
+    linked = convert_category(part, "part", tmp_path / "a", to="classify", progress=False)
+    copied = convert_category(part, "part", tmp_path / "b", to="classify", progress=False, copy=True)
+    name = "test/hole/000.png"
+    manifest = Manifest.load(linked.out)
+    rel = Path("classify", manifest.split_of(name), "hole", "test_hole_000.png")
+    src = part / "part" / name
+    assert (linked.out / rel).samefile(src)  # a hard link (or a symlink) to the source file
+    assert not (copied.out / rel).samefile(src) and not (copied.out / rel).is_symlink()
+    assert (copied.out / rel).read_bytes() == src.read_bytes()
 
 
 def test_connectivity_and_merge_on_a_known_mask():
@@ -162,7 +193,7 @@ def test_connectivity_and_merge_on_a_known_mask():
     eight, _ = extract_instances(m, connectivity=8, min_area=1)
     merged, _ = extract_instances(m, merge_distance=3, min_area=1)
     assert len(four) == 4 and len(eight) == 3 and len(merged) == 2
-    joined = [i for i in merged if i.area == 12][0]
+    joined = next(i for i in merged if i.area == 12)
     assert joined.bbox == [3, 6, 6, 3] and all(m[y, x] for x, y in joined.points)
 
 
@@ -171,16 +202,21 @@ def test_overwrite_semantics(part, tmp_path, capsys):
     assert run_cli(capsys, "part", "--root", part, "--out", out, "--to", "coco", "--quiet")[0] == 0
     marker = out / "part" / "coco" / "marker"
     marker.write_text("old")
-    expect_error(capsys, f"{out / 'part'}: already exists; pass --overwrite", "part", "--root", part, "--out", out)
+    expect_error(
+        capsys, f"{out / 'part'}: already exists; pass --overwrite", "part", "--root", part, "--out", out
+    )
     assert marker.exists()
-    assert run_cli(capsys, "part", "--root", part, "--out", out, "--to", "yolo", "--overwrite", "--quiet")[0] == 0
+    assert (
+        run_cli(capsys, "part", "--root", part, "--out", out, "--to", "yolo", "--overwrite", "--quiet")[0]
+        == 0
+    )
     assert sorted(p.name for p in (out / "part").iterdir()) == ["split.json", "yolo"]
     assert [p.name for p in out.iterdir()] == ["part"]  # no temporary folder left behind
     expect_error(capsys, "overlaps the source data", "part", "--root", part, "--out", part, "--overwrite")
 
 
 def test_interrupted_run_leaves_the_previous_output(part, tmp_path, monkeypatch):
-    import convert.writers as writers
+    from convert import writers
 
     out = tmp_path / "out"
     convert_category(part, "part", out, to="all", progress=False)
@@ -200,22 +236,36 @@ def test_interrupted_run_leaves_the_previous_output(part, tmp_path, monkeypatch)
 def test_warnings_are_listed_and_strict_turns_them_into_errors(part, tmp_path, capsys):
     cat = part / "part"
     (cat / "ground_truth" / "hole" / "001_mask.png").unlink()  # a defect image without a mask
-    shutil.copy(cat / "ground_truth" / "hole" / "000_mask.png", cat / "ground_truth" / "hole" / "099_mask.png")
+    shutil.copy(
+        cat / "ground_truth" / "hole" / "000_mask.png", cat / "ground_truth" / "hole" / "099_mask.png"
+    )
     empty = np.zeros((64, 80), np.uint8)
     empty[3, 3] = 100  # below the threshold: empty at 127
     cv2.imwrite(str(cat / "ground_truth" / "scratch" / "002_mask.png"), empty)
-    code, stdout, _ = run_cli(capsys, "part", "--root", part, "--out", tmp_path / "a", "--to", "coco", "--quiet")
+    code, stdout, _ = run_cli(
+        capsys, "part", "--root", part, "--out", tmp_path / "a", "--to", "coco", "--quiet"
+    )
     assert code == 0 and "3 warning(s):" in stdout
     assert "hole/001.png: defect image without a mask" in stdout
     assert "099_mask.png: mask without an image" in stdout
     assert "002_mask.png: empty mask" in stdout
     coco = json.loads((tmp_path / "a" / "part" / "coco" / "train.json").read_text())
-    coco_all = [im["file_name"] for s in SPLITS for im in json.loads((tmp_path / "a" / "part" / "coco" / f"{s}.json").read_text())["images"]]
+    coco_all = [
+        im["file_name"]
+        for s in SPLITS
+        for im in json.loads((tmp_path / "a" / "part" / "coco" / f"{s}.json").read_text())["images"]
+    ]
     assert "test/hole/001.png" in coco_all and coco["images"]  # kept, with no instances
-    expect_error(capsys, "defect image without a mask", "part", "--root", part, "--out", tmp_path / "b", "--strict")
+    expect_error(
+        capsys, "defect image without a mask", "part", "--root", part, "--out", tmp_path / "b", "--strict"
+    )
     (cat / "ground_truth" / "hole" / "099_mask.png").unlink()
-    shutil.copy(cat / "ground_truth" / "hole" / "000_mask.png", cat / "ground_truth" / "hole" / "001_mask.png")
-    expect_error(capsys, "002_mask.png: empty mask", "part", "--root", part, "--out", tmp_path / "c", "--strict")
+    shutil.copy(
+        cat / "ground_truth" / "hole" / "000_mask.png", cat / "ground_truth" / "hole" / "001_mask.png"
+    )
+    expect_error(
+        capsys, "002_mask.png: empty mask", "part", "--root", part, "--out", tmp_path / "c", "--strict"
+    )
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
 
 
@@ -228,21 +278,58 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+def _clashing_names(category: Path) -> None:
+    (category / "test" / "hole_x").mkdir()
+    shutil.copy(category / "test" / "hole" / "000.png", category / "test" / "hole_x" / "000.png")
+    shutil.copy(category / "test" / "hole" / "000.png", category / "test" / "hole" / "x_000.png")
+
+
 def _resize_mask(path: Path) -> None:
     cv2.imwrite(str(path), np.full((32, 32), 255, np.uint8))
 
 
 BAD_INPUTS = [
     # (what, how to break the category, the file named in the error, the problem)
-    ("corrupt image", lambda c: _corrupt(c / "test/hole/001.png"), "test/hole/001.png", "not a readable image"),
+    (
+        "corrupt image",
+        lambda c: _corrupt(c / "test/hole/001.png"),
+        "test/hole/001.png",
+        "not a readable image",
+    ),
     ("truncated image", lambda c: _truncate(c / "train/good/000.png"), "train/good/000.png", "truncated PNG"),
-    ("corrupt mask", lambda c: _corrupt(c / "ground_truth/scratch/000_mask.png"), "000_mask.png", "not a readable image"),
-    ("truncated mask", lambda c: _truncate(c / "ground_truth/hole/002_mask.png"), "002_mask.png", "truncated PNG"),
-    ("mask size", lambda c: _resize_mask(c / "ground_truth/hole/000_mask.png"), "000_mask.png", "mask is 32x32 but its image 000.png is 80x64"),
+    (
+        "corrupt mask",
+        lambda c: _corrupt(c / "ground_truth/scratch/000_mask.png"),
+        "000_mask.png",
+        "not a readable image",
+    ),
+    (
+        "truncated mask",
+        lambda c: _truncate(c / "ground_truth/hole/002_mask.png"),
+        "002_mask.png",
+        "truncated PNG",
+    ),
+    (
+        "mask size",
+        lambda c: _resize_mask(c / "ground_truth/hole/000_mask.png"),
+        "000_mask.png",
+        "mask is 32x32 but its image 000.png is 80x64",
+    ),
     ("missing train/good", lambda c: shutil.rmtree(c / "train"), "part/train/good", "missing folder"),
     ("missing test", lambda c: shutil.rmtree(c / "test"), "part/test", "missing folder"),
-    ("empty defect folder", lambda c: [p.unlink() for p in (c / "test/hole").iterdir()], "test/hole", "empty folder"),
-    ("empty image file", lambda c: (c / "test/scratch/000.png").write_bytes(b""), "test/scratch/000.png", "empty file"),
+    (
+        "empty defect folder",
+        lambda c: [p.unlink() for p in (c / "test/hole").iterdir()],
+        "test/hole",
+        "empty folder",
+    ),
+    ("flat name clash", _clashing_names, "test/hole_x/000.png", "clashes with test/hole/x_000.png"),
+    (
+        "empty image file",
+        lambda c: (c / "test/scratch/000.png").write_bytes(b""),
+        "test/scratch/000.png",
+        "empty file",
+    ),
 ]
 
 
@@ -257,12 +344,24 @@ def test_bad_input_stops_with_one_line_naming_the_file(part, tmp_path, capsys, w
 def test_unknown_missing_and_unreadable_sources(part, tmp_path, capsys, monkeypatch):
     line = expect_error(capsys, "unknown category 'prat'", "prat", "--root", part, "--out", tmp_path)
     assert "bottle, cable" in line and "zipper" in line
-    line = expect_error(capsys, "https://www.mvtec.com/company/research/datasets/mvtec-ad", "bottle", "--root", part)
+    line = expect_error(
+        capsys, "https://www.mvtec.com/company/research/datasets/mvtec-ad", "bottle", "--root", part
+    )
     assert str(part / "bottle") in line
     monkeypatch.setenv("DEFECTKIT_DATA_ROOT", str(tmp_path / "nowhere"))
     expect_error(capsys, f"{tmp_path / 'nowhere'}: not found; download MVTec AD category 'wood'", "wood")
     expect_error(capsys, "unknown format (choose from", "part", "--root", part, "--to", "voc")
-    expect_error(capsys, "--val-frac 0.6 + --test-frac 0.5", "part", "--root", part, "--val-frac", "0.6", "--test-frac", "0.5")
+    expect_error(
+        capsys,
+        "--val-frac 0.6 + --test-frac 0.5",
+        "part",
+        "--root",
+        part,
+        "--val-frac",
+        "0.6",
+        "--test-frac",
+        "0.5",
+    )
     # Running as root makes chmod useless, so refuse the listing the way the OS would.
     real_iterdir = Path.iterdir
 
@@ -272,6 +371,37 @@ def test_unknown_missing_and_unreadable_sources(part, tmp_path, capsys, monkeypa
         return real_iterdir(self)
 
     monkeypatch.setattr(Path, "iterdir", refuse)
-    expect_error(capsys, "test/scratch: cannot read folder (permission denied)", "part", "--root", part, "--out", tmp_path / "x")
+    expect_error(
+        capsys,
+        "test/scratch: cannot read folder (permission denied)",
+        "part",
+        "--root",
+        part,
+        "--out",
+        tmp_path / "x",
+    )
     with pytest.raises(DefectkitError):
         convert_category(part, "part", tmp_path / "y", progress=False)
+
+
+def test_polygon_round_trip_on_random_blobs():
+    """Random blobs with holes and thin parts: the YOLO-seg polygon rasterises back to the component."""
+    from ultralytics.data.utils import polygon2mask
+
+    from convert.writers import yolo_polygon_line
+
+    rng = np.random.default_rng(1)
+    ious = []
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(20, 90, 2))
+        m = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), float(rng.uniform(0.6, 3))) > 0.55
+        _, labels = cv2.connectedComponents(m.view(np.uint8), connectivity=8)
+        for inst in extract_instances(m, min_area=1)[0]:
+            xy = np.array(yolo_polygon_line(0, inst.polygon, w, h).split()[1:], float) * np.tile(
+                [w, h], len(inst.polygon) // 2
+            )
+            back = polygon2mask((h, w), [xy]).astype(bool)
+            x, y = inst.points[0]
+            comp = labels == labels[y, x]
+            ious.append((comp & back).sum() / (comp | back).sum())
+    assert len(ious) > 300 and min(ious) > 0.99 and np.mean(ious) > 0.999

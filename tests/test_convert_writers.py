@@ -105,7 +105,9 @@ def test_coco_annToMask_equals_instance_pixels(converted):
             assert len(anns) == len(expected), name
             for ann in anns:
                 m = coco.annToMask(ann).astype(bool)
-                assert any((m == c).all() for c in expected), f"{name}: annotation {ann['id']} is no component"
+                assert any((m == c).all() for c in expected), (
+                    f"{name}: annotation {ann['id']} is no component"
+                )
                 assert ann["area"] == m.sum() and ann["iscrowd"] == 0
                 assert ann["bbox"] == list(box_of(m))
                 assert coco.cats[ann["category_id"]]["name"] == Path(name).parts[1]
@@ -129,7 +131,9 @@ def test_sam_points_lie_inside_their_instance(converted):
                 assert m.shape == (line["height"], line["width"])
                 x, y, w, h = box_of(m)
                 assert inst["box_xyxy"] == [x, y, x + w, y + h]
-                assert len(inst["points"]) == len(inst["point_labels"]) >= 1 and set(inst["point_labels"]) == {1}
+                assert len(inst["points"]) == len(inst["point_labels"]) >= 1 and set(
+                    inst["point_labels"]
+                ) == {1}
                 for px, py in inst["points"]:
                     assert m[py, px], f"{line['file_name']}: point {px},{py} outside its instance"
                     n_points += 1
@@ -162,7 +166,10 @@ def test_yolo_seg_polygons_rasterise_back_to_the_instances(converted):
                 if (hier[0][:, 3] >= 0).any():
                     ring_ious.append(iou)
     assert ring_ious, "the sample has rings; none was found"
-    assert min(ious) == pytest.approx(1.0) and min(ring_ious) == pytest.approx(1.0), (min(ious), min(ring_ious))
+    assert min(ious) == pytest.approx(1.0) and min(ring_ious) == pytest.approx(1.0), (
+        min(ious),
+        min(ring_ious),
+    )
 
 
 def test_classify_folders_hold_each_split_image_once(converted):
