@@ -7,6 +7,7 @@ and the epoch count that ``--resume`` continues from.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from defectkit.errors import DefectkitError
 
 KIND = "defectkit-classify"
 VERSION = 1
+# What torch.load raises for a file that is not a (safe) checkpoint: bad zip, bad pickle, refused
+# global under weights_only, truncated data.
+LOAD_ERRORS = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, AttributeError, KeyError)
 REQUIRED = ("arch", "classes", "class_counts", "image_size", "mean", "std", "config", "model", "epoch")
 
 
@@ -33,7 +37,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise DefectkitError(f"{path}: no such checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
+    except LOAD_ERRORS as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DefectkitError(f"{path}: not a loadable checkpoint ({first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
@@ -53,5 +57,7 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise DefectkitError(f"{path}: weights do not fit {ckpt['arch']} ({str(exc).splitlines()[0]})") from None
+        raise DefectkitError(
+            f"{path}: weights do not fit {ckpt['arch']} ({str(exc).splitlines()[0]})"
+        ) from None
     return model.to(device).eval(), ckpt

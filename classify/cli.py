@@ -26,15 +26,34 @@ _DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not 
 # (option, type or "flag", choices, help); every default shown comes from TrainConfig (or the preset).
 _CONFIG_OPTIONS = [
     ("arch", str, tuple(ARCHITECTURES), "torchvision ResNet to fine-tune"),
-    ("weights", str, None, "initial weights: 'imagenet' (torchvision's ImageNet-1k V1, downloaded once into "
-     "torch's hub cache), 'none' (random init) or PATH to a state dict / classify checkpoint"),
-    ("freeze", str, tuple(FREEZE_CHOICES), "what stays frozen: 'fc' trains only the new head, 'layer4' trains "
-     "layer4 and the head, 'none' trains everything"),
+    (
+        "weights",
+        str,
+        None,
+        (
+            "initial weights: 'imagenet' (torchvision's ImageNet-1k V1, downloaded once into "
+            "torch's hub cache), 'none' (random init) or PATH to a state dict / classify checkpoint"
+        ),
+    ),
+    (
+        "freeze",
+        str,
+        tuple(FREEZE_CHOICES),
+        (
+            "what stays frozen: 'fc' trains only the new head, 'layer4' trains "
+            "layer4 and the head, 'none' trains everything"
+        ),
+    ),
     ("optimizer", str, OPTIMIZERS, "optimiser"),
     ("lr", float, None, "learning rate"),
     ("momentum", float, None, "SGD momentum"),
     ("weight_decay", float, None, "weight decay (L2 for adam/sgd, decoupled for adamw)"),
-    ("scheduler", str, ("cosine", "none"), "learning-rate schedule: cosine annealing over --epochs (per epoch), or constant"),
+    (
+        "scheduler",
+        str,
+        ("cosine", "none"),
+        "learning-rate schedule: cosine annealing over --epochs (per epoch), or constant",
+    ),
     ("epochs", int, None, "epochs to train"),
     ("batch", int, None, "batch size (per process under torchrun)"),
     ("image_size", int, None, "images are resized to this square size once, when cached"),
@@ -42,8 +61,15 @@ _CONFIG_OPTIONS = [
     ("hflip", "flag", None, "add random horizontal flips to the train transform"),
     ("rotation", float, None, "max rotation in degrees for --augment"),
     ("jitter", float, None, "brightness/contrast/saturation jitter for --augment (hue gets a quarter)"),
-    ("loss", str, LOSSES, "training loss: cross-entropy, class-weighted CE (effective number of samples, "
-     "Cui et al. 2019), focal loss, or logit-adjusted CE (tau * log prior added to the logits, Menon et al. 2021)"),
+    (
+        "loss",
+        str,
+        LOSSES,
+        (
+            "training loss: cross-entropy, class-weighted CE (effective number of samples, "
+            "Cui et al. 2019), focal loss, or logit-adjusted CE (tau * log prior added to the logits, Menon et al. 2021)"
+        ),
+    ),
     ("beta", float, None, "beta of the effective number (1 - beta^n) / (1 - beta) for --loss weighted-ce"),
     ("focal_gamma", float, None, "gamma of --loss focal (0 = cross-entropy)"),
     ("tau", float, None, "tau of --loss logit-adjusted (1 = Balanced Softmax)"),
@@ -53,8 +79,15 @@ _CONFIG_OPTIONS = [
     ("seed", int, None, "random seed (model init, shuffling, augmentation)"),
     ("device", str, None, "auto, cpu, cuda or cuda:N"),
     ("amp", "bool", None, "bfloat16 autocast on CUDA"),
-    ("cache", str, ("memory", "disk"), "decoded-image cache: memory only, or also on disk (keyed by file path, "
-     "mtime, byte size and image size) so later runs skip decoding"),
+    (
+        "cache",
+        str,
+        ("memory", "disk"),
+        (
+            "decoded-image cache: memory only, or also on disk (keyed by file path, "
+            "mtime, byte size and image size) so later runs skip decoding"
+        ),
+    ),
     ("cache_dir", str, None, "folder of the disk cache (default: $DEFECTKIT_CACHE/classify-images)"),
     ("decode_workers", int, None, "threads that decode images into the cache"),
     ("loader_workers", int, None, "DataLoader worker processes for augmentation (0 = in the main process)"),
@@ -70,9 +103,13 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         if kind == "flag":
             group.add_argument(flag, action="store_const", const=True, default=None, help=text)
         elif kind == "bool":
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{text} (default: {default})")
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=f"{text} (default: {default})"
+            )
         else:
-            group.add_argument(flag, type=kind, choices=choices, default=None, help=f"{text} (default: {default!r})")
+            group.add_argument(
+                flag, type=kind, choices=choices, default=None, help=f"{text} (default: {default!r})"
+            )
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -88,7 +125,9 @@ def _train(args: argparse.Namespace) -> int:
         train(resume=args.resume, progress=not args.quiet, device=args.device)
         return 0
     if args.data is None:
-        raise DefectkitError("train needs --data (the classify/ folder from convert-mvtec) or --resume last.pt")
+        raise DefectkitError(
+            "train needs --data (the classify/ folder from convert-mvtec) or --resume last.pt"
+        )
     out = args.out or Path("runs/classify") / (args.preset or "train")
     overrides = config_overrides(args)
     if args.preset:
@@ -119,9 +158,13 @@ def _val(args: argparse.Namespace) -> int:
             args.model, args.data, args.split, tmp, device=args.device, posthoc_tau=args.posthoc_tau,
             batch=args.batch, progress=not args.quiet,
         )  # fmt: skip
-    print(f"{args.split}: accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}")
+    print(
+        f"{args.split}: accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}"
+    )
     for name, row in metrics["per_class"].items():
-        recall, precision = (f"{v:.3f}" if v is not None else "n/a" for v in (row["recall"], row["precision"]))
+        recall, precision = (
+            f"{v:.3f}" if v is not None else "n/a" for v in (row["recall"], row["precision"])
+        )
         print(f"  {name:>12}  recall {recall}  precision {precision}  n={row['support']}")
     print(f"wrote {args.out}")
     return 0
@@ -140,18 +183,24 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {len(records)} predictions to {args.out}")
     if metrics is not None:
-        print(f"accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}; report in {args.report}")
+        print(
+            f"accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}; report in {args.report}"
+        )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="classify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="classify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="fine-tune a ResNet on <data>/{train,val,test}/<class>/*",
                        description="Fine-tune a torchvision ResNet; writes <out>/best.pt, last.pt, history.json, "
                        "curves.png, summary.json and test/ (the evaluator's report on the test split).")  # fmt: skip
-    p.add_argument("--data", type=Path, help="classify/ folder from convert-mvtec: <data>/<split>/<class>/*.png")
+    p.add_argument(
+        "--data", type=Path, help="classify/ folder from convert-mvtec: <data>/<split>/<class>/*.png"
+    )
     p.add_argument("--out", type=Path, help="run folder (default: runs/classify/<preset or 'train'>)")
     p.add_argument("--preset", choices=tuple(PRESETS), help="start from a course experiment: "
                    + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))  # fmt: skip
@@ -167,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "train loss/acc, val loss/acc, best val, test accuracy per preset; metrics.json; curves). "
                        "Presets: " + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))  # fmt: skip
     p.add_argument("--data", type=Path, required=True, help="classify/ folder from convert-mvtec")
-    p.add_argument("--out", type=Path, default=Path("runs/classify/experiments"), help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/classify/experiments"),
+        help="output folder (default: %(default)s)",
+    )
     p.add_argument("--presets", help=f"comma-separated subset (default: all: {','.join(PRESETS)})")
     p.add_argument("--resume", action="store_true", help="continue presets that have a last.pt in --out")
     p.add_argument("--overwrite", action="store_true", help="replace earlier preset runs in --out")
@@ -186,14 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "before choosing a class (Menon et al. 2021; 0 = off, default)")  # fmt: skip
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "val":
-            p.add_argument("--data", type=Path, required=True, help="classify/ folder: <data>/<split>/<class>/*")
-            p.add_argument("--split", default="test", help="split to score: val or test (default: %(default)s)")
+            p.add_argument(
+                "--data", type=Path, required=True, help="classify/ folder: <data>/<split>/<class>/*"
+            )
+            p.add_argument(
+                "--split", default="test", help="split to score: val or test (default: %(default)s)"
+            )
             p.add_argument("--out", type=Path, required=True, help="folder for report.md, metrics.json, "
                            "confusion matrix PNG, predictions.json and predictions.csv")  # fmt: skip
             p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
             p.set_defaults(func=_val)
         else:
-            p.add_argument("--source", type=Path, required=True, help="an image, or a folder (searched recursively)")
+            p.add_argument(
+                "--source", type=Path, required=True, help="an image, or a folder (searched recursively)"
+            )
             p.add_argument("--out", type=Path, help="write the predictions here: .json (list of records) or .csv "
                            "(default: print one JSON line per image)")  # fmt: skip
             p.add_argument("--report", type=Path, help="for a folder laid out as <class>/<image>: also score the "

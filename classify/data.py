@@ -51,7 +51,9 @@ class ImageList:
 def list_class_folders(split_dir: Path) -> list[str]:
     """The class folder names under ``split_dir``, sorted (torchvision ImageFolder order)."""
     if not split_dir.is_dir():
-        raise DefectkitError(f"{split_dir}: no such folder (expected <data>/<split>/<class>/*.png from convert-mvtec)")
+        raise DefectkitError(
+            f"{split_dir}: no such folder (expected <data>/<split>/<class>/*.png from convert-mvtec)"
+        )
     return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
@@ -72,7 +74,9 @@ def scan_split(data: str | Path, split: str, classes: Sequence[str] | None = Non
         if not folders:
             raise DefectkitError(f"{split_dir}: no class folders")
         if len(folders) < 2:
-            raise DefectkitError(f"{split_dir}: only one class ({folders[0]}); a classifier needs at least two")
+            raise DefectkitError(
+                f"{split_dir}: only one class ({folders[0]}); a classifier needs at least two"
+            )
         for name in folders:
             if not _images_in(split_dir / name):
                 raise DefectkitError(f"{split_dir / name}: empty class folder (no images)")
@@ -163,7 +167,9 @@ class ImageCache:
 
         with ThreadPoolExecutor(self.workers) as pool:
             images = list(
-                tqdm(pool.map(self._one, paths), total=len(paths), desc=desc, unit="img", disable=not progress)
+                tqdm(
+                    pool.map(self._one, paths), total=len(paths), desc=desc, unit="img", disable=not progress
+                )
             )
         stacked = np.stack(images) if images else np.zeros((0, self.size, self.size, 3), np.uint8)
         return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
@@ -199,7 +205,9 @@ def train_transform(augment: bool, hflip: bool = False, rotation: float = 15.0, 
         steps.append(v2.RandomHorizontalFlip())
     if augment:
         steps.append(v2.RandomRotation(rotation))
-        steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=min(jitter / 4, 0.5)))
+        steps.append(
+            v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=min(jitter / 4, 0.5))
+        )
     return v2.Compose(steps) if steps else None
 
 

@@ -100,7 +100,11 @@ def train_one_epoch(
         optimizer.step()
         n = targets.numel()
         totals += torch.stack(
-            [loss.detach().double() * n, (logits.argmax(1) == targets).sum().double(), torch.tensor(float(n), device=device, dtype=torch.float64)]
+            [
+                loss.detach().double() * n,
+                (logits.argmax(1) == targets).sum().double(),
+                torch.tensor(float(n), device=device, dtype=torch.float64),
+            ]
         )
         bar.set_postfix(loss=f"{loss.item():.4f}")
     if dist.is_available() and dist.is_initialized():
@@ -128,7 +132,9 @@ def predict_logits(
     was_training = model.training
     model.eval()
     out = []
-    for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch", leave=False, disable=not progress):
+    for start in tqdm(
+        range(0, len(images), batch), desc=desc, unit="batch", leave=False, disable=not progress
+    ):
         chunk = normalize_batch(images[start : start + batch].to(device, non_blocking=True), mean, std)
         with autocast(device, amp):
             out.append(model(chunk).float().cpu())

@@ -81,12 +81,16 @@ class LogitAdjustedLoss(nn.Module):
         return F.cross_entropy(logits + self.offset, target)
 
 
-def build_loss(name: str, counts: Sequence[int], *, beta: float = 0.999, gamma: float = 2.0, tau: float = 1.0) -> nn.Module:
+def build_loss(
+    name: str, counts: Sequence[int], *, beta: float = 0.999, gamma: float = 2.0, tau: float = 1.0
+) -> nn.Module:
     """The training criterion for ``--loss`` given the training class counts."""
     if name == "ce":
         return nn.CrossEntropyLoss()
     if name == "weighted-ce":
-        return nn.CrossEntropyLoss(weight=torch.as_tensor(effective_number_weights(counts, beta), dtype=torch.float32))
+        return nn.CrossEntropyLoss(
+            weight=torch.as_tensor(effective_number_weights(counts, beta), dtype=torch.float32)
+        )
     if name == "focal":
         return FocalLoss(gamma=gamma)
     if name == "logit-adjusted":

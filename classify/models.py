@@ -4,14 +4,14 @@ for the data set's classes, and the freezing choices of the course."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 from torchvision import models
 
+from classify.checkpoint import LOAD_ERRORS
 from defectkit.errors import DefectkitError
 from defectkit.weights import fetch
 
@@ -44,12 +44,16 @@ def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
         raise DefectkitError(f"{path}: no such weights file (use --weights imagenet|none|PATH)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file: report them as one line
-        raise DefectkitError(f"{path}: not a loadable state dict ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    except LOAD_ERRORS as exc:
+        raise DefectkitError(
+            f"{path}: not a loadable state dict ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # a defectkit checkpoint: fine-tune from it
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise DefectkitError(f"{path}: not a state dict (expected a dict of tensors or a defectkit checkpoint)")
+        raise DefectkitError(
+            f"{path}: not a state dict (expected a dict of tensors or a defectkit checkpoint)"
+        )
     return obj
 
 
@@ -64,7 +68,9 @@ def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], source: str)
         raise DefectkitError(f"{source}: weights do not fit this architecture ({what}; check --arch)")
     for k, v in body.items():
         if own[k].shape != v.shape:
-            raise DefectkitError(f"{source}: {k} has shape {tuple(v.shape)}, the model {tuple(own[k].shape)} (check --arch)")
+            raise DefectkitError(
+                f"{source}: {k} has shape {tuple(v.shape)}, the model {tuple(own[k].shape)} (check --arch)"
+            )
     head = {k: v for k, v in state.items() if k.startswith("fc.") and k in own and own[k].shape == v.shape}
     model.load_state_dict({**body, **head}, strict=False)
 

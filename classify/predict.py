@@ -61,7 +61,9 @@ def run_model(
     return logits.softmax(1), ckpt
 
 
-def make_records(paths: Sequence[Path], probs: torch.Tensor, classes: Sequence[str], labels=None) -> list[dict]:
+def make_records(
+    paths: Sequence[Path], probs: torch.Tensor, classes: Sequence[str], labels=None
+) -> list[dict]:
     """One JSON-ready dict per image: file, class, score (its probability), defective, probs, label."""
     records = []
     defective = defective_scores(probs, classes)
@@ -79,12 +81,21 @@ def make_records(paths: Sequence[Path], probs: torch.Tensor, classes: Sequence[s
 def records_to_csv(records: list[dict], classes: Sequence[str]) -> str:
     """CSV with one row per image: file, class, score, defective, label (when known), p_<class>..."""
     has_label = bool(records) and "label" in records[0]
-    header = ["file", "class", "score", "defective"] + (["label"] if has_label else []) + [f"p_{c}" for c in classes]
+    header = (
+        ["file", "class", "score", "defective"]
+        + (["label"] if has_label else [])
+        + [f"p_{c}" for c in classes]
+    )
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     for rec in records:
-        row = [rec["file"], rec["class"], f"{rec['score']:.6f}", "" if rec["defective"] is None else f"{rec['defective']:.6f}"]
+        row = [
+            rec["file"],
+            rec["class"],
+            f"{rec['score']:.6f}",
+            "" if rec["defective"] is None else f"{rec['defective']:.6f}",
+        ]
         row += [rec["label"]] if has_label else []
         row += [f"{rec['probs'][c]:.6f}" for c in classes]
         writer.writerow(row)
@@ -114,11 +125,15 @@ def labels_from_layout(source: Path, paths: Sequence[Path], classes: Sequence[st
     return labels
 
 
-def score(records_probs: torch.Tensor, labels: Sequence[int], classes: Sequence[str], out_dir: str | Path | None) -> dict:
+def score(
+    records_probs: torch.Tensor, labels: Sequence[int], classes: Sequence[str], out_dir: str | Path | None
+) -> dict:
     """The shared evaluator on predictions (arg-max of ``probs``) against ``labels``."""
     from classify.training import classification_metrics
 
-    return classification_metrics(labels, records_probs.argmax(1), classes, probs=records_probs, out_dir=out_dir)
+    return classification_metrics(
+        labels, records_probs.argmax(1), classes, probs=records_probs, out_dir=out_dir
+    )
 
 
 def evaluate_split(
@@ -143,8 +158,14 @@ def evaluate_split(
     if any(name not in classes for name in folders):
         check_classes(str(ckpt_path), classes, folders, str(split_dir))
     found = scan_split(data, split, classes)
-    probs, ckpt = run_model(
-        ckpt_path, found.paths, device=device, posthoc_tau=posthoc_tau, batch=batch, cache=cache, progress=progress
+    probs, _ = run_model(
+        ckpt_path,
+        found.paths,
+        device=device,
+        posthoc_tau=posthoc_tau,
+        batch=batch,
+        cache=cache,
+        progress=progress,
     )
     metrics = score(probs, found.labels, classes, out_dir)
     records = make_records(found.paths, probs, classes, found.labels)
@@ -169,7 +190,9 @@ def predict_source(
     classes and ``report`` is given, the predictions are also scored there by the shared evaluator."""
     source = Path(source)
     paths = list_source_images(source)
-    probs, ckpt = run_model(ckpt_path, paths, device=device, posthoc_tau=posthoc_tau, batch=batch, progress=progress)
+    probs, ckpt = run_model(
+        ckpt_path, paths, device=device, posthoc_tau=posthoc_tau, batch=batch, progress=progress
+    )
     classes = ckpt["classes"]
     labels = labels_from_layout(source, paths, classes)
     records = make_records(paths, probs, classes, labels)
@@ -178,6 +201,8 @@ def predict_source(
     metrics = None
     if report is not None:
         if labels is None:
-            raise DefectkitError(f"{source}: --report needs a folder laid out as <class>/<image> with the model's classes")
+            raise DefectkitError(
+                f"{source}: --report needs a folder laid out as <class>/<image> with the model's classes"
+            )
         metrics = score(probs, labels, classes, report)
     return records, metrics

@@ -12,7 +12,14 @@ from pathlib import Path
 from classify.training import TrainConfig, load_history, train
 from defectkit.errors import DefectkitError
 
-_BASELINE = {"optimizer": "adam", "lr": 1e-3, "scheduler": "cosine", "epochs": 50, "freeze": "fc", "weight_decay": 0.0}
+_BASELINE = {
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "scheduler": "cosine",
+    "epochs": 50,
+    "freeze": "fc",
+    "weight_decay": 0.0,
+}
 
 PRESETS: dict[str, dict] = {
     "baseline": dict(_BASELINE),
@@ -64,11 +71,24 @@ def experiments_report(summaries: dict[str, dict], data: str | Path, histories: 
         "score that checkpoint. Train/val columns are from the last epoch."
     )
     report.add_table(
-        ["preset", "epochs", "train loss", "train acc", "val loss", "val acc", f"best val {select}", "test acc", "test balanced acc"],
+        [
+            "preset",
+            "epochs",
+            "train loss",
+            "train acc",
+            "val loss",
+            "val acc",
+            f"best val {select}",
+            "test acc",
+            "test balanced acc",
+        ],
         comparison_rows(summaries),
     )
     classes = first["classes"]
-    recall_rows = [[name] + [((s.get("test") or {}).get("recall") or {}).get(c) for c in classes] for name, s in summaries.items()]
+    recall_rows = [
+        [name] + [((s.get("test") or {}).get("recall") or {}).get(c) for c in classes]
+        for name, s in summaries.items()
+    ]
     report.add_heading("Test recall per class")
     report.add_table(["preset"] + list(classes), recall_rows)
     fig = new_figure(10, 4)
@@ -113,7 +133,9 @@ def run_experiments(
         if progress:
             print(f"== preset {name}: {PRESET_HELP[name]}")
         if resume and (run_dir / "last.pt").is_file():
-            summaries[name] = train(resume=run_dir / "last.pt", progress=progress, device=overrides.get("device"))
+            summaries[name] = train(
+                resume=run_dir / "last.pt", progress=progress, device=overrides.get("device")
+            )
         else:
             cfg = preset_config(name, data, run_dir, **overrides)
             summaries[name] = train(cfg, overwrite=overwrite, progress=progress)

@@ -33,7 +33,14 @@ from classify.data import (
 )
 from classify.engine import init_distributed, predict_logits, seed_epoch, train_one_epoch
 from classify.longtail import LOSSES, balanced_sample_weights, build_loss
-from classify.models import ARCHITECTURES, FREEZE_CHOICES, apply_freeze, build_model, check_classes, frozen_batchnorm_eval
+from classify.models import (
+    ARCHITECTURES,
+    FREEZE_CHOICES,
+    apply_freeze,
+    build_model,
+    check_classes,
+    frozen_batchnorm_eval,
+)
 from defectkit.atomic import atomic_write_json
 from defectkit.errors import DefectkitError
 
@@ -89,10 +96,14 @@ class TrainConfig:
         }  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise DefectkitError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: choose from {', '.join(allowed)}")
+                raise DefectkitError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)!r}: choose from {', '.join(allowed)}"
+                )
         for name in ("epochs", "batch", "image_size", "eval_batch", "decode_workers"):
             if getattr(self, name) < 1:
-                raise DefectkitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise DefectkitError(
+                    f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
+                )
         if self.lr <= 0:
             raise DefectkitError(f"--lr must be positive, got {self.lr}")
         if not 0.0 <= self.beta < 1.0:
@@ -139,7 +150,9 @@ def classification_metrics(labels, preds, classes, probs=None, out_dir=None, tit
 def validate(model, images: torch.Tensor, labels: list[int], classes, cfg: TrainConfig, device) -> dict:
     """Val loss (plain cross-entropy on the raw logits, comparable across --loss choices), accuracy,
     balanced accuracy and per-class recall."""
-    logits = predict_logits(model, images, device, IMAGENET_MEAN, IMAGENET_STD, batch=cfg.eval_batch, amp=cfg.amp)
+    logits = predict_logits(
+        model, images, device, IMAGENET_MEAN, IMAGENET_STD, batch=cfg.eval_batch, amp=cfg.amp
+    )
     target = torch.as_tensor(labels, dtype=torch.long)
     metrics = classification_metrics(target, logits.argmax(1), classes)
     return {
@@ -237,7 +250,11 @@ def train(
         model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.focal_gamma, tau=cfg.tau).to(dev)
     optimizer = build_optimizer(cfg, params)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs) if cfg.scheduler == "cosine" else None
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        if cfg.scheduler == "cosine"
+        else None
+    )
     start_epoch, history, best = 0, [], None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -253,15 +270,23 @@ def train(
     val_images = cache.load(val_list.paths, progress=show, desc="decode val")
     train_model = model
     if distr.world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
 
-    dataset = CachedImages(train_images, train_list.labels, train_transform(cfg.augment, cfg.hflip, cfg.rotation, cfg.jitter))
+    dataset = CachedImages(
+        train_images, train_list.labels, train_transform(cfg.augment, cfg.hflip, cfg.rotation, cfg.jitter)
+    )
     sampler = None
     if cfg.sampler == "balanced":  # with replacement; under torchrun each process draws its share
         weights = balanced_sample_weights(train_list.labels, len(classes))
-        sampler = WeightedRandomSampler(weights, num_samples=math.ceil(len(dataset) / distr.world), replacement=True)
+        sampler = WeightedRandomSampler(
+            weights, num_samples=math.ceil(len(dataset) / distr.world), replacement=True
+        )
     elif distr.world > 1:
-        sampler = DistributedSampler(dataset, num_replicas=distr.world, rank=distr.rank, shuffle=True, seed=cfg.seed)
+        sampler = DistributedSampler(
+            dataset, num_replicas=distr.world, rank=distr.rank, shuffle=True, seed=cfg.seed
+        )
     loader = DataLoader(
         dataset, batch_size=cfg.batch, shuffle=sampler is None, sampler=sampler,
         num_workers=cfg.loader_workers, pin_memory=dev.type == "cuda",
@@ -297,7 +322,14 @@ def train(
             history.append(row)
             if _is_better(cfg.select, row, best):
                 best = {"epoch": row["epoch"], "val_loss": row["val_loss"], "val_acc": row["val_acc"]}
-                save_checkpoint(out / "best.pt", **meta, model=model.state_dict(), epoch=epoch + 1, history=history, best=best)
+                save_checkpoint(
+                    out / "best.pt",
+                    **meta,
+                    model=model.state_dict(),
+                    epoch=epoch + 1,
+                    history=history,
+                    best=best,
+                )
             save_checkpoint(
                 out / "last.pt", **meta, model=model.state_dict(), epoch=epoch + 1, history=history, best=best,
                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler is not None else {},
@@ -321,12 +353,16 @@ def train(
     return summary
 
 
-def finish(cfg: TrainConfig, out: Path, classes, history, best, cache: ImageCache, dev, progress: bool) -> dict:
+def finish(
+    cfg: TrainConfig, out: Path, classes, history, best, cache: ImageCache, dev, progress: bool
+) -> dict:
     """Curves, the test score of the best checkpoint (shared evaluator), summary.json."""
     from defectkit.atomic import atomic_savefig
 
     if history:
-        atomic_savefig(curves_figure(history, f"{cfg.arch} on {Path(cfg.data).name}"), out / "curves.png", dpi=110)
+        atomic_savefig(
+            curves_figure(history, f"{cfg.arch} on {Path(cfg.data).name}"), out / "curves.png", dpi=110
+        )
     last = history[-1] if history else {}
     summary = {
         "out": str(out), "arch": cfg.arch, "classes": list(classes), "epochs": len(history),

@@ -1,11 +1,12 @@
-"""The umbrella command: ``defectkit sample`` (and ``demo`` / ``benchmark`` as they land)."""
+"""The umbrella command: ``defectkit sample``, ``defectkit demo`` and ``defectkit benchmark``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from defectkit.errors import cli_entry
+from defectkit.errors import DefectkitError, cli_entry
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -31,6 +32,106 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_SAMPLE = Path("datasets/sample")
+
+
+def _rows(text: str) -> list[str]:
+    from defectkit.leaderboard import ALL_ROWS, DEMO_ROWS
+
+    names: list[str] = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        names += list(ALL_ROWS) if item == "all" else list(DEMO_ROWS) if item == "demo" else [item]
+    return list(dict.fromkeys(names))
+
+
+def _default_device() -> str:
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
+    from defectkit.leaderboard import BenchmarkConfig, run_benchmark
+
+    if command == "demo":
+        if args.root == DEFAULT_SAMPLE and not (args.root / args.category).is_dir():
+            from defectkit.sample import write_sample
+
+            print(f"writing the bundled sample to {args.root}")
+            write_sample(args.root)
+        epochs = args.epochs or (1 if args.fast else 3)
+        imgsz = args.imgsz or (64 if args.fast else 128)
+    else:
+        epochs, imgsz = args.epochs, args.imgsz
+    for name, value in (("epochs", epochs), ("imgsz", imgsz), ("batch", args.batch)):
+        if value < 1:
+            raise DefectkitError(f"--{name} must be at least 1, got {value}")
+    embeddings = args.text_embeddings or ("random" if str(args.detector).endswith(".yaml") else None)
+    cfg = BenchmarkConfig(
+        root=args.root, category=args.category, out=args.out or Path("runs/benchmark") / args.category,
+        rows=_rows(args.rows), device=args.device or _default_device(), detector=args.detector,
+        closed_detector=args.closed_detector, seg_detector=args.seg_detector, text_embeddings=embeddings,
+        prompts=args.prompts, sam_model=args.sam_model,
+        sam_checkpoint=str(args.sam_checkpoint) if args.sam_checkpoint else None,
+        classifier_arch=args.classifier_arch, classifier_weights=args.classifier_weights, epochs=epochs,
+        imgsz=imgsz, batch=args.batch, seed=args.seed, val_frac=args.val_frac, test_frac=args.test_frac,
+        gallery=args.gallery, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+        command=["defectkit", *(args.argv if args.argv is not None else sys.argv[1:])],
+    )  # fmt: skip
+    report = run_benchmark(cfg)
+    print(f"\nreport: {report / 'report.html'}  (also {report / 'report.md'})")
+    print((report / "leaderboard.txt").read_text().rstrip())
+    return 0
+
+
+def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
+    """The options demo and benchmark share; the defaults differ (small and random for the demo)."""
+    g = p.add_argument_group("run")
+    g.add_argument("--out", type=Path, default=Path("runs/demo") if demo else None,
+                   help="run folder: converted data, one folder per row, report/ (default: "
+                   + ("%(default)s)" if demo else "runs/benchmark/CATEGORY)"))
+    g.add_argument("--rows", default="demo" if demo else "all",
+                   help="comma-separated rows: yolo-world-ft, yolo-world-zs, yolo-closed, sam-gt-base, sam-gt-ft, "
+                   "sam-det, yolo-seg, classifier; 'all' or 'demo' (yolo-world-ft, sam-gt-base, sam-gt-ft, sam-det, "
+                   "classifier); rows a row needs are added (default: %(default)s)")
+    g.add_argument("--device", default="cpu" if demo else None,
+                   help="cpu, or a GPU: 0, 1 or cuda:N (default: " + ("cpu)" if demo else "0 when CUDA is there, else cpu)"))
+    g.add_argument("--seed", type=int, default=0, help="seed of the split, the training runs and random weights "
+                   "(default: %(default)s)")
+    g.add_argument("--val-frac", type=float, default=0.2, help="share of each test folder for val (default: %(default)s)")
+    g.add_argument("--test-frac", type=float, default=0.2, help="share of each test folder for test (default: %(default)s)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out: finished rows (rows/<row>/result.json) are loaded, not redone")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    g.add_argument("--gallery", type=int, default=6, help="worst validation images drawn in the report (default: %(default)s)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or per-row lines")
+    m = p.add_argument_group("models and training")
+    m.add_argument("--detector", default="yolov8s-worldv2.yaml" if demo else "yolov8s-worldv2.pt",
+                   help="YOLO-World weights (.pt, hub names downloaded once) or a .yaml for a random start "
+                   "(default: %(default)s)")
+    m.add_argument("--closed-detector", default="yolov8n.yaml" if demo else "yolov8n.pt",
+                   help="closed-set YOLO for the yolo-closed row (default: %(default)s)")
+    m.add_argument("--seg-detector", default="yolov8n-seg.yaml" if demo else "yolov8n-seg.pt",
+                   help="YOLO segmentation model for the yolo-seg row (default: %(default)s)")
+    m.add_argument("--text-embeddings", default=None,
+                   help="YOLO-World text embeddings: a file from `detect embed`, or 'random' (default: random for a "
+                   ".yaml detector, else the data set's file, which `detect embed` makes once)")
+    m.add_argument("--prompts", default=None, help='YOLO-World class prompts, e.g. "hole=a hole in wood"')
+    m.add_argument("--sam-model", default="vit_tiny" if demo else "vit_b",
+                   help="SAM size: vit_tiny (small, random; demos and tests), vit_b, vit_l, vit_h (default: %(default)s)")
+    m.add_argument("--sam-checkpoint", type=Path, default=None,
+                   help="official SAM weights for --sam-model (e.g. sam_vit_b_01ec64.pth; downloaded once when missing)")
+    m.add_argument("--classifier-arch", default="resnet18", help="torchvision ResNet (default: %(default)s)")
+    m.add_argument("--classifier-weights", default="none" if demo else "imagenet",
+                   help="classifier start: imagenet, none (random) or a state-dict path (default: %(default)s)")
+    m.add_argument("--epochs", type=int, default=None if demo else 30,
+                   help="training epochs of every trained row (default: " + ("3, 1 with --fast)" if demo else "%(default)s)"))
+    m.add_argument("--imgsz", type=int, default=None if demo else 640,
+                   help="YOLO input size; the classifier uses min(imgsz, 224) (default: "
+                   + ("128, 64 with --fast)" if demo else "%(default)s)"))
+    m.add_argument("--batch", type=int, default=8 if demo else 16, help="batch size (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="defectkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,12 +149,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", default="wood", help="category name for a custom --size sample (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing sample folder")
     p.set_defaults(func=_sample)
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole pipeline on the bundled sample, offline, on the CPU, in a few minutes",
+        description="convert -> train YOLO-World (random start, random text embeddings) -> fine-tune a small SAM "
+        "-> train a ResNet classifier (no pretrained weights) -> score each with the shared evaluator -> one "
+        "report (report.md + self-contained report.html). Writes the bundled sample first when --root is the "
+        "default and missing. With a GPU and real weights (--device 0 --detector yolov8s-worldv2.pt "
+        "--sam-model vit_b --sam-checkpoint sam_vit_b_01ec64.pth --classifier-weights imagenet) the same command "
+        "is a real baseline run on any category. The demo is `defectkit benchmark` with fewer rows and small "
+        "settings.",
+    )
+    p.add_argument("--root", type=Path, default=DEFAULT_SAMPLE, help="MVTec AD-layout data root (default: %(default)s)")
+    p.add_argument("--category", default="wood", help="category folder under --root (default: %(default)s)")
+    p.add_argument("--fast", action="store_true", help="1 epoch at 64 px: the quickest end-to-end check")
+    _add_run_options(p, demo=True)
+    p.set_defaults(func=lambda args: _run(args, "demo"))
+
+    p = sub.add_parser(
+        "benchmark",
+        help="every approach on the same split, scored by the shared evaluator, in one leaderboard",
+        description="Convert CATEGORY once, then train and score each row (detectors, SAM variants, YOLO-seg, the "
+        "classifier) on that split. Each row ranks on the image-level column (image AUROC and accuracy at the "
+        "threshold chosen on val) and reports its own task metrics and cost. Writes <out>/report/report.md, "
+        "report.html (plots inlined), leaderboard.json; --resume skips finished rows.",
+    )
+    p.add_argument("category", help="category folder under --root (e.g. wood)")
+    from convert.reader import default_root
+
+    p.add_argument("--root", type=Path, default=default_root(),
+                   help="MVTec AD-layout data root or a .tar.xz (default: $DEFECTKIT_DATA_ROOT, else %(default)s)")
+    _add_run_options(p, demo=False)
+    p.set_defaults(func=lambda args: _run(args, "benchmark"))
     return parser
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 

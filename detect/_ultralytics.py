@@ -14,6 +14,8 @@ What ultralytics would otherwise do on its own, and how it is stopped (all of it
 - the AMP check on CUDA loads ``yolo26n.pt`` (downloading it when absent) just to compare fp32 and
   fp16 outputs. :func:`_check_amp_offline` runs the real check when that file is on disk and otherwise
   keeps AMP on without a download, which is what ultralytics itself does when the download fails;
+- checkpoints: ``ULTRALYTICS_SAFE_LOAD=1`` (unless set otherwise), so ``.pt`` files load with
+  ``torch.load(weights_only=True)`` and ultralytics' allow-list of its layer classes, never arbitrary pickles;
 - hub weight names (``yolov8s-worldv2.pt``) are resolved by :func:`resolve_model` through
   ``defectkit.weights.fetch`` (cache, or download with a timeout, or an offline error naming the
   fix) before ultralytics sees them, so its own silent download never runs.
@@ -77,6 +79,9 @@ def configure() -> None:
     os.environ["YOLO_CONFIG_DIR"] = str(config)
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_VERBOSE", "true")
+    # Checkpoints load with torch.load(weights_only=True) plus ultralytics' allow-list of its own layer
+    # classes: opening a .pt never runs arbitrary pickled code. ULTRALYTICS_SAFE_LOAD=0 turns it off.
+    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
     if _offline():
         os.environ["YOLO_OFFLINE"] = "1"
 

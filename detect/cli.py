@@ -43,6 +43,8 @@ def _embed(args) -> int:
 def _train(args) -> int:
     from detect.train import parse_extra_args, train
 
+    if not args.data and not args.resume:
+        raise DefectkitError("--data is required (except with --resume)")
     run = train(
         args.data,
         args.model,
@@ -175,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(lr0=0.001 mosaic=0 ...) pass through to ultralytics unchanged.",
     )
     p.add_argument(
-        "--data", required=True, help="the YOLO data yaml (convert-mvtec's <out>/<category>/yolo/data.yaml)"
+        "--data",
+        help="the YOLO data yaml (convert-mvtec's <out>/<category>/yolo/data.yaml); not needed with --resume",
     )
     p.add_argument(
         "--model",

@@ -36,7 +36,8 @@ from defectkit.errors import DefectkitError
 CLIP_VARIANT = "clip:ViT-B/32"
 EMBED_DIM = 512
 FORMAT = "defectkit-text-embeddings/1"
-ENV_FILE = "DEFECTKIT_TEXT_EMBEDDINGS"  # how a DDP worker process finds the file
+ENV_FILE = "DEFECTKIT_TEXT_EMBEDDINGS"
+RUN_FILE = "text_embeddings.pt"  # the copy in each run folder  # how a DDP worker process finds the file
 
 
 def default_path(yolo_dir: str | Path, variant: str = CLIP_VARIANT) -> Path:
@@ -226,6 +227,7 @@ def use_text_embeddings(table: TextEmbeddings) -> Iterator[TextEmbeddings]:
 
 def _trainer_class():
     from ultralytics.models.yolo.world import WorldTrainer
+    from ultralytics.utils import RANK
 
     class FileTextWorldTrainer(WorldTrainer):
         """ultralytics' WorldTrainer, with text embeddings from the defectkit file instead of CLIP."""
@@ -233,6 +235,8 @@ def _trainer_class():
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._table = _active_table()
+            if RANK in {-1, 0}:  # in the run folder from the start: what resume, val and predict read
+                self._table.save(Path(self.save_dir) / RUN_FILE)
 
         def generate_text_embeddings(self, texts, batch, cache_dir):
             emb = self._table.lookup(list(texts)).to(self.device)

@@ -49,6 +49,8 @@ def export(
         with emb.use_text_embeddings(table):
             yolo.set_classes(list(names or table.names))
     kwargs = dict(format=fmt, **extra)
+    if fmt == "onnx" and "simplify" not in kwargs and importlib.util.find_spec("onnxslim") is None:
+        kwargs["simplify"] = False  # ultralytics would try to pip-install onnxslim for it
     if imgsz:
         kwargs["imgsz"] = imgsz
     if device is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 from defectkit.errors import DefectkitError
@@ -23,7 +24,7 @@ def open_model(model, *, verbose: bool = False):
         return YOLO(source, verbose=verbose)
     except FileNotFoundError as exc:
         raise DefectkitError(f"{model}: {exc}") from None
-    except (TypeError, RuntimeError, KeyError, ValueError, AttributeError) as exc:
+    except (TypeError, RuntimeError, KeyError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
         raise DefectkitError(
             f"{model}: not a YOLO model ({type(exc).__name__}: {str(exc).splitlines()[0]})"
         ) from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -163,6 +164,21 @@ def coco_image_ids(coco_json: str | Path) -> tuple[dict[str, int], list[str]]:
     return ids, [c["name"] for c in cats]
 
 
+def output_stems(paths: list[Path]) -> list[str]:
+    """File stems for per-image outputs: the image stems, or, when two images share a stem (``hole/000.png``,
+    ``scratch/000.png``), their paths below the common folder joined with ``_``.
+
+    >>> output_stems([Path("a/hole/000.png"), Path("a/scratch/000.png")])
+    ['hole_000', 'scratch_000']
+    """
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    resolved = [p.resolve() for p in paths]
+    common = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    return ["_".join(p.relative_to(common).with_suffix("").parts) for p in resolved]
+
+
 def annotate(image_bgr: np.ndarray, xyxy, scores, classes, names: list[str]) -> np.ndarray:
     """Draw boxes and "name score" labels with supervision's annotators (cv2 text: no font file needed)."""
     import supervision as sv
@@ -218,6 +234,7 @@ def predict_to_files(
         if coco_names != names:
             raise DefectkitError(f"{coco}: categories {coco_names} differ from the model's classes {names}")
     ids = _image_id_lookup(paths, image_ids)
+    stems = dict(zip(paths, output_stems(paths)))
     if save_coco is not None and Path(save_coco).exists() and not overwrite:
         raise DefectkitError(f"{save_coco}: already exists; pass --overwrite to replace it")
     results: list[dict] = []
@@ -232,11 +249,11 @@ def predict_to_files(
             height, width = result.orig_shape
             if txt_dir is not None:
                 lines = yolo_txt_lines(xyxy, scores, classes, width, height)
-                (txt_dir / f"{path.stem}.txt").write_text("".join(f"{line}\n" for line in lines))
+                (txt_dir / f"{stems[path]}.txt").write_text("".join(f"{line}\n" for line in lines))
             if img_dir is not None:
                 drawn = annotate(result.orig_img, xyxy, scores, classes.astype(int), names)
                 _, buf = cv2.imencode(".png", drawn)
-                (img_dir / f"{path.stem}.png").write_bytes(buf.tobytes())
+                (img_dir / f"{stems[path]}.png").write_bytes(buf.tobytes())
     if save_coco is not None:
         atomic_write_json(save_coco, results, indent=None)
     return results

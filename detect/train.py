@@ -7,8 +7,8 @@ checks before it starts, offline safety, and YOLO-World text embeddings from a f
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,11 @@ def train(
         **extra,
     )
     if device is not None:
+        if "," in str(device) and importlib.util.find_spec("cloudpickle") is None:
+            # ultralytics' DDP launcher pickles the trainer with cloudpickle (it would try to pip-install it)
+            raise DefectkitError(
+                f"--device {device}: multi-GPU training needs the cloudpickle package (pip install cloudpickle)"
+            )
         args["device"] = device
     if not world:
         yolo.train(**args)
@@ -112,14 +117,12 @@ def train(
     Path(args["project"]).mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".text_embeddings.", suffix=".pt", dir=args["project"])
     os.close(fd)
-    try:
+    try:  # the trainer saves the table into the run folder as it starts; tmp is for DDP workers
         with emb.training_embeddings(table, Path(tmp)) as trainer:
             yolo.train(trainer=trainer, **args)
-        run = Path(yolo.trainer.save_dir)
-        shutil.move(tmp, run / "text_embeddings.pt")  # what resume, val and predict read
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return run
+    return Path(yolo.trainer.save_dir)
 
 
 def _add_callbacks(yolo, callbacks: dict[str, list] | None) -> None:
@@ -133,15 +136,25 @@ def _resume(resume: bool | str | Path, project, name, device, callbacks=None) ->
     if not last.is_file():
         raise DefectkitError(f"{last}: no checkpoint to resume (train first, or pass --resume PATH/last.pt)")
     yolo = open_model(last)
+    ckpt = getattr(yolo, "ckpt", None) or {}
+    if ckpt.get("epoch", -1) < 0 or ckpt.get("optimizer") is None:
+        # ultralytics would warn and start a NEW run on its default data set (coco8, a download)
+        raise DefectkitError(
+            f"{last}: training to its last epoch is finished, nothing to resume (the checkpoint has no optimizer "
+            "state); to train more, start a new run with --model pointing at it"
+        )
+    load_data(ckpt.get("train_args", {}).get("data", ""), splits=("train", "val"))  # still there and sound?
     _add_callbacks(yolo, callbacks)
     kwargs: dict[str, Any] = {"resume": True}
     if device is not None:
         kwargs["device"] = device
-    if not is_world(yolo):
-        yolo.train(**kwargs)
-        return Path(yolo.trainer.save_dir)
-    file = last.parent.parent / "text_embeddings.pt"
-    table = emb.load(file)
-    with emb.training_embeddings(table, file) as trainer:
-        yolo.train(trainer=trainer, **kwargs)
+    try:
+        if not is_world(yolo):
+            yolo.train(**kwargs)
+        else:
+            file = last.parent.parent / emb.RUN_FILE
+            with emb.training_embeddings(emb.load(file), file) as trainer:
+                yolo.train(trainer=trainer, **kwargs)
+    except AssertionError as exc:  # ultralytics: "training to N epochs is finished, nothing to resume"
+        raise DefectkitError(f"{last}: {str(exc).splitlines()[0]}") from None
     return Path(yolo.trainer.save_dir)

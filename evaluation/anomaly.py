@@ -21,7 +21,9 @@ from defectkit.errors import DefectkitError
 from evaluation.ranking import auroc, roc_curve, trapezoid_up_to
 
 
-def pro_curve(gt_masks: Sequence[np.ndarray], score_maps: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def pro_curve(
+    gt_masks: Sequence[np.ndarray], score_maps: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """The exact (fpr, pro) curve over all distinct scores, from (0, 0) to (1, 1).
 
     Each pixel adds 1/num_ok_pixels to the FPR when it is anomaly-free, or
@@ -60,7 +62,9 @@ def pro_curve(gt_masks: Sequence[np.ndarray], score_maps: Sequence[np.ndarray]) 
     return np.r_[0.0, fpr, 1.0], np.r_[0.0, pro, 1.0]
 
 
-def aupro(gt_masks: Sequence[np.ndarray], score_maps: Sequence[np.ndarray], fpr_limit: float = 0.3) -> float | None:
+def aupro(
+    gt_masks: Sequence[np.ndarray], score_maps: Sequence[np.ndarray], fpr_limit: float = 0.3
+) -> float | None:
     """Area under the PRO curve for FPR in [0, fpr_limit], normalised by ``fpr_limit`` (1 = perfect).
     None when there is no defect region or no anomaly-free pixel.
 
@@ -110,9 +114,13 @@ def evaluate_anomaly(
     labels = np.asarray(image_labels).ravel()
     scores = np.asarray(image_scores, dtype=np.float64).ravel()
     if labels.size != scores.size:
-        raise DefectkitError(f"image_labels ({labels.size}) and image_scores ({scores.size}) differ in length")
+        raise DefectkitError(
+            f"image_labels ({labels.size}) and image_scores ({scores.size}) differ in length"
+        )
     if labels.size and not np.isin(labels, [0, 1]).all():
-        raise DefectkitError(f"image_labels must be 0 (good) or 1 (defect); found {sorted(set(labels.tolist()))[:5]}")
+        raise DefectkitError(
+            f"image_labels must be 0 (good) or 1 (defect); found {sorted(set(labels.tolist()))[:5]}"
+        )
     if not np.isfinite(scores).all():
         raise DefectkitError("image_scores contain NaN or inf")
     out: dict[str, Any] = {
@@ -137,14 +145,18 @@ def evaluate_anomaly(
             raise DefectkitError(f"{len(masks)} gt_masks but {len(maps)} score_maps")
         for i, (m, s) in enumerate(zip(masks, maps)):
             if m.shape != s.shape:
-                raise DefectkitError(f"image {i}: mask is {m.shape[0]}x{m.shape[1]} but score map is {s.shape[0]}x{s.shape[1]}")
+                raise DefectkitError(
+                    f"image {i}: mask is {m.shape[0]}x{m.shape[1]} but score map is {s.shape[0]}x{s.shape[1]}"
+                )
             if not np.isfinite(s).all():
                 raise DefectkitError(f"score_maps[{i}] contains NaN or inf")
         flat_gt = np.concatenate([m.ravel() for m in masks]) if masks else np.zeros(0, bool)
         flat_scores = np.concatenate([s.ravel() for s in maps]) if maps else np.zeros(0)
         out["pixel_auroc"] = auroc(flat_gt, flat_scores)
         out["aupro"] = aupro(masks, maps, fpr_limit)
-        out["n_regions"] = int(sum(cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1 for m in masks))
+        out["n_regions"] = int(
+            sum(cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1 for m in masks)
+        )
         if out_dir is not None and out["pixel_auroc"] is not None:
             fpr, tpr, _ = roc_curve(flat_gt, flat_scores)
             curves[f"pixel ROC (AUROC {out['pixel_auroc']:.3f})"] = (fpr, tpr)
@@ -167,12 +179,18 @@ def anomaly_report(metrics: dict, curves: dict, title: str | None = None):
     )
     report.add_table(
         ["metric", "value"],
-        [["image AUROC", metrics["image_auroc"]], ["pixel AUROC", metrics["pixel_auroc"]],
-         [f"AUPRO (FPR ≤ {metrics['fpr_limit']:g}, normalised)", metrics["aupro"]]],
+        [
+            ["image AUROC", metrics["image_auroc"]],
+            ["pixel AUROC", metrics["pixel_auroc"]],
+            [f"AUPRO (FPR ≤ {metrics['fpr_limit']:g}, normalised)", metrics["aupro"]],
+        ],
     )
     if curves:
-        report.add_image("roc_curves.png", roc_figure(curves, "ROC and PRO curves", metrics["fpr_limit"]),
-                         "image/pixel ROC and the per-region-overlap curve; dashed: the AUPRO FPR limit")
+        report.add_image(
+            "roc_curves.png",
+            roc_figure(curves, "ROC and PRO curves", metrics["fpr_limit"]),
+            "image/pixel ROC and the per-region-overlap curve; dashed: the AUPRO FPR limit",
+        )
     report.add_text(
         "AUROC is rank-based (ties count one half). AUPRO: mean overlap with each ground-truth "
         "connected component (8-connectivity) against the false-positive rate of anomaly-free "

@@ -21,12 +21,16 @@ def _to_indices(labels: Sequence[Any], class_names: list[str], what: str) -> np.
     for i, label in enumerate(labels):
         if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
             if not 0 <= int(label) < len(class_names):
-                raise DefectkitError(f"{what}[{i}] = {int(label)} is not a class index (0..{len(class_names) - 1})")
+                raise DefectkitError(
+                    f"{what}[{i}] = {int(label)} is not a class index (0..{len(class_names) - 1})"
+                )
             out[i] = int(label)
         elif str(label) in index:
             out[i] = index[str(label)]
         else:
-            raise DefectkitError(f"{what}[{i}] = {label!r} is not one of the classes {', '.join(class_names)}")
+            raise DefectkitError(
+                f"{what}[{i}] = {label!r} is not one of the classes {', '.join(class_names)}"
+            )
     return out
 
 
@@ -116,16 +120,24 @@ def classification_report(metrics: dict, title: str | None = None):
 
     report = Report(title or "Classification evaluation")
     report.add_text(f"{metrics['n_images']} images, {len(metrics['class_names'])} classes.")
-    report.add_table(["metric", "value"], [["accuracy", metrics["accuracy"]],
-                                            ["balanced accuracy", metrics["balanced_accuracy"]]])
+    report.add_table(
+        ["metric", "value"],
+        [["accuracy", metrics["accuracy"]], ["balanced accuracy", metrics["balanced_accuracy"]]],
+    )
     has_auroc = any("auroc" in v for v in metrics["per_class"].values())
-    headers = ["class", "precision", "recall", "F1", "support"] + (["AUROC (one-vs-rest)"] if has_auroc else [])
-    rows = [[name, v["precision"], v["recall"], v["f1"], v["support"]] + ([v.get("auroc")] if has_auroc else [])
-            for name, v in metrics["per_class"].items()]
+    headers = ["class", "precision", "recall", "F1", "support"] + (
+        ["AUROC (one-vs-rest)"] if has_auroc else []
+    )
+    rows = [
+        [name, v["precision"], v["recall"], v["f1"], v["support"]] + ([v.get("auroc")] if has_auroc else [])
+        for name, v in metrics["per_class"].items()
+    ]
     report.add_table(headers, rows)
     report.add_image(
         "confusion_matrix.png",
-        confusion_matrix_figure(np.asarray(metrics["confusion_matrix"]), metrics["class_names"], "Confusion matrix"),
+        confusion_matrix_figure(
+            np.asarray(metrics["confusion_matrix"]), metrics["class_names"], "Confusion matrix"
+        ),
         "rows: true class, columns: predicted class; colour = fraction of the row",
     )
     report.add_metrics("classification", metrics)

@@ -1,9 +1,9 @@
 """``evaluate``: score predictions with the shared evaluator and write metrics.json + report.md + plots.
 
-    evaluate detection --gt coco/test.json --pred predictions.json --iou-type bbox --out runs/eval
-    evaluate masks --gt ground_truth/ --pred predicted_masks/ --out runs/eval_masks
-    evaluate classification --input predictions.csv --out runs/eval_cls
-    evaluate anomaly --input scores.npz --out runs/eval_anomaly
+evaluate detection --gt coco/test.json --pred predictions.json --iou-type bbox --out runs/eval
+evaluate masks --gt ground_truth/ --pred predicted_masks/ --out runs/eval_masks
+evaluate classification --input predictions.csv --out runs/eval_cls
+evaluate anomaly --input scores.npz --out runs/eval_anomaly
 """
 
 from __future__ import annotations
@@ -30,8 +30,15 @@ def _detection(args: argparse.Namespace) -> int:
     from evaluation.detection import STAT_NAMES, evaluate_detection
 
     out = evaluate_detection(
-        args.gt, args.pred, args.iou_type, backend=args.backend, out_dir=args.out, overwrite=args.overwrite,
-        conf_threshold=args.conf, iou_threshold=args.iou, confusion_matrix=True,
+        args.gt,
+        args.pred,
+        args.iou_type,
+        backend=args.backend,
+        out_dir=args.out,
+        overwrite=args.overwrite,
+        conf_threshold=args.conf,
+        iou_threshold=args.iou,
+        confusion_matrix=True,
     )
     metrics = out[args.iou_type]
     _print_table([(name, metrics[name]) for name in STAT_NAMES])
@@ -44,10 +51,18 @@ def _masks(args: argparse.Namespace) -> int:
 
     classes = args.classes.split(",") if args.classes else None
     out = evaluate_masks(
-        args.gt, args.pred, class_names=classes, out_dir=args.out, overwrite=args.overwrite,
-        score_threshold=args.score_threshold, allow_missing=args.allow_missing, threshold=args.threshold,
+        args.gt,
+        args.pred,
+        class_names=classes,
+        out_dir=args.out,
+        overwrite=args.overwrite,
+        score_threshold=args.score_threshold,
+        allow_missing=args.allow_missing,
+        threshold=args.threshold,
     )
-    _print_table([(k, out[k]) for k in ("mean_iou", "mean_dice", "pixel_precision", "pixel_recall", "n_images")])
+    _print_table(
+        [(k, out[k]) for k in ("mean_iou", "mean_dice", "pixel_precision", "pixel_recall", "n_images")]
+    )
     print(f"wrote {args.out}/report.md")
     return 0
 
@@ -59,7 +74,9 @@ def read_classification_file(path: Path, classes: list[str] | None):
     if path.suffix.lower() == ".json":
         data = load_json(path, "classification")
         if not isinstance(data, dict) or not {"y_true", "y_pred"} <= set(data):
-            raise DefectkitError(f"{path}: expected a JSON object with 'y_true', 'y_pred' (and 'class_names', 'probs')")
+            raise DefectkitError(
+                f"{path}: expected a JSON object with 'y_true', 'y_pred' (and 'class_names', 'probs')"
+            )
         names = classes or data.get("class_names")
         if not names:
             names = sorted({str(v) for v in data["y_true"] + data["y_pred"]})
@@ -72,7 +89,9 @@ def read_classification_file(path: Path, classes: list[str] | None):
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DefectkitError(f"{path}: cannot read CSV ({exc})") from None
     if not rows or not {"true", "pred"} <= set(rows[0]):
-        raise DefectkitError(f"{path}: expected a CSV with a header holding 'true' and 'pred' columns and one row per image")
+        raise DefectkitError(
+            f"{path}: expected a CSV with a header holding 'true' and 'pred' columns and one row per image"
+        )
     y_true = [r["true"] for r in rows]
     y_pred = [r["pred"] for r in rows]
     names = classes or sorted(set(y_true) | set(y_pred))
@@ -91,9 +110,16 @@ def _classification(args: argparse.Namespace) -> int:
 
     classes = args.classes.split(",") if args.classes else None
     y_true, y_pred, names, probs = read_classification_file(args.input, classes)
-    out = evaluate_classification(y_true, y_pred, names, probs=probs, out_dir=args.out, overwrite=args.overwrite)
-    _print_table([("accuracy", out["accuracy"]), ("balanced_accuracy", out["balanced_accuracy"]),
-                  ("images", out["n_images"])])
+    out = evaluate_classification(
+        y_true, y_pred, names, probs=probs, out_dir=args.out, overwrite=args.overwrite
+    )
+    _print_table(
+        [
+            ("accuracy", out["accuracy"]),
+            ("balanced_accuracy", out["balanced_accuracy"]),
+            ("images", out["n_images"]),
+        ]
+    )
     print(f"wrote {args.out}/report.md")
     return 0
 
@@ -122,7 +148,9 @@ def read_anomaly_file(path: Path):
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DefectkitError(f"{path}: cannot read CSV ({exc})") from None
     if not rows or not {"label", "score"} <= set(rows[0]):
-        raise DefectkitError(f"{path}: expected a CSV with 'label' and 'score' columns (and optionally 'image')")
+        raise DefectkitError(
+            f"{path}: expected a CSV with 'label' and 'score' columns (and optionally 'image')"
+        )
     labels, scores = [], []
     for i, r in enumerate(rows, start=2):
         label = r["label"].strip().lower()
@@ -140,8 +168,9 @@ def _anomaly(args: argparse.Namespace) -> int:
     from evaluation.anomaly import evaluate_anomaly
 
     labels, scores, masks, maps = read_anomaly_file(args.input)
-    out = evaluate_anomaly(labels, scores, masks, maps, fpr_limit=args.fpr_limit, out_dir=args.out,
-                           overwrite=args.overwrite)
+    out = evaluate_anomaly(
+        labels, scores, masks, maps, fpr_limit=args.fpr_limit, out_dir=args.out, overwrite=args.overwrite
+    )
     _print_table([(k, out[k]) for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")])
     print(f"wrote {args.out}/report.md")
     return 0
@@ -157,71 +186,120 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--out", type=Path, required=True, help="report folder to write (metrics.json, report.md, PNGs)")
+        p.add_argument(
+            "--out", type=Path, required=True, help="report folder to write (metrics.json, report.md, PNGs)"
+        )
         p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
 
     p = sub.add_parser(
-        "detection", help="COCO mAP of boxes or instance masks",
+        "detection",
+        help="COCO mAP of boxes or instance masks",
         description="COCO evaluation of a COCO results file (list of {image_id, category_id, score, bbox"
         "[, segmentation RLE]}) against COCO ground truth: the 12 COCO stats, AP/AP50 per class, "
         "precision-recall curves and a confusion matrix with background. Inputs are checked first "
         "(unknown or shifted-by-one ids, annotation id 0, missing area/iscrowd, wrong mask sizes).",
     )
-    p.add_argument("--gt", type=Path, required=True, help="COCO ground-truth JSON (e.g. <converted>/coco/test.json)")
-    p.add_argument("--pred", type=Path, required=True, help="COCO results JSON written by detect/segment predict")
-    p.add_argument("--iou-type", choices=("bbox", "segm"), default="bbox", help="score boxes or masks (default: %(default)s)")
-    p.add_argument("--backend", choices=("faster-coco-eval", "pycocotools"), default="faster-coco-eval",
-                   help="COCO implementation; both give identical numbers, faster-coco-eval is several times faster "
-                   "(default: %(default)s)")
-    p.add_argument("--conf", type=float, default=0.25,
-                   help="confusion matrix only: ignore detections scored below this (default: %(default)s)")
-    p.add_argument("--iou", type=float, default=0.5,
-                   help="confusion matrix only: IoU needed to match a detection to an object (default: %(default)s)")
+    p.add_argument(
+        "--gt", type=Path, required=True, help="COCO ground-truth JSON (e.g. <converted>/coco/test.json)"
+    )
+    p.add_argument(
+        "--pred", type=Path, required=True, help="COCO results JSON written by detect/segment predict"
+    )
+    p.add_argument(
+        "--iou-type",
+        choices=("bbox", "segm"),
+        default="bbox",
+        help="score boxes or masks (default: %(default)s)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("faster-coco-eval", "pycocotools"),
+        default="faster-coco-eval",
+        help="COCO implementation; both give identical numbers, faster-coco-eval is several times faster "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--conf",
+        type=float,
+        default=0.25,
+        help="confusion matrix only: ignore detections scored below this (default: %(default)s)",
+    )
+    p.add_argument(
+        "--iou",
+        type=float,
+        default=0.5,
+        help="confusion matrix only: IoU needed to match a detection to an object (default: %(default)s)",
+    )
     common(p)
     p.set_defaults(func=_detection)
 
     p = sub.add_parser(
-        "masks", help="IoU, Dice, pixel precision/recall of masks",
+        "masks",
+        help="IoU, Dice, pixel precision/recall of masks",
         description="Per-image and per-class IoU, Dice, pixel precision and recall. --gt/--pred are either two "
         "folders of mask PNGs (matched by relative path; '000_mask.png' matches '000.png'; a subfolder is a "
         "class, as in MVTec's ground_truth/<defect>/) or a COCO ground-truth JSON and a COCO results JSON "
         "(instance masks are merged per image and class).",
     )
-    p.add_argument("--gt", type=Path, required=True, help="ground-truth mask folder, or COCO ground-truth JSON")
+    p.add_argument(
+        "--gt", type=Path, required=True, help="ground-truth mask folder, or COCO ground-truth JSON"
+    )
     p.add_argument("--pred", type=Path, required=True, help="predicted mask folder, or COCO results JSON")
-    p.add_argument("--classes", default=None, help="comma-separated class name for a flat folder (default: 'defect')")
-    p.add_argument("--score-threshold", type=float, default=0.5,
-                   help="COCO results: keep instances scored at least this (default: %(default)s)")
-    p.add_argument("--threshold", type=int, default=127,
-                   help="PNG masks: grey level above which a pixel is foreground (default: %(default)s)")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="count a mask present on one side only as empty on the other (default: error)")
+    p.add_argument(
+        "--classes", default=None, help="comma-separated class name for a flat folder (default: 'defect')"
+    )
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="COCO results: keep instances scored at least this (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=int,
+        default=127,
+        help="PNG masks: grey level above which a pixel is foreground (default: %(default)s)",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="count a mask present on one side only as empty on the other (default: error)",
+    )
     common(p)
     p.set_defaults(func=_masks)
 
     p = sub.add_parser(
-        "classification", help="accuracy, balanced accuracy, per-class P/R/F1, confusion matrix",
+        "classification",
+        help="accuracy, balanced accuracy, per-class P/R/F1, confusion matrix",
         description="Input: a CSV with a header and one row per image, columns 'true' and 'pred' (class names; "
         "other columns such as 'image' are ignored; optional 'prob_<class>' columns for every class add "
-        "one-vs-rest AUROC), or a JSON object {\"class_names\": [...], \"y_true\": [...], \"y_pred\": [...], "
-        "\"probs\": [[...]]} with names or indices.",
+        'one-vs-rest AUROC), or a JSON object {"class_names": [...], "y_true": [...], "y_pred": [...], '
+        '"probs": [[...]]} with names or indices.',
     )
     p.add_argument("--input", type=Path, required=True, help="predictions CSV or JSON (format above)")
-    p.add_argument("--classes", default=None,
-                   help="comma-separated class names in index order (default: the JSON's class_names, "
-                   "else the sorted labels found)")
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="comma-separated class names in index order (default: the JSON's class_names, "
+        "else the sorted labels found)",
+    )
     common(p)
     p.set_defaults(func=_classification)
 
     p = sub.add_parser(
-        "anomaly", help="image AUROC, pixel AUROC, AUPRO (MVTec AD metrics)",
+        "anomaly",
+        help="image AUROC, pixel AUROC, AUPRO (MVTec AD metrics)",
         description="Input: an .npz with arrays image_labels (N, 0 good / 1 defect), image_scores (N) and "
         "optionally gt_masks (N,H,W bool) and score_maps (N,H,W float) for pixel AUROC and AUPRO; or a CSV "
         "with columns 'label' (0/1, or good/<defect name>) and 'score' for image AUROC only.",
     )
     p.add_argument("--input", type=Path, required=True, help=".npz or .csv of scores (format above)")
-    p.add_argument("--fpr-limit", type=float, default=0.3,
-                   help="integrate the PRO curve up to this false-positive rate (default: %(default)s)")
+    p.add_argument(
+        "--fpr-limit",
+        type=float,
+        default=0.3,
+        help="integrate the PRO curve up to this false-positive rate (default: %(default)s)",
+    )
     common(p)
     p.set_defaults(func=_anomaly)
     return parser

@@ -14,6 +14,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from pycocotools import mask as mask_utils
+
 from defectkit.errors import DefectkitError
 
 IOU_TYPES = ("bbox", "segm")
@@ -66,6 +69,22 @@ def _rle_size_problem(segm: Any, height: int | None, width: int | None) -> str |
     return None
 
 
+def segmentation_to_rle(segm: Any, height: int, width: int) -> dict:
+    """A pycocotools RLE (bytes counts) for a COCO segmentation: compressed RLE with str or bytes
+    counts, uncompressed RLE (list counts) or polygons (merged into one mask).
+
+    >>> segmentation_to_rle({"size": [2, 2], "counts": "04"}, 2, 2)["counts"]
+    b'04'
+    """
+    if isinstance(segm, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+    if isinstance(segm.get("counts"), list):
+        return mask_utils.frPyObjects(segm, height, width)
+    if isinstance(segm.get("counts"), str):
+        return {"size": segm["size"], "counts": segm["counts"].encode("ascii")}
+    return segm
+
+
 def load_ground_truth(gt: Any, iou_type: str) -> tuple[dict, str]:
     """Load and check COCO ground truth; return (a private copy, its name for messages).
 
@@ -75,7 +94,9 @@ def load_ground_truth(gt: Any, iou_type: str) -> tuple[dict, str]:
     name = describe(gt, "ground truth")
     data = load_json(gt, "ground truth")
     if not isinstance(data, dict):
-        raise DefectkitError(f"{name}: COCO ground truth must be a JSON object with images, annotations, categories")
+        raise DefectkitError(
+            f"{name}: COCO ground truth must be a JSON object with images, annotations, categories"
+        )
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DefectkitError(f"{name}: COCO ground truth has no '{key}' list")
@@ -89,7 +110,9 @@ def load_ground_truth(gt: Any, iou_type: str) -> tuple[dict, str]:
         if img["id"] in images:
             raise DefectkitError(f"{name}: duplicate image id {img['id']}")
         if iou_type == "segm" and not (_is_int(img.get("height")) and _is_int(img.get("width"))):
-            raise DefectkitError(f"{name}: image {img['id']} has no integer 'height'/'width' (needed for segm)")
+            raise DefectkitError(
+                f"{name}: image {img['id']} has no integer 'height'/'width' (needed for segm)"
+            )
         images[img["id"]] = img
     cat_ids: set[int] = set()
     for cat in data["categories"]:
@@ -102,7 +125,8 @@ def load_ground_truth(gt: Any, iou_type: str) -> tuple[dict, str]:
     anns = data["annotations"]
     if not _gt_annotations_ok(anns, images, cat_ids, iou_type):
         _explain_bad_gt_annotation(anns, images, cat_ids, iou_type, name)
-    annotations = [ann.copy() for ann in anns]
+    # Both COCO libraries write into the annotation dicts: copy what the caller still holds.
+    annotations = anns if isinstance(gt, (str, Path)) else [ann.copy() for ann in anns]
     copy = {k: v for k, v in data.items() if k != "annotations"}
     copy["annotations"] = annotations
     return copy, name
@@ -111,8 +135,13 @@ def load_ground_truth(gt: Any, iou_type: str) -> tuple[dict, str]:
 def _gt_annotations_ok(anns: list, images: dict, cat_ids: set, iou_type: str) -> bool:
     """Fast check that every annotation is fine (one generator pass); the slow path explains."""
     if not all(
-        type(a) is dict and type(a.get("id")) is int and a["id"] != 0 and "area" in a and "iscrowd" in a
-        and a.get("image_id") in images and a.get("category_id") in cat_ids
+        type(a) is dict
+        and type(a.get("id")) is int
+        and a["id"] != 0
+        and "area" in a
+        and "iscrowd" in a
+        and a.get("image_id") in images
+        and a.get("category_id") in cat_ids
         for a in anns
     ):
         return False
@@ -148,7 +177,9 @@ def _explain_bad_gt_annotation(anns: list, images: dict, cat_ids: set, iou_type:
         ann_ids.add(aid)
         img = images.get(ann.get("image_id"))
         if img is None:
-            raise DefectkitError(f"{name}: annotation {aid} names image_id {ann.get('image_id')!r}, not in 'images'")
+            raise DefectkitError(
+                f"{name}: annotation {aid} names image_id {ann.get('image_id')!r}, not in 'images'"
+            )
         if ann.get("category_id") not in cat_ids:
             raise DefectkitError(
                 f"{name}: annotation {aid} names category_id {ann.get('category_id')!r}, not in 'categories'"
@@ -174,8 +205,11 @@ def _explain_bad_gt_annotation(anns: list, images: dict, cat_ids: set, iou_type:
 def _predictions_ok(data: list, images: dict, cat_ids: set, iou_type: str) -> bool:
     """Fast check that every result is fine (generator passes); load_predictions explains failures."""
     if not all(
-        type(d) is dict and d.get("image_id") in images and d.get("category_id") in cat_ids
-        and type(sc := d.get("score")) in (float, int) and math.isfinite(sc)
+        type(d) is dict
+        and d.get("image_id") in images
+        and d.get("category_id") in cat_ids
+        and type(sc := d.get("score")) in (float, int)
+        and math.isfinite(sc)
         for d in data
     ):
         return False
@@ -184,12 +218,16 @@ def _predictions_ok(data: list, images: dict, cat_ids: set, iou_type: str) -> bo
         return boxes_ok
     sizes = {i: [img.get("height"), img.get("width")] for i, img in images.items()}
     return (boxes_ok or not any("bbox" in d for d in data)) and all(
-        type(sg := d.get("segmentation")) is dict and "counts" in sg and sg.get("size") == sizes[d["image_id"]]
+        type(sg := d.get("segmentation")) is dict
+        and "counts" in sg
+        and sg.get("size") == sizes[d["image_id"]]
         for d in data
     )
 
 
-def load_predictions(predictions: Any, gt: dict, iou_type: str, gt_name: str = "ground truth") -> tuple[list, str]:
+def load_predictions(
+    predictions: Any, gt: dict, iou_type: str, gt_name: str = "ground truth"
+) -> tuple[list, str]:
     """Load and check a COCO results list against the ground truth; return (private copies, name).
 
     Catches: unknown image ids, unknown category ids (and says so when they look shifted by one,
@@ -209,7 +247,7 @@ def load_predictions(predictions: Any, gt: dict, iou_type: str, gt_name: str = "
     images = {img["id"]: img for img in gt["images"]}
     cat_ids = {cat["id"] for cat in gt["categories"]}
     if _predictions_ok(data, images, cat_ids, iou_type):
-        return [det.copy() for det in data], name
+        return (data if isinstance(predictions, (str, Path)) else [det.copy() for det in data]), name
 
     # Something is off (or only unusual, like numpy scores): look at each entry to explain.
     unknown_images: set = set()
@@ -226,12 +264,16 @@ def load_predictions(predictions: Any, gt: dict, iou_type: str, gt_name: str = "
             continue
         pred_cats.add(det.get("category_id"))
         score = det.get("score")
-        if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
+        if (
+            not isinstance(score, (int, float, np.integer, np.floating))
+            or isinstance(score, bool)
+            or not math.isfinite(score)
+        ):
             raise DefectkitError(f"{name}: entry {i} (image {image_id}) has no finite numeric 'score'")
         bbox = det.get("bbox")
         if bbox is not None:
             with_bbox += 1
-            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
+            if not (isinstance(bbox, (list, tuple, np.ndarray)) and len(bbox) == 4):
                 raise DefectkitError(f"{name}: entry {i} (image {image_id}): 'bbox' must be [x, y, w, h]")
         if iou_type == "bbox":
             if bbox is None:
@@ -239,7 +281,9 @@ def load_predictions(predictions: Any, gt: dict, iou_type: str, gt_name: str = "
         else:
             segm = det.get("segmentation")
             if segm is None:
-                raise DefectkitError(f"{name}: entry {i} (image {image_id}) has no 'segmentation' (needed for segm)")
+                raise DefectkitError(
+                    f"{name}: entry {i} (image {image_id}) has no 'segmentation' (needed for segm)"
+                )
             if not isinstance(segm, dict):
                 raise DefectkitError(
                     f"{name}: entry {i} (image {image_id}): result masks must be COCO RLE dicts, not polygons"
@@ -247,7 +291,13 @@ def load_predictions(predictions: Any, gt: dict, iou_type: str, gt_name: str = "
             problem = _rle_size_problem(segm, img.get("height"), img.get("width"))
             if problem:
                 raise DefectkitError(f"{name}: entry {i} (image {image_id}): {problem}")
-        out.append(dict(det))
+        # Plain Python numbers and lists: the COCO libraries compare and index with them.
+        det = dict(det, image_id=int(image_id), score=float(score))
+        if isinstance(det.get("category_id"), np.integer):
+            det["category_id"] = int(det["category_id"])
+        if bbox is not None:
+            det["bbox"] = [float(v) for v in bbox]
+        out.append(det)
     if unknown_images:
         raise DefectkitError(
             f"{name}: predictions name image ids not in {gt_name}: {_few(unknown_images)} "
@@ -275,3 +325,16 @@ def load_predictions(predictions: Any, gt: dict, iou_type: str, gt_name: str = "
             "pycocotools reads all of them the way it reads the first, so give all or none a 'bbox'"
         )
     return out, name
+
+
+def category_names(gt: dict) -> dict[int, str]:
+    """Category id -> display name (the id itself when unnamed; duplicates get their id appended)."""
+    names: dict[int, str] = {}
+    seen: set[str] = set()
+    for cat in sorted(gt["categories"], key=lambda c: c["id"]):
+        name = str(cat.get("name", cat["id"]))
+        if name in seen:
+            name = f"{name}#{cat['id']}"
+        seen.add(name)
+        names[cat["id"]] = name
+    return names

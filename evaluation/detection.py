@@ -10,6 +10,7 @@ Masks stay COCO RLE throughout: IoUs are computed on the run-length encodings.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,7 +21,13 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from defectkit.errors import DefectkitError
-from evaluation.coco_io import IOU_TYPES, load_ground_truth, load_predictions
+from evaluation.coco_io import (
+    IOU_TYPES,
+    category_names,
+    load_ground_truth,
+    load_predictions,
+    segmentation_to_rle,
+)
 
 BACKENDS = ("faster-coco-eval", "pycocotools")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -74,7 +81,9 @@ def _empty_results(coco_cls, gt: dict):
     return res
 
 
-def run_coco_eval(gt: dict, predictions: list[dict], iou_type: str, backend: str = "faster-coco-eval") -> CocoResult:
+def run_coco_eval(
+    gt: dict, predictions: list[dict], iou_type: str, backend: str = "faster-coco-eval"
+) -> CocoResult:
     """Run COCO evaluation with ``backend`` on already-checked, private copies of the data.
 
     >>> run_coco_eval(gt, preds, "bbox").stats[0]  # doctest: +SKIP
@@ -85,7 +94,11 @@ def run_coco_eval(gt: dict, predictions: list[dict], iou_type: str, backend: str
 
         coco_gt = COCO(gt)
         coco_dt = coco_gt.loadRes(predictions) if predictions else _empty_results(COCO, gt)
-        evaluator = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=lambda *a, **k: None)
+        # separate_eval: evaluate and accumulate as two C++ calls; the same arrays (the tests
+        # check), and markedly faster than the fused call on thousands of images.
+        evaluator = COCOeval_faster(
+            coco_gt, coco_dt, iou_type, print_function=lambda *a, **k: None, separate_eval=True
+        )
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -174,7 +187,7 @@ def detection_confusion_matrix(
         if key == "bbox":
             return np.asarray([a["bbox"] for a in anns], dtype=np.float64)
         h, w = heights[anns[0]["image_id"]]
-        return [_as_rle(a["segmentation"], h, w) for a in anns]
+        return [segmentation_to_rle(a["segmentation"], h, w) for a in anns]
 
     for image_id in set(gts_by_image) | set(dts_by_image):
         gts, dts = gts_by_image.get(image_id, []), dts_by_image.get(image_id, [])
@@ -201,17 +214,6 @@ def detection_confusion_matrix(
                 matrix[bg, dt_cls[d]] += 1
         np.add.at(matrix, (gt_cls[free], bg), 1)
     return matrix, cat_ids
-
-
-def _as_rle(segm: Any, h: int, w: int) -> dict:
-    """A pycocotools RLE for a result/GT segmentation (compressed str/bytes, uncompressed, polygon)."""
-    if isinstance(segm, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segm, h, w))
-    if isinstance(segm.get("counts"), list):
-        return mask_utils.frPyObjects(segm, h, w)
-    if isinstance(segm.get("counts"), str):
-        return {"size": segm["size"], "counts": segm["counts"].encode("ascii")}
-    return segm
 
 
 def evaluate_detection(
@@ -245,11 +247,12 @@ def evaluate_detection(
         raise DefectkitError(f"iou_type must be one of {', '.join(IOU_TYPES)}, not {iou_type!r}")
     if backend not in BACKENDS:
         raise DefectkitError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    gt_data, gt_name = load_ground_truth(gt, iou_type)
-    preds, pred_name = load_predictions(predictions, gt_data, iou_type, gt_name)
-    result = run_coco_eval(gt_data, preds, iou_type, backend)
+    with _gc_paused():
+        gt_data, gt_name = load_ground_truth(gt, iou_type)
+        preds, pred_name = load_predictions(predictions, gt_data, iou_type, gt_name)
+        result = run_coco_eval(gt_data, preds, iou_type, backend)
 
-    names = _category_names(gt_data)
+    names = category_names(gt_data)
     n_gt: dict[int, int] = defaultdict(int)
     for ann in gt_data["annotations"]:
         if not ann.get("iscrowd", 0):
@@ -288,17 +291,17 @@ def evaluate_detection(
     return out
 
 
-def _category_names(gt: dict) -> dict[int, str]:
-    """Category id -> display name (the id itself when unnamed; duplicates get their id appended)."""
-    names: dict[int, str] = {}
-    seen: set[str] = set()
-    for cat in sorted(gt["categories"], key=lambda c: c["id"]):
-        name = str(cat.get("name", cat["id"]))
-        if name in seen:
-            name = f"{name}#{cat['id']}"
-        seen.add(name)
-        names[cat["id"]] = name
-    return names
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector: loading and indexing COCO creates hundreds of thousands
+    of small containers and no cycles, and collection passes over them are pure overhead."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def detection_report(out: dict, result: CocoResult, names: dict[int, str], title: str | None = None):
@@ -315,12 +318,16 @@ def detection_report(out: dict, result: CocoResult, names: dict[int, str], title
         f"predictions `{info['predictions']}` ({info['n_pred']} results); backend {info['backend']}."
     )
     report.add_heading("COCO stats")
-    report.add_table(["stat", "value", "meaning"], [[n, metrics[n], m] for n, m in zip(STAT_NAMES, STAT_MEANINGS)])
+    report.add_table(
+        ["stat", "value", "meaning"], [[n, metrics[n], m] for n, m in zip(STAT_NAMES, STAT_MEANINGS)]
+    )
     report.add_heading("Per class (IoU 0.50:0.95 unless named, area all, 100 dets)")
     report.add_table(
         ["class", "AP", "AP50", "AP75", "AR100", "objects", "predictions"],
-        [[n, _na(v["AP"]), _na(v["AP50"]), _na(v["AP75"]), _na(v["AR100"]), v["n_gt"], v["n_pred"]]
-         for n, v in metrics["per_class"].items()],
+        [
+            [n, _na(v["AP"]), _na(v["AP50"]), _na(v["AP75"]), _na(v["AR100"]), v["n_gt"], v["n_pred"]]
+            for n, v in metrics["per_class"].items()
+        ],
     )
     t50 = int(np.argmin(np.abs(result.iou_thrs - 0.5)))
     curves = {}
@@ -340,7 +347,8 @@ def detection_report(out: dict, result: CocoResult, names: dict[int, str], title
         report.add_image(
             "confusion_matrix.png",
             confusion_matrix_figure(
-                np.asarray(cm["matrix"]), cm["labels"],
+                np.asarray(cm["matrix"]),
+                cm["labels"],
                 f"{iou_type}: IoU ≥ {cm['iou_threshold']}, score ≥ {cm['conf_threshold']}",
             ),
             "rows: true class (the background row counts false detections); columns: predicted class "

@@ -73,7 +73,9 @@ def count_pixels(gt: np.ndarray, pred: np.ndarray) -> PixelCounts:
 Triples = Iterator[tuple[str, str, PixelCounts]]
 
 
-def _from_arrays(gt_masks: Sequence, pred_masks: Sequence, class_names: list[str] | None) -> tuple[Triples, list[str]]:
+def _from_arrays(
+    gt_masks: Sequence, pred_masks: Sequence, class_names: list[str] | None
+) -> tuple[Triples, list[str]]:
     if len(gt_masks) != len(pred_masks):
         raise DefectkitError(f"{len(gt_masks)} ground-truth masks but {len(pred_masks)} predicted masks")
     label_maps = any(np.asarray(m).dtype != bool for m in list(gt_masks[:1]) + list(pred_masks[:1]))
@@ -81,7 +83,10 @@ def _from_arrays(gt_masks: Sequence, pred_masks: Sequence, class_names: list[str
         top = max([int(np.asarray(m).max(initial=0)) for m in list(gt_masks) + list(pred_masks)] + [1])
         names = class_names or [str(k) for k in range(1, top + 1)]
         if top > len(names):
-            raise DefectkitError(f"a mask holds label {top} but only {len(names)} class names were given")
+            raise DefectkitError(
+                f"a mask holds label {top} but only {len(names)} class name(s) were given "
+                "(integer masks are label maps; for binary masks pass bool arrays, e.g. mask > 0)"
+            )
     else:
         names = list(class_names or ["defect"])[:1]
 
@@ -89,7 +94,9 @@ def _from_arrays(gt_masks: Sequence, pred_masks: Sequence, class_names: list[str
         for i, (g, p) in enumerate(zip(gt_masks, pred_masks)):
             g, p = np.asarray(g), np.asarray(p)
             if g.shape != p.shape or g.ndim != 2:
-                raise DefectkitError(f"mask {i}: ground truth is {g.shape} but prediction is {p.shape} (need equal HxW)")
+                raise DefectkitError(
+                    f"mask {i}: ground truth is {g.shape} but prediction is {p.shape} (need equal HxW)"
+                )
             if not label_maps:
                 yield str(i), names[0], count_pixels(g.astype(bool), p.astype(bool))
                 continue
@@ -118,15 +125,21 @@ def _index_folder(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _from_folders(gt_dir: Path, pred_dir: Path, class_names, allow_missing: bool, threshold: int) -> tuple[Triples, list[str]]:
+def _from_folders(
+    gt_dir: Path, pred_dir: Path, class_names, allow_missing: bool, threshold: int
+) -> tuple[Triples, list[str]]:
     gt_files, pred_files = _index_folder(gt_dir), _index_folder(pred_dir)
     missing_pred = sorted(set(gt_files) - set(pred_files))
     missing_gt = sorted(set(pred_files) - set(gt_files))
     if not allow_missing and (missing_pred or missing_gt):
-        which = (f"{pred_dir}: no prediction for {len(missing_pred)} ground-truth mask(s), e.g. {missing_pred[0]}"
-                 if missing_pred else
-                 f"{gt_dir}: no ground truth for {len(missing_gt)} predicted mask(s), e.g. {missing_gt[0]}")
-        raise DefectkitError(which + " (pass allow_missing / --allow-missing to count a missing mask as empty)")
+        which = (
+            f"{pred_dir}: no prediction for {len(missing_pred)} ground-truth mask(s), e.g. {missing_pred[0]}"
+            if missing_pred
+            else f"{gt_dir}: no ground truth for {len(missing_gt)} predicted mask(s), e.g. {missing_gt[0]}"
+        )
+        raise DefectkitError(
+            which + " (pass allow_missing / --allow-missing to count a missing mask as empty)"
+        )
     keys = sorted(set(gt_files) | set(pred_files))
     default_class = (list(class_names) if class_names else ["defect"])[0]
     names = sorted({k.split("/")[0] if "/" in k else default_class for k in keys})
@@ -150,12 +163,11 @@ def _from_folders(gt_dir: Path, pred_dir: Path, class_names, allow_missing: bool
 
 
 def _from_coco(gt: Any, predictions: Any, score_threshold: float) -> tuple[Triples, list[str]]:
-    from evaluation.coco_io import load_ground_truth, load_predictions
-    from evaluation.detection import _as_rle, _category_names
+    from evaluation.coco_io import category_names, load_ground_truth, load_predictions, segmentation_to_rle
 
     gt_data, gt_name = load_ground_truth(gt, "segm")
     preds, _ = load_predictions(predictions, gt_data, "segm", gt_name)
-    names = _category_names(gt_data)
+    names = category_names(gt_data)
     gts: dict[tuple[int, int], list] = defaultdict(list)
     dts: dict[tuple[int, int], list] = defaultdict(list)
     for ann in gt_data["annotations"]:
@@ -166,7 +178,7 @@ def _from_coco(gt: Any, predictions: Any, score_threshold: float) -> tuple[Tripl
     images = {img["id"]: img for img in gt_data["images"]}
 
     def union(segms, h, w):
-        return mask_utils.merge([_as_rle(s, h, w) for s in segms]) if segms else None
+        return mask_utils.merge([segmentation_to_rle(s, h, w) for s in segms]) if segms else None
 
     def triples():
         for image_id in sorted(images):
@@ -184,7 +196,9 @@ def _from_coco(gt: Any, predictions: Any, score_threshold: float) -> tuple[Tripl
 
 
 def _is_coco(source: Any) -> bool:
-    return isinstance(source, dict) or (isinstance(source, (str, Path)) and Path(source).suffix.lower() == ".json")
+    return isinstance(source, dict) or (
+        isinstance(source, (str, Path)) and Path(source).suffix.lower() == ".json"
+    )
 
 
 # -- metrics -----------------------------------------------------------------------------------------
@@ -232,7 +246,9 @@ def evaluate_masks(
         triples, names = _from_folders(gt_dir, pred_dir, class_names, allow_missing, threshold)
         source = "folders"
     else:
-        triples, names = _from_arrays(list(gt_masks), list(pred_masks), list(class_names) if class_names else None)
+        triples, names = _from_arrays(
+            list(gt_masks), list(pred_masks), list(class_names) if class_names else None
+        )
         source = "arrays"
 
     per_class_counts = {n: PixelCounts() for n in names}
@@ -252,9 +268,17 @@ def evaluate_masks(
     for name in names:
         c = per_class_counts[name]
         ious = per_class_image_ious[name]
-        per_class[name] = {**ratios(c), "mean_image_iou": float(np.mean(ious)) if ious else None,
-                           "n_images": per_class_images[name], "tp": c.tp, "fp": c.fp, "fn": c.fn}
-    images = [{"image": image, **ratios(c), "tp": c.tp, "fp": c.fp, "fn": c.fn} for image, c in per_image.items()]
+        per_class[name] = {
+            **ratios(c),
+            "mean_image_iou": float(np.mean(ious)) if ious else None,
+            "n_images": per_class_images[name],
+            "tp": c.tp,
+            "fp": c.fp,
+            "fn": c.fn,
+        }
+    images = [
+        {"image": image, **ratios(c), "tp": c.tp, "fp": c.fp, "fn": c.fn} for image, c in per_image.items()
+    ]
     total = PixelCounts()
     for c in per_class_counts.values():
         total += c
@@ -286,18 +310,27 @@ def masks_report(metrics: dict, title: str | None = None):
     from evaluation.report import Report
 
     report = Report(title or "Mask evaluation")
-    report.add_text(f"{metrics['n_images']} images ({metrics['source']}), {len(metrics['per_class'])} class(es).")
+    report.add_text(
+        f"{metrics['n_images']} images ({metrics['source']}), {len(metrics['per_class'])} class(es)."
+    )
     report.add_table(
         ["metric", "value"],
-        [["mean IoU (over classes)", metrics["mean_iou"]], ["mean Dice (over classes)", metrics["mean_dice"]],
-         ["pixel precision", metrics["pixel_precision"]], ["pixel recall", metrics["pixel_recall"]],
-         ["mean IoU per image", metrics["mean_image_iou"]], ["mean Dice per image", metrics["mean_image_dice"]]],
+        [
+            ["mean IoU (over classes)", metrics["mean_iou"]],
+            ["mean Dice (over classes)", metrics["mean_dice"]],
+            ["pixel precision", metrics["pixel_precision"]],
+            ["pixel recall", metrics["pixel_recall"]],
+            ["mean IoU per image", metrics["mean_image_iou"]],
+            ["mean Dice per image", metrics["mean_image_dice"]],
+        ],
     )
     report.add_heading("Per class (pixels pooled over images)")
     report.add_table(
         ["class", "IoU", "Dice", "precision", "recall", "mean image IoU", "images"],
-        [[n, v["iou"], v["dice"], v["precision"], v["recall"], v["mean_image_iou"], v["n_images"]]
-         for n, v in metrics["per_class"].items()],
+        [
+            [n, v["iou"], v["dice"], v["precision"], v["recall"], v["mean_image_iou"], v["n_images"]]
+            for n, v in metrics["per_class"].items()
+        ],
     )
     scored = [im for im in metrics["per_image"] if im["iou"] is not None]
     if scored:
@@ -307,12 +340,18 @@ def masks_report(metrics: dict, title: str | None = None):
         ax.set_xlabel("IoU per image")
         ax.set_ylabel("images")
         ax.set_title("Per-image IoU")
-        report.add_image("iou_histogram.png", fig, "per-image IoU (images with an empty mask on both sides left out)")
+        report.add_image(
+            "iou_histogram.png", fig, "per-image IoU (images with an empty mask on both sides left out)"
+        )
         worst = sorted(scored, key=lambda im: im["iou"])[:10]
         report.add_heading("Worst images")
-        report.add_table(["image", "IoU", "Dice", "precision", "recall"],
-                         [[im["image"], im["iou"], im["dice"], im["precision"], im["recall"]] for im in worst])
-    report.add_text("A ratio with a zero denominator (nothing in the ground truth and nothing predicted) "
-                    "is n/a and left out of the means.")
+        report.add_table(
+            ["image", "IoU", "Dice", "precision", "recall"],
+            [[im["image"], im["iou"], im["dice"], im["precision"], im["recall"]] for im in worst],
+        )
+    report.add_text(
+        "A ratio with a zero denominator (nothing in the ground truth and nothing predicted) "
+        "is n/a and left out of the means."
+    )
     report.add_metrics("masks", metrics)
     return report

@@ -43,8 +43,15 @@ def confusion_matrix_figure(
             for j in range(n):
                 if matrix[i, j]:
                     dark = shown[i, j] > 0.5 * (1.0 if normalize else shown.max())
-                    ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=8,
-                            color="white" if dark else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(matrix[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if dark else "black",
+                    )
     fig.tight_layout()
     return fig
 
@@ -78,7 +85,9 @@ def pr_curves_figure(
     return fig
 
 
-def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, fpr_limit: float | None = None) -> Figure:
+def roc_figure(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, fpr_limit: float | None = None
+) -> Figure:
     """ROC-style curves: ``curves`` maps a label to (x, y) arrays (FPR vs TPR, or FPR vs PRO)."""
     fig = new_figure(5.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)

@@ -128,7 +128,9 @@ class Report:
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                raise DefectkitError(f"{path}: cannot read image for the report ({exc.strerror or exc})") from None
+                raise DefectkitError(
+                    f"{path}: cannot read image for the report ({exc.strerror or exc})"
+                ) from None
         elif hasattr(fig_or_png_path, "savefig"):
             data = figure_to_png(fig_or_png_path)
             _close(fig_or_png_path)

@@ -24,7 +24,16 @@ def _random_mask(rng: np.random.Generator, h: int, w: int, size_class: int) -> n
     cx, cy = rng.uniform(a, w - a), rng.uniform(b, h - b)
     mask = np.zeros((h, w), np.uint8)
     if rng.random() < 0.5:
-        cv2.ellipse(mask, (int(cx), int(cy)), (max(1, int(a)), max(1, int(b))), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        cv2.ellipse(
+            mask,
+            (int(cx), int(cy)),
+            (max(1, int(a)), max(1, int(b))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            1,
+            -1,
+        )
     else:
         cv2.rectangle(mask, (int(cx - a), int(cy - b)), (int(cx + a), int(cy + b)), 1, -1)
     return mask.astype(bool)
@@ -95,7 +104,11 @@ def make_coco_case(
                 continue
             for _ in range(1 if rng.random() < 0.8 else 2):  # sometimes a duplicate detection
                 pred_mask = _jitter(rng, mask, 0.12)
-                pred_cat = cat if rng.random() < 0.85 else int(rng.choice([k for k in gt_classes if k != never_detected]))
+                pred_cat = (
+                    cat
+                    if rng.random() < 0.85
+                    else int(rng.choice([k for k in gt_classes if k != never_detected]))
+                )
                 results.append(_result(rng, image_id, pred_cat, pred_mask, masks, result_bbox))
         n_fp = int(rng.integers(0, 4))
         if many_dets_image and image_id == 1:
@@ -107,7 +120,9 @@ def make_coco_case(
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
-def _result(rng, image_id: int, cat: int, mask: np.ndarray, masks: bool, result_bbox: bool, low: bool = False) -> dict:
+def _result(
+    rng, image_id: int, cat: int, mask: np.ndarray, masks: bool, result_bbox: bool, low: bool = False
+) -> dict:
     if not mask.any():
         mask = mask.copy()
         mask[0, 0] = True

@@ -187,8 +187,14 @@ def _val(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from defectkit.atomic import atomic_dir, atomic_write_json
-    from segment.predict import (ImagePrompts, attach_boxes, image_ids_from_coco, list_images,
-                                 predict_folder, read_results)
+    from segment.predict import (
+        ImagePrompts,
+        attach_boxes,
+        image_ids_from_coco,
+        list_images,
+        predict_folder,
+        read_results,
+    )
     from segment.prompts import parse_box, parse_point
 
     kinds = [bool(args.box or args.point), args.boxes_from is not None, args.detector is not None]

@@ -77,7 +77,12 @@ def upscale_logits(sam: Sam, low_res: torch.Tensor, input_size, original_size) -
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """Soft Dice loss per mask, (B,): 1 - 2|P∩T| / (|P| + |T|). Indifferent to how sparse T is."""
+    """Soft Dice loss per mask, (B,): 1 - 2|P∩T| / (|P| + |T|). Indifferent to how sparse T is.
+
+    >>> t = torch.zeros(1, 8, 8); t[0, :2, :2] = 1
+    >>> float(dice_loss(t * 40 - 20, t)) < 0.01, float(dice_loss(-t * 40 + 20, t)) > 0.98
+    (True, True)
+    """
     p = logits.sigmoid().flatten(1)
     t = target.flatten(1)
     return 1 - (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)
@@ -108,7 +113,13 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.75, 
 
 
 def hard_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """IoU of the thresholded masks (logit > 0) with the targets, (B,); empty vs empty counts 1."""
+    """IoU of the thresholded masks (logit > 0) with the targets, (B,); empty vs empty counts 1.
+
+    >>> logits = torch.tensor([[[5.0, 5.0, -5.0, -5.0]], [[-1.0, -1.0, -1.0, -1.0]]])
+    >>> target = torch.tensor([[[1.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 0.0]]])
+    >>> hard_iou(logits, target).tolist()
+    [0.5, 1.0]
+    """
     p = (logits > 0).flatten(1)
     t = target.flatten(1) > 0.5
     inter = (p & t).sum(1).float()

@@ -90,6 +90,15 @@ class ImageEncoder:
         self.amp = amp and model.sam.device.type == "cuda"
         self.hits = 0
         self.misses = 0
+        self._digests: dict[tuple[str, int, int], str] = {}
+
+    def digest(self, path: str | Path) -> str:
+        """The file's content hash, remembered per (path, size, mtime) so epochs do not re-hash."""
+        st = os.stat(path)
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._digests:
+            self._digests[key] = file_digest(path)
+        return self._digests[key]
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         return tuple(ResizeLongestSide.get_preprocess_shape(height, width, self.transform.target_length))
@@ -115,7 +124,7 @@ class ImageEncoder:
         """Embeddings for several files; cache misses are encoded ``batch`` at a time."""
         results: list = [None] * len(paths)
         todo: list[int] = []
-        digests = [file_digest(p) if self.cache else "" for p in paths]
+        digests = [self.digest(p) if self.cache else "" for p in paths]
         for i, p in enumerate(paths):
             hit = self.cache.get(digests[i]) if self.cache else None
             if hit is not None:

@@ -12,10 +12,10 @@ fine-tuned checkpoints, so a decoder is never paired with an encoder it was not 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 from segment_anything.build_sam import sam_model_registry

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from defectkit.errors import DefectkitError
-from defectkit.imageio import is_image_file, read_image, write_png
+from defectkit.imageio import IMAGE_EXTENSIONS, is_image_file, read_image, write_png
 from defectkit.rle import mask_to_bbox_xywh, mask_to_rle
 from segment.decoder import PromptDecoder, prompts_to_model_frame, upscale_logits
 from segment.embeddings import ImageEncoder
@@ -116,7 +116,7 @@ def list_images(source: str | Path) -> list[Path]:
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.is_file() and is_image_file(p))
         if not files:
-            raise DefectkitError(f"{source}: no image files ({', '.join(('.png', '.jpg', '.bmp', '.tif'))})")
+            raise DefectkitError(f"{source}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
         return files
     if not source.exists():
         raise DefectkitError(f"{source}: no such image or folder")
@@ -124,7 +124,8 @@ def list_images(source: str | Path) -> list[Path]:
 
 
 def image_ids_from_coco(coco_json: str | Path, images: list[Path]) -> list[int]:
-    """Ids of ``images`` in a COCO file (matched by path under ``info.image_root``, else file name)."""
+    """Ids of ``images`` in a COCO file: matched by path (``info.image_root`` + ``file_name``), else by
+    the path ending in ``file_name`` (a copied ``.../test/hole/000.png``). Unmatched images are an error."""
     coco_json = Path(coco_json)
     try:
         coco = json.loads(coco_json.read_text())
@@ -141,7 +142,7 @@ def image_ids_from_coco(coco_json: str | Path, images: list[Path]) -> list[int]:
         hit = by_path.get(str(p.resolve()))
         if hit is None:
             for name, found in by_name.items():
-                if str(p).endswith(name) and len(found) == 1:
+                if p.as_posix().endswith("/" + name) and len(found) == 1:
                     hit = found[0]
                     break
         if hit is None:

@@ -195,7 +195,7 @@ def train_one_epoch(
             area = float((logits > 0).sum() / target.sum().clamp(min=1))
         for k, v in {**{k: float(v.detach()) for k, v in parts.items()}, "area_ratio": area}.items():
             sums[k] = sums.get(k, 0.0) + v
-        bar.set_postfix(loss=f"{float(parts['loss']):.3f}", area=f"{area:.2f}")
+        bar.set_postfix(loss=f"{float(parts['loss'].detach()):.3f}", area=f"{area:.2f}")
     return {k: v / max(1, len(mine)) for k, v in sums.items()}
 
 
@@ -344,7 +344,8 @@ def train(cfg: TrainConfig) -> dict:
         t0 = time.perf_counter()
         stats = train_one_epoch(cfg, model, train_decoder, encoder, records, items, optimizer, scheduler,
                                 params, epoch, steps, rank, world)
-        row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "time_s": round(time.perf_counter() - t0, 2),
+        row = {"epoch": epoch + 1, "steps": steps, "lr": scheduler.get_last_lr()[0],
+               "time_s": round(time.perf_counter() - t0, 3),
                **{f"train_{k}": round(v, 5) for k, v in stats.items()}}
         note = ""
         if rank == 0:

@@ -171,6 +171,16 @@ def test_predict_images_api_ids_and_boxes(yolov8_run, converted):
     for p in preds[:50]:
         _, _, w, h = p["bbox"]
         assert w >= 0 and h >= 0 and 0 <= p["score"] <= 1 and 1 <= p["category_id"] <= len(CLASSES)
+    # the original MVTec images map to the ids of convert's COCO split file too
+    from detect.predict import coco_image_ids
+
+    coco_ids, _ = coco_image_ids(converted / "coco" / "val.json")
+    coco = json.loads((converted / "coco" / "val.json").read_text())
+    originals = [Path(coco["info"]["image_root"]) / img["file_name"] for img in coco["images"]]
+    preds = predict_images(
+        yolov8_run / "weights" / "best.pt", originals, conf=0.0, device="cpu", image_ids=coco_ids
+    )
+    assert {p["image_id"] for p in preds} <= {img["id"] for img in coco["images"]} and preds
     default_ids = predict_images(yolov8_run / "weights" / "best.pt", images[:2], conf=0.0, device="cpu")
     assert {p["image_id"] for p in default_ids} <= {1, 2}
 
@@ -243,6 +253,10 @@ def test_offline_hub_name_fails_fast_with_advice(data_yaml, tmp_path, monkeypatc
     err = _cli_error(capsys, ["train", "--data", str(data_yaml), "--model", "yolov8s-worldv2.pt"])
     assert time.monotonic() - start < 10
     assert "yolov8s-worldv2.pt" in err and "--model" in err and "releases/download" in err
+    # ultralytics runs with a private config: no analytics sync, fonts on disk (no font download)
+    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
+
+    assert SETTINGS["sync"] is False and (USER_CONFIG_DIR / "Arial.ttf").is_file()
 
 
 def test_world_without_embeddings_file_says_how_to_make_one(data_yaml, capsys):
@@ -331,6 +345,19 @@ def test_missing_and_empty_splits(data_copy):
         load_data(data_copy)
 
 
+def test_label_class_that_contradicts_the_image_folder(data_copy):
+    label = data_copy.parent / "labels" / "train" / "test_hole_000.txt"
+    if not label.is_file() or not label.read_text().strip():
+        label = next(
+            p for p in sorted((data_copy.parent / "labels").rglob("test_hole_*.txt")) if p.read_text().strip()
+        )
+    values = label.read_text().splitlines()[0].split()
+    label.write_text(" ".join(["0", *values[1:]]) + "\n")  # 0 = color, on a hole image
+    with pytest.raises(DefectkitError, match=r"class 0 \(color\) on a 'hole' image") as exc:
+        load_data(data_copy, splits=("train", "val", "test"))
+    assert label.name in str(exc.value)
+
+
 def test_class_id_out_of_range(data_copy):
     label = next(
         p for p in sorted((data_copy.parent / "labels" / "train").glob("*.txt")) if p.read_text().strip()
@@ -360,3 +387,66 @@ def test_resume_without_checkpoint(tmp_path, capsys):
         capsys, ["train", "--data", "x.yaml", "--project", str(tmp_path), "--name", "nope", "--resume"]
     )
     assert "last.pt" in err and "no checkpoint" in err
+
+
+def test_resume_continues_an_interrupted_run(data_yaml, tmp_path, capsys):
+    from detect.train import train
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_save(trainer):
+        raise Crash  # as if the machine went down right after epoch 1's checkpoint
+
+    args = {
+        "epochs": 2,
+        "imgsz": 64,
+        "batch": 8,
+        "device": "cpu",
+        "project": tmp_path,
+        "name": "r",
+        "workers": 0,
+        "plots": False,
+    }
+    with pytest.raises(Crash):
+        train(data_yaml, "yolov8n.yaml", callbacks={"on_model_save": [crash_after_first_save]}, **args)
+    last = tmp_path / "r" / "weights" / "last.pt"
+    assert _ultralytics_ckpt(last)["epoch"] == 0  # one epoch done, optimizer state kept
+    epochs_run = []
+    run = train(
+        data_yaml,
+        "yolov8n.yaml",
+        resume=True,
+        project=tmp_path,
+        name="r",
+        callbacks={"on_train_epoch_end": [lambda t: epochs_run.append(t.epoch)]},
+    )
+    assert run == tmp_path / "r" and epochs_run == [1]  # only the second epoch ran
+    err = _cli_error(
+        capsys, ["train", "--data", str(data_yaml), "--project", str(tmp_path), "--name", "r", "--resume"]
+    )
+    assert "nothing to resume" in err
+
+
+class _NotAModel:
+    """Stands for arbitrary pickled code in a .pt file."""
+
+
+def test_checkpoints_load_weights_only(tmp_path, capsys):
+    bad = tmp_path / "evil.pt"
+    torch.save({"model": _NotAModel()}, bad)
+    err = _cli_error(
+        capsys, ["predict", "--model", str(bad), "--source", str(tmp_path), "--save-coco", "x.json"]
+    )
+    assert "evil.pt" in err and "not a YOLO model" in err
+
+
+@pytest.mark.parametrize(
+    "module", ["detect._ultralytics", "detect.data", "detect.embeddings", "detect.predict", "detect.train"]
+)
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

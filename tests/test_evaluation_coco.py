@@ -76,7 +76,9 @@ def test_stats_equal_pycocotools(case, iou_type, backend):
 def test_segm_results_without_bbox_equal_pycocotools(case_no_result_bbox):
     gt, preds = case_no_result_bbox
     ours = evaluate_detection(gt, preds, "segm")["segm"]
-    np.testing.assert_allclose([ours[n] for n in STAT_NAMES], pycocotools_stats(gt, preds, "segm")[:12], atol=1e-9)
+    np.testing.assert_allclose(
+        [ours[n] for n in STAT_NAMES], pycocotools_stats(gt, preds, "segm")[:12], atol=1e-9
+    )
 
 
 def test_segm_area_from_result_bbox_quirk_is_followed(case):
@@ -131,7 +133,12 @@ def test_report_files_and_metrics_schema(case, tmp_path):
     (tmp_path / "pred.json").write_text(json.dumps(preds))
     out_dir = tmp_path / "eval"
     result = evaluate_detection(tmp_path / "gt.json", tmp_path / "pred.json", "bbox", out_dir=out_dir)
-    assert sorted(p.name for p in out_dir.iterdir()) == ["confusion_matrix.png", "metrics.json", "pr_curves.png", "report.md"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "confusion_matrix.png",
+        "metrics.json",
+        "pr_curves.png",
+        "report.md",
+    ]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
     metrics = json.loads((out_dir / "metrics.json").read_text())
     for name in STAT_NAMES:
@@ -166,9 +173,11 @@ def test_confusion_matrix_hand_checked():
     matrix, cat_ids = detection_confusion_matrix(gt, preds, "bbox", 0.5, 0.25)
     assert cat_ids == [1, 2]
     #                      pred a  pred b  missed
-    assert matrix.tolist() == [[1, 0, 0],  # true a
-                               [1, 0, 1],  # true b (one taken for a, one missed)
-                               [1, 1, 0]]  # background (false detections)
+    assert matrix.tolist() == [
+        [1, 0, 0],  # true a
+        [1, 0, 1],  # true b (one taken for a, one missed)
+        [1, 1, 0],
+    ]  # background (false detections)
 
 
 def _tiny_gt():
@@ -185,8 +194,14 @@ def _tiny_gt():
         (lambda gt, p: gt["annotations"][0].update(id=0), "annotation id 0"),
         (lambda gt, p: gt["annotations"][0].pop("area"), "has no 'area'"),
         (lambda gt, p: gt["annotations"][1].pop("iscrowd"), "has no 'iscrowd'"),
-        (lambda gt, p: p[0].update(segmentation=mask_to_rle(np.zeros((10, 12), bool))), "mask size 10x12 differs"),
-        (lambda gt, p: gt["annotations"][0].update(segmentation=mask_to_rle(np.zeros((9, 9), bool))), "differs"),
+        (
+            lambda gt, p: p[0].update(segmentation=mask_to_rle(np.zeros((10, 12), bool))),
+            "mask size 10x12 differs",
+        ),
+        (
+            lambda gt, p: gt["annotations"][0].update(segmentation=mask_to_rle(np.zeros((9, 9), bool))),
+            "differs",
+        ),
         (lambda gt, p: p[0].pop("bbox"), "carry a 'bbox'"),
         (lambda gt, p: p[0].pop("score"), "score"),
         (lambda gt, p: gt.pop("categories"), "no 'categories'"),
@@ -220,8 +235,17 @@ def test_cli_detection(tmp_path, capsys):
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "pred.json").write_text(json.dumps(preds))
     out = tmp_path / "out"
-    args = ["detection", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
-            "--iou-type", "segm", "--out", str(out)]
+    args = [
+        "detection",
+        "--gt",
+        str(tmp_path / "gt.json"),
+        "--pred",
+        str(tmp_path / "pred.json"),
+        "--iou-type",
+        "segm",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "AP50" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["segm"]["AP"] >= 0
@@ -236,3 +260,60 @@ def test_cli_detection(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "pred.json" in err and err.count("\n") == 1
+
+
+def test_converted_sample_ground_truth_scores_perfectly_as_predictions(converted, tmp_path):
+    """The contract with convert: its coco/<split>.json passes our checks, and predicting exactly
+    the ground truth scores 1.0 for boxes and masks (APs etc. are -1 only where a range is empty)."""
+    gt_path = converted / "coco" / "test.json"
+    gt = json.loads(gt_path.read_text())
+    preds = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "score": 1.0,
+            "bbox": a["bbox"],
+            "segmentation": a["segmentation"],
+        }
+        for a in gt["annotations"]
+    ]
+    (tmp_path / "pred.json").write_text(json.dumps(preds))
+    for iou_type in ("bbox", "segm"):
+        out = evaluate_detection(gt_path, tmp_path / "pred.json", iou_type, out_dir=tmp_path / iou_type)[
+            iou_type
+        ]
+        assert out["AP"] == 1.0 and out["AP50"] == 1.0 and out["AR100"] == 1.0
+        assert all(v["AP"] in (1.0, -1.0) for v in out["per_class"].values())
+        cm = np.asarray(out["confusion_matrix"]["matrix"])
+        assert cm[-1].sum() == 0 and cm[:, -1].sum() == 0 and np.trace(cm) == len(preds)
+
+
+def test_masks_stay_rle_no_dense_copy_in_memory():
+    """Scoring masks (stats, per class, confusion matrix) never holds the masks decoded: the peak
+    Python allocation stays far below what one dense bool copy of every mask would take."""
+    import tracemalloc
+
+    gt, preds = make_coco_case(40, size=(320, 320), seed=2, many_dets_image=False)
+    dense_bytes = (len(gt["annotations"]) + len(preds)) * 320 * 320
+    tracemalloc.start()
+    try:
+        evaluate_detection(gt, preds, "segm", confusion_matrix=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < dense_bytes / 10, (peak, dense_bytes)
+
+
+def test_numpy_typed_predictions_score_like_plain_ones():
+    """Predictors often hand over numpy scalars and arrays; they score exactly like plain JSON."""
+    gt, preds = _tiny_gt()
+    as_numpy = [
+        dict(p, image_id=np.int64(p["image_id"]), category_id=np.int32(p["category_id"]),
+             score=np.float64(p["score"]), bbox=np.asarray(p["bbox"]))
+        for p in preds
+    ]  # fmt: skip
+    for iou_type in ("bbox", "segm"):
+        a = evaluate_detection(gt, as_numpy, iou_type, confusion_matrix=True)[iou_type]
+        b = evaluate_detection(gt, preds, iou_type, confusion_matrix=True)[iou_type]
+        assert [a[n] for n in STAT_NAMES] == [b[n] for n in STAT_NAMES]
+        assert a["confusion_matrix"] == b["confusion_matrix"]

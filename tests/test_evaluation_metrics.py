@@ -58,7 +58,9 @@ def test_mask_folders_match_mvtec_names(tmp_path):
     write_png(tmp_path / "pred" / "scratch" / "001.png", gt)
     m = evaluate_masks(tmp_path / "gt", tmp_path / "pred", out_dir=tmp_path / "rep")
     assert m["per_class"]["hole"]["iou"] == pytest.approx(0.5) and m["per_class"]["scratch"]["iou"] == 1.0
-    assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["masks"]["mean_iou"] == pytest.approx(0.75)
+    assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["masks"]["mean_iou"] == pytest.approx(
+        0.75
+    )
     write_png(tmp_path / "gt" / "hole" / "002_mask.png", gt)
     with pytest.raises(DefectkitError, match="no prediction for 1 ground-truth mask"):
         evaluate_masks(tmp_path / "gt", tmp_path / "pred")
@@ -89,7 +91,9 @@ def test_mask_coco_rle_equals_dense_arrays():
             for d in preds:
                 if d["image_id"] == img["id"] and d["category_id"] == cat_id and d["score"] >= 0.5:
                     p |= rle_to_mask(d["segmentation"])
-            tp += int((g & p).sum()); fp += int((p & ~g).sum()); fn += int((g & ~p).sum())
+            tp += int((g & p).sum())
+            fp += int((p & ~g).sum())
+            fn += int((g & ~p).sum())
         got = m["per_class"][name]
         assert (got["tp"], got["fp"], got["fn"]) == (tp, fp, fn), name
 
@@ -116,14 +120,18 @@ def test_auroc_equals_pairwise_count_on_random_ties():
     labels = rng.random(300) < 0.3
     scores = rng.integers(0, 20, 300).astype(float)  # many ties
     pos, neg = scores[labels], scores[~labels]
-    pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (pos.size * neg.size)
+    pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (
+        pos.size * neg.size
+    )
     assert auroc(labels, scores) == pytest.approx(pairwise, abs=1e-12)
     fpr, tpr, _ = roc_curve(labels, scores)
     assert np.trapezoid(tpr, fpr) == pytest.approx(pairwise, abs=1e-12)  # the curve agrees
 
 
 def test_trapezoid_interpolates_the_limit():
-    assert trapezoid_up_to(np.array([0, 0.2, 0.6]), np.array([0.0, 1.0, 1.0]), 0.4) == pytest.approx(0.1 + 0.2)
+    assert trapezoid_up_to(np.array([0, 0.2, 0.6]), np.array([0.0, 1.0, 1.0]), 0.4) == pytest.approx(
+        0.1 + 0.2
+    )
 
 
 def _brute_force_aupro(masks, maps, limit):
@@ -193,8 +201,13 @@ def test_cli_anomaly_npz_and_csv(tmp_path, capsys):
 
     gt = np.zeros((3, 6, 6), bool)
     gt[2, 1:3, 1:3] = True
-    np.savez(tmp_path / "s.npz", image_labels=np.array([0, 0, 1]), image_scores=np.array([0.1, 0.5, 0.4]),
-             gt_masks=gt, score_maps=gt * 0.8 + 0.1)
+    np.savez(
+        tmp_path / "s.npz",
+        image_labels=np.array([0, 0, 1]),
+        image_scores=np.array([0.1, 0.5, 0.4]),
+        gt_masks=gt,
+        score_maps=gt * 0.8 + 0.1,
+    )
     assert main(["anomaly", "--input", str(tmp_path / "s.npz"), "--out", str(tmp_path / "o")]) == 0
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())["anomaly"]
     assert metrics["image_auroc"] == 0.5 and metrics["aupro"] == 1.0
@@ -211,7 +224,9 @@ def test_classification_hand_checked(tmp_path):
     m = evaluate_classification(y_true, y_pred, names, out_dir=tmp_path / "c")
     assert m["accuracy"] == pytest.approx(3 / 6)
     assert m["confusion_matrix"] == [[1, 1, 0], [1, 2, 0], [0, 1, 0]]
-    assert m["per_class"]["hole"] == pytest.approx({"precision": 0.5, "recall": 2 / 3, "f1": 4 / 7, "support": 3})
+    assert m["per_class"]["hole"] == pytest.approx(
+        {"precision": 0.5, "recall": 2 / 3, "f1": 4 / 7, "support": 3}
+    )
     assert m["per_class"]["scratch"]["precision"] is None and m["per_class"]["scratch"]["f1"] == 0.0
     assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)
     assert (tmp_path / "c" / "confusion_matrix.png").is_file()
@@ -230,7 +245,9 @@ def test_classification_probs_and_cli_csv(tmp_path):
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())["classification"]
     assert m["accuracy"] == 0.75 and m["class_names"] == ["good", "hole"]
     assert m["per_class"]["hole"]["auroc"] == 1.0  # 0.8, 0.4 vs 0.1, 0.3
-    (tmp_path / "p.json").write_text(json.dumps({"class_names": ["a", "b"], "y_true": [0, 1], "y_pred": [1, 1]}))
+    (tmp_path / "p.json").write_text(
+        json.dumps({"class_names": ["a", "b"], "y_true": [0, 1], "y_pred": [1, 1]})
+    )
     assert main(["classification", "--input", str(tmp_path / "p.json"), "--out", str(tmp_path / "o2")]) == 0
     assert json.loads((tmp_path / "o2" / "metrics.json").read_text())["classification"]["accuracy"] == 0.5
 
@@ -241,11 +258,21 @@ def test_report_writes_everything_atomically(tmp_path):
 
     fig = new_figure()
     fig.add_subplot(1, 1, 1).plot([0, 1], [0, 1])
-    r = (Report("demo").add_text("hello").add_table(["a", "b"], [["x", 0.123456], ["y", None]])
-         .add_image("curve", fig, "a line").add_metrics("m", {"v": np.float32(0.5), "n": float("nan")}))
+    r = (
+        Report("demo")
+        .add_text("hello")
+        .add_table(["a", "b"], [["x", 0.123456], ["y", None]])
+        .add_image("curve", fig, "a line")
+        .add_metrics("m", {"v": np.float32(0.5), "n": float("nan")})
+    )
     out = r.write(tmp_path / "rep")
     md = (out / "report.md").read_text()
-    assert md.startswith("# demo") and "| x | 0.1235 |" in md and "| y | n/a |" in md and "![a line](curve.png)" in md
+    assert (
+        md.startswith("# demo")
+        and "| x | 0.1235 |" in md
+        and "| y | n/a |" in md
+        and "![a line](curve.png)" in md
+    )
     assert json.loads((out / "metrics.json").read_text()) == {"m": {"v": 0.5, "n": None}}
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
     # a failing write leaves the previous report untouched

@@ -32,8 +32,8 @@ SMOKE = os.environ.get("GPU_CHECK_SMOKE", "") not in ("", "0")
 DEVICE = os.environ.get("GPU_CHECK_DEVICE", "0")
 SIZE = 256 if SMOKE else 1024
 IMGSZ = 64 if SMOKE else 640
-EPOCHS = int(os.environ.get("GPU_CHECK_EPOCHS", "1" if SMOKE else "6"))
-N_PER_DEFECT = int(os.environ.get("GPU_CHECK_N_PER_DEFECT", "2" if SMOKE else "12"))
+EPOCHS = int(os.environ.get("GPU_CHECK_EPOCHS", "1" if SMOKE else "30"))
+N_PER_DEFECT = int(os.environ.get("GPU_CHECK_N_PER_DEFECT", "2" if SMOKE else "16"))
 BATCH = 8 if SMOKE else 16
 CUDA = DEVICE != "cpu" and torch.cuda.is_available()
 

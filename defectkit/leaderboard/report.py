@@ -1,0 +1,265 @@
+"""The benchmark report: leaderboard, per-task and per-class tables, the evaluator's PR curves and
+confusion matrices, ROC curves of the common column, the gallery of the worst validation images,
+and everything needed to reproduce the run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from defectkit.leaderboard.context import RunContext
+from defectkit.leaderboard.document import Document
+from defectkit.leaderboard.rows import CLASSIFICATION, DETECTION, ROWS, SEGMENTATION
+from defectkit.leaderboard.scoring import rank_errors
+
+MAIN_METRIC = {DETECTION: "box_AP", SEGMENTATION: "mask_mIoU", CLASSIFICATION: "balanced_accuracy"}
+MAIN_LABEL = {DETECTION: "box AP", SEGMENTATION: "mask mIoU", CLASSIFICATION: "balanced acc."}
+
+
+def leaderboard(results: dict[str, dict]) -> list[dict]:
+    """Rows ranked by test image AUROC (rows without an image-level score last, in run order)."""
+
+    def key(item):
+        order, r = item
+        auroc = (r.get("image_level") or {}).get("test_auroc")
+        return (auroc is None, -(auroc or 0.0), order)
+
+    return [r for _, r in sorted(enumerate(results.values()), key=key)]
+
+
+def headline_rows(results: dict[str, dict]) -> tuple[list[str], list[list]]:
+    headers = [
+        "rank",
+        "approach",
+        "task",
+        "image AUROC (test)",
+        "acc. @ val threshold (test)",
+        "threshold",
+        "main metric",
+        "value",
+        "train s",
+        "infer ms/img",
+        "device",
+    ]
+    rows = []
+    for i, r in enumerate(leaderboard(results), 1):
+        il = r.get("image_level") or {}
+        rows.append(
+            [
+                i,
+                f"{r['title']} (`{r['row']}`)",
+                r["task"],
+                il.get("test_auroc"),
+                il.get("test_accuracy"),
+                il.get("threshold"),
+                MAIN_LABEL[r["task"]],
+                r["metrics"].get(MAIN_METRIC[r["task"]]),
+                f"{r['train_s']:.1f}",
+                f"{1000 * r['infer_s_per_image']:.1f}",
+                r["device"],
+            ]
+        )
+    return headers, rows
+
+
+def headline_text(results: dict[str, dict]) -> str:
+    """The leaderboard as a fixed-width text table (what the CLI prints at the end)."""
+    headers = ["approach", "task", "AUROC", "acc@thr", "main metric", "train s", "ms/img"]
+    rows = []
+    for r in leaderboard(results):
+        il = r.get("image_level") or {}
+
+        def f(v):
+            return "n/a" if v is None else f"{v:.3f}"
+
+        rows.append(
+            [
+                r["row"],
+                r["task"],
+                f(il.get("test_auroc")),
+                f(il.get("test_accuracy")),
+                f"{MAIN_LABEL[r['task']]} {f(r['metrics'].get(MAIN_METRIC[r['task']]))}",
+                f"{r['train_s']:.1f}",
+                f"{1000 * r['infer_s_per_image']:.1f}",
+            ]
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in [headers, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _task_tables(doc: Document, results: dict[str, dict], classes: list[str]) -> None:
+    for task, metrics in (
+        (DETECTION, ["box_AP", "box_AP50", "box_AP75", "box_AR100"]),
+        (SEGMENTATION, ["mask_mIoU", "mask_mDice", "segm_AP", "segm_AP50", "segm_AR100"]),
+        (CLASSIFICATION, ["accuracy", "balanced_accuracy"]),
+    ):
+        rows = [r for r in results.values() if r["task"] == task]
+        if not rows:
+            continue
+        doc.heading(task.capitalize(), 3)
+        extra = ["prompt"] if task == SEGMENTATION else []
+        doc.table(
+            ["approach", *extra, *metrics],
+            [[r["row"], *[r.get(e) for e in extra], *[r["metrics"].get(m) for m in metrics]] for r in rows],
+        )
+        metric_names = sorted({r["per_class_metric"] for r in rows})
+        doc.text(f"Per class ({', '.join(metric_names)}; test split):")
+        doc.table(
+            ["approach", *classes], [[r["row"], *[r["per_class"].get(c) for c in classes]] for r in rows]
+        )
+
+
+def _roc_figure(ctx: RunContext, results: dict[str, dict]) -> bytes | None:
+    from evaluation.plots import roc_figure
+    from evaluation.ranking import roc_curve
+    from evaluation.report import figure_to_png
+
+    labels = np.asarray(ctx.truth["test"].labels)
+    curves = {}
+    for r in results.values():
+        il = r.get("image_level")
+        if il and il.get("test_auroc") is not None:
+            fpr, tpr, _ = roc_curve(labels, np.asarray(r["scores"]["test"]))
+            curves[f"{r['row']} (AUROC {il['test_auroc']:.3f})"] = (fpr, tpr)
+    if not curves:
+        return None
+    return figure_to_png(roc_figure(curves, "image level: defective vs good (test)"))
+
+
+def worst_validation_images(ctx: RunContext, results: dict[str, dict], n: int) -> list[int]:
+    """Indices into the val split of the ``n`` images the approaches rank worst on average (rank
+    errors are comparable across approaches whose scores are not); defective images first on ties."""
+    val = ctx.truth["val"]
+    labels = np.asarray(val.labels)
+    errors = [
+        rank_errors(labels, np.asarray(r["scores"]["val"])) for r in results.values() if r.get("scores")
+    ]
+    mean = np.mean(errors, axis=0) if errors else np.zeros(len(labels))
+    order = sorted(range(len(labels)), key=lambda i: (-mean[i], -labels[i], i))
+    return order[:n]
+
+
+def _gallery(doc: Document, ctx: RunContext, results: dict[str, dict]) -> None:
+    from defectkit.leaderboard.gallery import gallery_image
+
+    val = ctx.truth["val"]
+    picks = worst_validation_images(ctx, results, ctx.config.gallery)
+    if not picks:
+        return
+    preds = {name: json.loads((ctx.out / r["predictions"]["val"]).read_text()) for name, r in results.items()}
+    doc.heading("Worst validation images", 2)
+    doc.text(
+        "Ground truth, then each approach. Boxes and masks are drawn when scored at or above the approach's "
+        "image-level threshold (chosen on val), so a drawn box means the image is called defective (red "
+        "frame); rows prompted by ground-truth boxes draw every mask. Ranked by the mean rank error over the "
+        "approaches with an image-level score."
+    )
+    for i in picks:
+        image_id, file_name = val.image_ids[i], val.file_names[i]
+        specs = []
+        for name, r in results.items():
+            il = r.get("image_level") or {}
+            score = r["scores"]["val"][i] if r.get("scores") else None
+            if r["prediction_kind"] == "labels":
+                found = [p for p in preds[name] if p["file_name"] == file_name]
+                specs.append(
+                    {
+                        "title": name,
+                        "kind": "labels",
+                        "results": found[0],
+                        "threshold": il.get("threshold"),
+                        "score": score,
+                    }
+                )
+            else:
+                specs.append(
+                    {
+                        "title": name,
+                        "kind": r["prediction_kind"],
+                        "threshold": il.get("threshold"),
+                        "score": score,
+                        "results": [p for p in preds[name] if p["image_id"] == image_id],
+                    }
+                )
+        png = gallery_image(val.path(file_name), val.annotations.get(image_id, []), val.class_names, specs)
+        doc.image(
+            f"gallery_{i:03d}_{Path(file_name).stem}_{file_name.split('/')[1]}", png, f"val `{file_name}`"
+        )
+
+
+def build_report(ctx: RunContext, results: dict[str, dict], run_info: dict) -> Document:
+    cfg = ctx.config
+    test = ctx.truth["test"]
+    doc = Document(f"defectkit benchmark: {cfg.category}")
+    n_def = sum(test.labels)
+    doc.text(
+        f"Data `{cfg.root}` category `{cfg.category}`, split manifest `{run_info['split_manifest']['path']}`; "
+        f"test split: {len(test.labels)} images ({n_def} defective, {len(test.labels) - n_def} good), "
+        f"val split: {len(ctx.truth['val'].labels)} images. Device `{cfg.device}`, {cfg.epochs} epochs, "
+        f"image size {cfg.imgsz}, seed {cfg.seed}. Every number comes from the shared evaluator "
+        "(`evaluation`)."
+    )
+    doc.heading("Leaderboard", 2)
+    doc.text(
+        "The common column: each approach's image-level defective score (detectors: the highest box score; "
+        "mask predictors: the highest mask score; the classifier: 1 - p(good)) ranked by test image AUROC, "
+        "and the test accuracy of the defective/good call at the threshold that was best on val. "
+        "Rows prompted by ground-truth boxes have no image-level score (n/a). Train s: training wall time; "
+        "infer ms/img: test-split inference per image (detector boxes + SAM for `sam-det`)."
+    )
+    headers, rows = headline_rows(results)
+    doc.table(headers, rows, digits=3)
+    roc = _roc_figure(ctx, results)
+    if roc is not None:
+        doc.image("roc_image_level.png", roc, "image-level ROC of each approach on the test split")
+    doc.heading("Per task and per class", 2)
+    _task_tables(doc, results, test.class_names)
+    doc.heading("PR curves and confusion matrices", 2)
+    for name, r in results.items():
+        for plot, caption in (
+            ("pr_curves", "precision-recall per class (IoU 0.50)"),
+            ("confusion_matrix", "confusion matrix (rows: true class)"),
+        ):
+            if plot in r.get("plots", {}):
+                doc.image(f"{name}_{plot}", (ctx.out / r["plots"][plot]).read_bytes(), f"`{name}`: {caption}")
+    _gallery(doc, ctx, results)
+    doc.heading("Notes", 2)
+    doc.bullets(
+        [
+            f"`{name}`: {ROWS[name].about}" + "".join(f"; {n}" for n in r.get("notes", []))
+            for name, r in results.items()
+        ]
+    )
+    _reproduce(doc, ctx, results, run_info)
+    return doc
+
+
+def _reproduce(doc: Document, ctx: RunContext, results: dict[str, dict], run_info: dict) -> None:
+    doc.heading("Reproduce", 2)
+    doc.text("The command of this run, then the stage command each row corresponds to:")
+    doc.code("\n".join([run_info["command"], *[f"# {name}\n{r['command']}" for name, r in results.items()]]))
+    doc.table(["component", "version"], sorted(run_info["versions"].items()))
+    doc.table(
+        ["what", "value"],
+        [
+            ["seed", ctx.config.seed],
+            ["split manifest", run_info["split_manifest"]["path"]],
+            ["split manifest sha256", run_info["split_manifest"]["sha256"]],
+            ["val / test fractions", f"{ctx.config.val_frac} / {ctx.config.test_frac}"],
+        ],
+    )
+    doc.table(
+        ["row", "checkpoint", "sha256"],
+        [
+            [
+                name,
+                (r.get("checkpoint") or {}).get("path", "none (not trained)"),
+                (r.get("checkpoint") or {}).get("sha256", "")[:16],
+            ]
+            for name, r in results.items()
+        ],
+    )

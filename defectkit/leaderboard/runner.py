@@ -1,0 +1,210 @@
+"""Run a benchmark: convert once, run each row on the same split (or load it when finished
+earlier, with ``resume``), then write one report. ``defectkit demo`` and ``defectkit benchmark``
+both end up here.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from defectkit.atomic import atomic_write_json
+from defectkit.errors import DefectkitError
+from defectkit.leaderboard.context import BenchmarkConfig, RunContext
+from defectkit.leaderboard.rows import ROWS, resolve_rows, sha256_of
+from defectkit.leaderboard.scoring import image_level
+from evaluation.report import to_jsonable
+
+RUN_FILE = "run.json"
+RESULT_FILE = "result.json"
+# Settings a finished row depends on: resuming with other values would mix incomparable rows.
+SETTINGS_THAT_MATTER = (
+    "root", "category", "device", "detector", "closed_detector", "seg_detector", "text_embeddings", "prompts",
+    "sam_model", "sam_checkpoint", "classifier_arch", "classifier_weights", "epochs", "imgsz", "batch", "seed",
+    "val_frac", "test_frac", "mask_score_threshold",
+)  # fmt: skip
+
+
+def versions() -> dict[str, str]:
+    """Python, platform, the libraries that produce the numbers, and the GPU when there is one."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in (
+        "defectkit",
+        "torch",
+        "torchvision",
+        "ultralytics",
+        "segment-anything",
+        "supervision",
+        "faster-coco-eval",
+        "pycocotools",
+        "numpy",
+        "opencv-python-headless",
+        "opencv-python",
+    ):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    import torch
+
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+        out["cuda"] = str(torch.version.cuda)
+    return out
+
+
+def prepare_run_folder(cfg: BenchmarkConfig) -> dict | None:
+    """Check ``cfg.out`` for this run; returns the earlier run.json when resuming, else None."""
+    out = Path(cfg.out)
+    run_file = out / RUN_FILE
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    if not run_file.is_file():
+        raise DefectkitError(
+            f"{out}: exists and is not a defectkit benchmark run folder (no {RUN_FILE}); choose another --out"
+        )
+    if cfg.resume:
+        earlier = json.loads(run_file.read_text())
+        new = cfg.to_dict()
+        changed = [k for k in SETTINGS_THAT_MATTER if earlier["config"].get(k) != new.get(k)]
+        if changed:
+            k = changed[0]
+            raise DefectkitError(
+                f"{run_file}: this run used {k}={earlier['config'].get(k)!r}, not {new.get(k)!r}; "
+                "resume with the same settings, or use a new --out (or --overwrite)"
+            )
+        return earlier
+    if cfg.overwrite:
+        shutil.rmtree(out)
+        return None
+    raise DefectkitError(
+        f"{out}: already holds a benchmark run; pass --resume to continue it or --overwrite to replace it"
+    )
+
+
+def convert_data(cfg: BenchmarkConfig) -> Path:
+    """``convert-mvtec <category> --to all`` into ``<out>/data`` (kept across --resume)."""
+    from convert import convert_category
+
+    data = Path(cfg.out) / "data" / cfg.category
+    if (data / "split.json").is_file():
+        return data
+    say(cfg, f"converting {Path(cfg.root) / cfg.category} -> {data}")
+    summary = convert_category(
+        cfg.root,
+        cfg.category,
+        Path(cfg.out) / "data",
+        ("all",),
+        val_frac=cfg.val_frac,
+        test_frac=cfg.test_frac,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        overwrite=True,
+    )
+    say(cfg, summary.table())
+    return data
+
+
+def say(cfg: BenchmarkConfig, text: str) -> None:
+    if cfg.progress:
+        print(text, flush=True)
+
+
+def finish_row(ctx: RunContext, name: str, result: dict, wall_s: float) -> dict:
+    """Add what every row result carries: its identity, device, image-level scores and wall time."""
+    spec = ROWS[name]
+    scores = result.get("scores")
+    level = None
+    if scores:
+        val, test = ctx.truth["val"], ctx.truth["test"]
+        level = image_level(val.labels, scores["val"], test.labels, scores["test"])
+    notes = list(result.pop("notes", []))
+    if scores and len(set(scores["test"])) == 1:
+        notes.append(
+            f"every test image got the same score ({scores['test'][0]:g}): nothing told defective and good "
+            "images apart, so its AUROC of 0.5 is chance (too little training?)"
+        )
+    return {
+        "row": name,
+        "title": spec.title,
+        "task": spec.task,
+        "device": ctx.config.device,
+        "image_level": level,
+        "wall_s": wall_s,
+        "notes": notes,
+        **result,
+    }
+
+
+def run_rows(ctx: RunContext, rows: list[str]) -> dict[str, dict]:
+    cfg = ctx.config
+    for i, name in enumerate(rows, 1):
+        spec = ROWS[name]
+        result_file = ctx.row_dir(name) / RESULT_FILE
+        if cfg.resume and result_file.is_file():
+            ctx.results[name] = json.loads(result_file.read_text())
+            say(cfg, f"[{i}/{len(rows)}] {name}: finished earlier, loaded {result_file}")
+            continue
+        if ctx.row_dir(name).exists():  # what an interrupted attempt left: start the row again
+            shutil.rmtree(ctx.row_dir(name))
+        ctx.row_dir(name).mkdir(parents=True)
+        say(cfg, f"[{i}/{len(rows)}] {name}: {spec.title} - {spec.about}")
+        t0 = time.perf_counter()
+        result = finish_row(ctx, name, spec.run(ctx, ctx.row_dir(name)), time.perf_counter() - t0)
+        result = to_jsonable(result)
+        atomic_write_json(result_file, result)
+        ctx.results[name] = result
+        il = result["image_level"] or {}
+        auroc = il.get("test_auroc")
+        say(
+            cfg,
+            f"[{i}/{len(rows)}] {name}: done in {result['wall_s']:.1f}s"
+            + (f", image AUROC {auroc:.3f}" if auroc is not None else ""),
+        )
+    return {name: ctx.results[name] for name in rows}
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> Path:
+    """Run (or resume) a benchmark; returns the report folder (``report.md``, ``report.html``)."""
+    from defectkit.leaderboard.report import build_report, headline_text
+
+    rows = resolve_rows(cfg.rows)
+    earlier = prepare_run_folder(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(cfg.command) if cfg.command else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    run_info = {
+        "config": cfg.to_dict(),
+        "command": command,
+        "versions": versions(),
+        "commands": [*(earlier or {}).get("commands", []), command],
+    }
+    atomic_write_json(out / RUN_FILE, run_info)  # first: marks the folder as a run before anything is written
+    ctx = RunContext(cfg, convert_data(cfg))
+    manifest = ctx.data / "split.json"
+    run_info["split_manifest"] = {"path": str(manifest.resolve()), "sha256": sha256_of(manifest)}
+    if earlier and earlier.get("split_manifest", {}).get("sha256") not in (
+        None,
+        run_info["split_manifest"]["sha256"],
+    ):
+        raise DefectkitError(
+            f"{manifest}: differs from the split the finished rows were scored on; use a new --out"
+        )
+    atomic_write_json(out / RUN_FILE, run_info)
+    results = run_rows(ctx, rows)
+    doc = build_report(ctx, results, run_info)
+    leaderboard = {"category": cfg.category, "rows": results, "run": run_info}
+    return doc.write(
+        out / "report",
+        extra_files={
+            "leaderboard.json": (json.dumps(leaderboard, indent=2, allow_nan=False) + "\n").encode("utf-8"),
+            "leaderboard.txt": (headline_text(results) + "\n").encode("utf-8"),
+        },
+    )

@@ -1,0 +1,5 @@
+"""``python -m evaluation`` = the ``evaluate`` command."""
+
+from evaluation.cli import main
+
+main()

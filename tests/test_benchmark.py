@@ -1,0 +1,156 @@
+"""``defectkit benchmark``: the rows the demo does not run (zero-shot and closed-set YOLO, YOLO-seg),
+an interrupted run continued with ``--resume`` without redoing finished rows, and the checks that
+keep a resumed leaderboard comparable."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import doctest
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import defectkit.leaderboard.rows as rows_module
+from defectkit.cli import main
+
+ROWS = ["yolo-world-zs", "yolo-closed", "yolo-seg"]
+
+
+def _argv(sample_root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "benchmark", "wood", "--root", str(sample_root), "--out", str(out), "--rows", ",".join(ROWS),
+        "--device", "cpu", "--detector", "yolov8s-worldv2.yaml", "--closed-detector", "yolov8n.yaml",
+        "--seg-detector", "yolov8n-seg.yaml", "--epochs", "1", "--imgsz", "64", "--batch", "8", "--gallery", "2",
+        "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def _replace_row(mp: pytest.MonkeyPatch, name: str, run) -> None:
+    mp.setitem(rows_module.ROWS, name, dataclasses.replace(rows_module.ROWS[name], run=run))
+
+
+@pytest.fixture(scope="module")
+def interrupted_then_resumed(sample_root, tmp_path_factory) -> dict:
+    """A benchmark Ctrl-C'd during its last row, then continued with --resume."""
+    out = tmp_path_factory.mktemp("bench") / "run"
+    state: dict = {"out": out}
+
+    def interrupt(ctx, row_dir):
+        (row_dir / "half-written.txt").write_text("an interrupted row leaves this")
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        _replace_row(mp, "yolo-seg", interrupt)
+        with pytest.raises(SystemExit) as exc:
+            main(_argv(sample_root, out))
+        state["interrupt_code"] = exc.value.code
+    state["after_interrupt"] = {
+        name: (out / "rows" / name / "result.json").stat().st_mtime_ns
+        for name in ROWS if (out / "rows" / name / "result.json").is_file()
+    }  # fmt: skip
+    state["report_after_interrupt"] = (out / "report").exists()
+
+    def must_not_run(ctx, row_dir):
+        raise AssertionError(f"{row_dir.name} was finished and must not be redone")
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in state["after_interrupt"]:
+            _replace_row(mp, name, must_not_run)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert main(_argv(sample_root, out, "--resume")) == 0
+    state["printed"] = printed.getvalue()
+    return state
+
+
+def test_interrupted_benchmark_resumes_without_redoing_finished_rows(interrupted_then_resumed):
+    s = interrupted_then_resumed
+    out = s["out"]
+    assert s["interrupt_code"] == 130 and not s["report_after_interrupt"]
+    assert sorted(s["after_interrupt"]) == ["yolo-closed", "yolo-world-zs"]
+    for name, mtime in s["after_interrupt"].items():
+        assert (out / "rows" / name / "result.json").stat().st_mtime_ns == mtime
+    # The interrupted row started again from a clean folder.
+    assert not (out / "rows" / "yolo-seg" / "half-written.txt").exists()
+    board = json.loads((out / "report" / "leaderboard.json").read_text())
+    assert list(board["rows"]) == ROWS
+    assert len(board["run"]["commands"]) == 2 and board["run"]["commands"][1].endswith("--resume")
+    for name in ROWS:
+        assert name in s["printed"]
+
+
+def test_benchmark_rows_score_their_own_task(interrupted_then_resumed):
+    out = interrupted_then_resumed["out"]
+    rows = json.loads((out / "report" / "leaderboard.json").read_text())["rows"]
+    assert rows["yolo-world-zs"]["train_s"] == 0 and rows["yolo-world-zs"]["checkpoint"] is None
+    assert rows["yolo-world-zs"]["notes"]  # random weights: says the numbers mean nothing
+    assert rows["yolo-closed"]["task"] == "detection" and "box_AP" in rows["yolo-closed"]["metrics"]
+    seg = rows["yolo-seg"]
+    assert seg["task"] == "segmentation" and {"mask_mIoU", "segm_AP"} <= set(seg["metrics"])
+    # YOLO-seg masks are at the image's own size (retina masks), so they score against the RLE ground truth.
+    preds = json.loads((out / seg["predictions"]["test"]).read_text())
+    for p in preds[:20]:
+        assert p["segmentation"]["size"] == [256, 256]
+    html = (out / "report" / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') >= 2 * len(ROWS) + 2
+
+
+def test_resume_refuses_other_settings(interrupted_then_resumed, sample_root, capsys):
+    out = interrupted_then_resumed["out"]
+    argv = _argv(sample_root, out, "--resume")
+    argv[argv.index("--epochs") + 1] = "2"
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "this run used epochs=1, not 2" in capsys.readouterr().err
+
+
+def test_unknown_row_is_named(sample_root, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "benchmark",
+                "wood",
+                "--root",
+                str(sample_root),
+                "--out",
+                str(tmp_path / "r"),
+                "--rows",
+                "sam-gt,yolo-closed",
+            ]
+        )
+    err = capsys.readouterr().err
+    assert "--rows sam-gt: unknown row" in err and "sam-gt-ft" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_rows_pull_in_what_they_need():
+    from defectkit.leaderboard.rows import resolve_rows
+
+    assert resolve_rows(["classifier", "sam-det"]) == ["yolo-world-ft", "sam-det", "classifier"]
+
+
+def test_threshold_and_rank_errors():
+    from defectkit.leaderboard.scoring import accuracy_at, choose_threshold, image_level, rank_errors
+
+    labels, scores = np.array([0, 0, 1, 1, 1]), np.array([0.1, 0.45, 0.4, 0.8, 0.9])
+    t = choose_threshold(labels, scores)
+    assert accuracy_at(labels, scores, t) == 0.8  # one error is the best any threshold can do here
+    # Scores that are not probabilities: the same decisions after any monotone rescaling.
+    assert accuracy_at(labels, 100 * scores, choose_threshold(labels, 100 * scores)) == 0.8
+    m = image_level(labels, scores, [0, 1], [0.3, 0.2])
+    assert m["test_auroc"] == 0.0 and m["test_accuracy"] == 0.5
+    errors = rank_errors(labels, scores)
+    assert errors.argmax() in (1, 2) and errors[3] == errors[4] == 0
+
+
+@pytest.mark.parametrize("module", ["scoring", "gallery", "document", "context", "rows"])
+def test_doctests(module):
+    import importlib
+
+    mod = importlib.import_module(f"defectkit.leaderboard.{module}")
+    result = doctest.testmod(mod)
+    assert result.failed == 0 and (result.attempted > 0 or module == "rows")

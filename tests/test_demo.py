@@ -1,0 +1,210 @@
+"""``defectkit demo``: the whole pipeline on the bundled sample, end to end, on the CPU (1 epoch at
+64 px): every demo row in the leaderboard, a report.html that needs nothing but itself, and numbers
+that are the shared evaluator's."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from defectkit.cli import main
+from defectkit.leaderboard import DEMO_ROWS
+
+
+def _run_cli(argv: list[str]) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo(sample_root, tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    printed = _run_cli(
+        ["demo", "--root", str(sample_root), "--out", str(out), "--fast", "--quiet", "--gallery", "3"]
+    )
+    return out, printed
+
+
+def _leaderboard(out: Path) -> dict:
+    return json.loads((out / "report" / "leaderboard.json").read_text())
+
+
+def test_demo_ends_with_the_report_path_and_a_row_per_approach(demo):
+    out, printed = demo
+    assert f"report: {out / 'report' / 'report.html'}" in printed
+    table = printed.split("report:", 1)[1]
+    for name in DEMO_ROWS:
+        assert re.search(rf"^{re.escape(name)}\s", table, re.MULTILINE), (
+            f"{name} missing from the printed table"
+        )
+    rows = _leaderboard(out)["rows"]
+    assert list(rows) == list(DEMO_ROWS)
+    for name, r in rows.items():
+        assert r["device"] == "cpu" and r["train_s"] >= 0 and r["infer_s_per_image"] > 0, name
+        assert (out / r["predictions"]["test"]).is_file() and (out / r["predictions"]["val"]).is_file()
+        if name.startswith("sam-gt"):
+            assert r["image_level"] is None  # prompted by the truth: no fair image-level score
+        else:
+            il = r["image_level"]
+            assert il["n_test"] == len(r["scores"]["test"]) and 0 <= il["test_accuracy"] <= 1
+    # Trained rows really trained: their checkpoints exist and carry the sha256 the report shows.
+    for name in ("yolo-world-ft", "sam-gt-ft", "classifier"):
+        ck = rows[name]["checkpoint"]
+        assert hashlib.sha256((out / ck["path"]).read_bytes()).hexdigest() == ck["sha256"]
+    # sam-det used the detector row's boxes and the fine-tuned SAM decoder.
+    assert rows["sam-det"]["checkpoint"] == rows["sam-gt-ft"]["checkpoint"]
+
+
+def test_numbers_are_the_shared_evaluators(demo):
+    from evaluation import evaluate_anomaly, evaluate_detection
+
+    out, _ = demo
+    rows = _leaderboard(out)["rows"]
+    test_gt = out / "data" / "wood" / "coco" / "test.json"
+    coco = json.loads(test_gt.read_text())
+    labels = [
+        int(not im["file_name"].startswith("test/good/"))
+        for im in sorted(coco["images"], key=lambda i: i["id"])
+    ]
+    for name in ("yolo-world-ft", "sam-det", "classifier"):
+        r = rows[name]
+        expected = evaluate_anomaly(labels, r["scores"]["test"])["image_auroc"]
+        assert r["image_level"]["test_auroc"] == pytest.approx(expected), name
+    for name, iou_type, key in (("yolo-world-ft", "bbox", "box_AP"), ("sam-gt-ft", "segm", "segm_AP")):
+        preds = json.loads((out / rows[name]["predictions"]["test"]).read_text())
+        assert rows[name]["metrics"][key] == pytest.approx(
+            evaluate_detection(str(test_gt), preds, iou_type)[iou_type]["AP"]
+        )
+    # The classifier's defective score is 1 - p(good) of its own checkpoint's prediction.
+    val = json.loads((out / rows["classifier"]["predictions"]["val"]).read_text())
+    assert [p["defective"] for p in val] == pytest.approx(rows["classifier"]["scores"]["val"])
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs: list[str] = []
+        self.tags: dict[str, int] = {}
+
+    def handle_starttag(self, tag, attrs):
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        self.refs += [v for k, v in attrs if k in ("src", "href", "srcset", "data") and v]
+
+
+def test_report_html_is_self_contained_and_md_links_exist(demo):
+    out, _ = demo
+    report = out / "report"
+    parser = _Links()
+    parser.feed((report / "report.html").read_text(encoding="utf-8"))
+    parser.close()
+    assert parser.refs, "no images in the report"
+    for ref in parser.refs:
+        assert ref.startswith("data:image/png;base64,"), f"external reference {ref[:60]}"
+        assert base64.b64decode(ref.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        parser.tags.get("table", 0) >= 5
+        and parser.tags.get("link", 0) == 0
+        and parser.tags.get("script", 0) == 0
+    )
+    md = (report / "report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(linked) == len(parser.refs)
+    for name in linked:
+        assert (report / name).is_file(), name
+    # PR curves, confusion matrices, the ROC of the common column and the 3 gallery images.
+    assert sum(n.startswith("gallery_") for n in linked) == 3
+    assert {"yolo-world-ft_pr_curves.png", "classifier_confusion_matrix.png", "roc_image_level.png"} <= set(
+        linked
+    )
+
+
+def test_run_records_how_to_reproduce_it(demo):
+    out, _ = demo
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"].startswith("defectkit demo --root") and "--fast" in run["command"]
+    assert {"python", "torch", "ultralytics", "defectkit", "segment-anything"} <= set(run["versions"])
+    manifest = Path(run["split_manifest"]["path"])
+    assert hashlib.sha256(manifest.read_bytes()).hexdigest() == run["split_manifest"]["sha256"]
+    md = (out / "report" / "report.md").read_text()
+    assert run["split_manifest"]["sha256"] in md and "detect train --data" in md and "classify train" in md
+    # Our checkpoints load without pickle (ultralytics' own .pt files are pickled models, as it writes them).
+    rows = _leaderboard(out)["rows"]
+    for name in ("sam-gt-ft", "classifier"):
+        assert isinstance(torch.load(out / rows[name]["checkpoint"]["path"], weights_only=True), dict)
+
+
+def test_existing_run_needs_resume_or_overwrite(demo, tmp_path, capsys):
+    out, _ = demo
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--root", str(out.parent), "--out", str(out), "--fast", "--quiet"])
+    assert exc.value.code == 2
+    assert "pass --resume to continue it or --overwrite" in capsys.readouterr().err
+    stranger = tmp_path / "mine"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit):
+        main(["demo", "--root", str(out.parent), "--out", str(stranger), "--overwrite", "--quiet"])
+    assert "not a defectkit benchmark run folder" in capsys.readouterr().err
+    assert (stranger / "notes.txt").read_text() == "keep me"
+
+
+def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, capsys):
+    import defectkit.leaderboard as lb
+
+    seen = {}
+
+    def fake_run(cfg):
+        seen["cfg"] = cfg
+        report = Path(cfg.out) / "report"
+        report.mkdir(parents=True)
+        (report / "leaderboard.txt").write_text("approach  task\n")
+        return report
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(lb, "run_benchmark", fake_run)
+    assert main(["demo"]) == 0
+    cfg = seen["cfg"]
+    assert (tmp_path / "datasets" / "sample" / "wood" / "train" / "good").is_dir()
+    assert cfg.rows == list(DEMO_ROWS) and cfg.device == "cpu" and cfg.sam_model == "vit_tiny"
+    assert (
+        cfg.detector.endswith(".yaml")
+        and cfg.text_embeddings == "random"
+        and cfg.classifier_weights == "none"
+    )
+    assert (cfg.epochs, cfg.imgsz) == (3, 128)
+    assert "report: runs/demo/report/report.html" in capsys.readouterr().out
+    # A real run swaps in real weights; a .pt detector reads the data set's embeddings file, not random ones.
+    main(["demo", "--detector", "yolov8s-worldv2.pt", "--epochs", "2", "--device", "0", "--out", "x"])
+    assert seen["cfg"].text_embeddings is None and seen["cfg"].epochs == 2
+    assert seen["cfg"].ultralytics_device == "0" and seen["cfg"].torch_device == "cuda:0"
+
+
+def test_image_level_threshold_comes_from_val(demo):
+    from defectkit.leaderboard.scoring import accuracy_at, choose_threshold
+
+    out, _ = demo
+    r = _leaderboard(out)["rows"]["classifier"]
+    val = json.loads((out / "data" / "wood" / "coco" / "val.json").read_text())
+    labels = np.array(
+        [
+            int(not im["file_name"].startswith("test/good/"))
+            for im in sorted(val["images"], key=lambda i: i["id"])
+        ]
+    )
+    threshold = choose_threshold(labels, np.array(r["scores"]["val"]))
+    assert r["image_level"]["threshold"] == pytest.approx(threshold)
+    assert r["image_level"]["val_accuracy"] == pytest.approx(
+        accuracy_at(labels, np.array(r["scores"]["val"]), threshold)
+    )

@@ -1,0 +1,352 @@
+"""segment: SAM fine-tuning, embedding cache, predict and val, on the converted sample with the small
+random ``vit_tiny`` (the real segment-anything classes), offline and on the CPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from defectkit.errors import DefectkitError
+from defectkit.imageio import read_image, read_mask
+from defectkit.rle import rle_to_mask
+
+TINY = ["--model", "vit_tiny", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two shared cores: torch's default thread pool spins against the other processes and makes
+    # the small decoder 10-20x slower; one thread is both faster and fair.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sam_cache")
+
+
+@pytest.fixture(scope="module")
+def sam_dir(converted) -> Path:
+    return converted / "sam"
+
+
+def _cli(argv):
+    from segment.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def _cli_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exc:
+        _cli(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def trained_run(sam_dir, cache_dir, tmp_path_factory) -> Path:
+    """One epoch of `segment train` on the sample (the end-to-end test and later tests share it)."""
+    out = tmp_path_factory.mktemp("segrun") / "run"
+    _cli(["train", "--data", sam_dir, *TINY, "--epochs", 1, "--lr", 3e-3, "--out", out,
+          "--cache-dir", cache_dir, "--quiet"])
+    return out
+
+
+def _first_image_with_instances(sam_dir: Path, split: str = "val"):
+    from segment.data import read_sam_jsonl
+
+    return next(r for r in read_sam_jsonl(sam_dir / f"{split}.jsonl") if r.instances)
+
+
+# ---------------------------------------------------------------- models
+
+
+def test_registry_builds_real_sam_classes_and_offline_checkpoint_fails_fast(tmp_path, monkeypatch):
+    from segment_anything.modeling import MaskDecoder, Sam
+
+    from segment.models import build_sam
+
+    tiny = build_sam("vit_tiny")
+    assert isinstance(tiny.sam, Sam) and isinstance(tiny.sam.mask_decoder, MaskDecoder)
+    assert tiny.sam.image_encoder.img_size == 256
+    # Random weights are a function of the seed: the identity (cache key) is honest.
+    again = build_sam("vit_tiny")
+    assert tiny.identity == again.identity == "vit_tiny:random-0"
+    assert torch.equal(tiny.sam.mask_decoder.iou_token.weight, again.sam.mask_decoder.iou_token.weight)
+    monkeypatch.setenv("DEFECTKIT_CACHE", str(tmp_path))
+    with pytest.raises(DefectkitError, match="sam_vit_b_01ec64.pth.*--checkpoint PATH"):
+        build_sam("vit_b")
+
+
+def test_wrong_checkpoints_get_clear_errors(tmp_path, trained_run):
+    from segment.models import build_sam
+
+    vit_b_like = tmp_path / "sam_vit_b.pth"
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, vit_b_like)
+    with pytest.raises(DefectkitError, match="a SAM vit_b checkpoint, but --model is vit_tiny; pass --model vit_b"):
+        build_sam("vit_tiny", vit_b_like)
+    with pytest.raises(DefectkitError, match="fine-tuned decoder, not a SAM checkpoint; pass it as --finetuned"):
+        build_sam("vit_tiny", trained_run / "last.pt")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(DefectkitError, match="not a readable PyTorch checkpoint"):
+        build_sam("vit_tiny", junk)
+    tiny_full = tmp_path / "tiny.pth"
+    torch.save(build_sam("vit_tiny", seed=3).sam.state_dict(), tiny_full)
+    loaded = build_sam("vit_tiny", tiny_full)
+    assert loaded.identity.startswith("vit_tiny:") and "random" not in loaded.identity
+
+
+# ---------------------------------------------------------------- embedding cache
+
+
+def test_cached_embeddings_give_the_same_masks_as_fresh_ones(sam_dir, tmp_path):
+    from segment.embeddings import EmbeddingCache, ImageEncoder
+    from segment.models import build_sam
+    from segment.predict import Segmenter
+
+    model = build_sam("vit_tiny", seed=1)
+    rec = _first_image_with_instances(sam_dir)
+    boxes = np.array([i.box_xyxy for i in rec.instances])
+    fresh = Segmenter(ImageEncoder(model, cache=None))
+    emb, osz, isz = fresh.encoder.embed(rec.image)
+    fresh_masks, fresh_scores = fresh.masks_for(emb, osz, isz, boxes=boxes)
+
+    cache = EmbeddingCache(tmp_path, model.identity, model.spec.img_size)
+    writer = ImageEncoder(model, cache)
+    writer.embed(rec.image)
+    assert (writer.misses, writer.hits) == (1, 0)
+    stored = np.load(next(cache.dir.glob("*.npy")))
+    assert stored.dtype == np.float16 and stored.shape == tuple(emb.shape[1:])
+
+    reader = Segmenter(ImageEncoder(model, cache))
+    emb2, osz2, isz2 = reader.encoder.embed(rec.image)
+    assert (reader.encoder.hits, reader.encoder.misses) == (1, 0) and (osz2, isz2) == (osz, isz)
+    cached_masks, cached_scores = reader.masks_for(emb2, osz2, isz2, boxes=boxes)
+    for a, b in zip(fresh_masks, cached_masks):
+        union = (a | b).sum()
+        assert union == 0 or (a & b).sum() / union > 0.99
+    np.testing.assert_allclose(fresh_scores, cached_scores, atol=1e-2)
+    # A different model identity never reads these entries.
+    other = ImageEncoder(build_sam("vit_tiny", seed=2), EmbeddingCache(tmp_path, "vit_tiny:random-2", 256))
+    other.embed(rec.image)
+    assert other.misses == 1
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_one_epoch_end_to_end_writes_loadable_checkpoints(trained_run, capsys):
+    last = torch.load(trained_run / "last.pt", map_location="cpu", weights_only=True)
+    assert last["format"] == "defectkit-sam-finetune" and last["epoch"] == 0
+    assert last["config"]["name"] == "vit_tiny" and "mask_decoder" in last and "prompt_encoder" not in last
+    assert not any(k.startswith("image_encoder") for k in last["mask_decoder"])
+    base, val = last["base_metrics"], last["metrics"]
+    for m in (base, val):
+        assert 0 <= m["mean_iou"] <= 1 and 0 <= m["segm_AP"] <= 1 and m["n_instances"] > 0
+    rows = (trained_run / "results.csv").read_text().splitlines()
+    assert len(rows) == 2 and "train_loss" in rows[0] and "val_mean_iou" in rows[0]
+    assert (trained_run / "curves.png").stat().st_size > 0
+    # best.pt exists exactly when the fine-tune beat base SAM on validation.
+    best = trained_run / "best.pt"
+    assert best.is_file() == (val["mean_iou"] > base["mean_iou"])
+    if best.is_file():
+        ckpt = torch.load(best, map_location="cpu", weights_only=True)
+        assert "optimizer" not in ckpt and ckpt["metrics"]["mean_iou"] == val["mean_iou"]
+
+
+def test_resume_continues_epoch_counter_and_optimizer_state(trained_run, sam_dir, cache_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    first = torch.load(run / "last.pt", weights_only=True)
+    steps_per_epoch = int(next(iter(first["optimizer"]["state"].values()))["step"])
+    assert steps_per_epoch > 0
+    _cli(["train", "--data", sam_dir, *TINY, "--epochs", 2, "--lr", 3e-3, "--out", run,
+          "--cache-dir", cache_dir, "--quiet", "--resume"])
+    assert "resumed" in capsys.readouterr().out
+    second = torch.load(run / "last.pt", weights_only=True)
+    assert second["epoch"] == 1 and [h["epoch"] for h in second["history"]] == [1, 2]
+    # Adam's step count carried on from the first run: the optimizer state was restored.
+    assert int(next(iter(second["optimizer"]["state"].values()))["step"]) == 2 * steps_per_epoch
+    assert second["scheduler"]["last_epoch"] == 2 * steps_per_epoch
+    assert second["base_metrics"] == first["base_metrics"]
+    # Without --resume an existing run is protected.
+    err = _cli_error(capsys, ["train", "--data", sam_dir, *TINY, "--out", run, "--quiet"])
+    assert "already exists; pass --resume" in err
+
+
+def test_loss_falls_on_a_tiny_fixed_set(sam_dir, cache_dir, tmp_path):
+    from segment.train import TrainConfig, train
+
+    tiny = tmp_path / "sam"
+    tiny.mkdir()
+    lines = [ln for ln in (sam_dir / "train.jsonl").read_text().splitlines() if json.loads(ln)["instances"]]
+    (tiny / "train.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    summary = train(TrainConfig(data=tiny, out=tmp_path / "run", model="vit_tiny", device="cpu", epochs=12,
+                                lr=3e-3, box_jitter=0.0, validate=False, cache_dir=cache_dir, progress=False))
+    losses = [h["train_loss"] for h in summary["history"]]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert summary["history"][-1]["train_dice"] < summary["history"][0]["train_dice"]
+
+
+def test_collapse_and_points_options_and_bad_jsonl(sam_dir, tmp_path, capsys):
+    bad = tmp_path / "sam"
+    bad.mkdir()
+    rec = json.loads((sam_dir / "train.jsonl").read_text().splitlines()[0])
+    rec["width"] = rec["width"] * 2
+    for inst in rec["instances"]:
+        inst["mask"]["size"] = [rec["height"], rec["width"]]
+    (bad / "train.jsonl").write_text(json.dumps(rec) + "\n")
+    err = _cli_error(capsys, ["train", "--data", bad, *TINY, "--out", tmp_path / "r", "--no-val"])
+    assert "train.jsonl:1" in err and "but the line says" in err
+    rec["width"] //= 2
+    for inst in rec["instances"]:
+        inst["mask"]["size"] = [rec["height"], rec["width"]]
+    rec["image"] = str(tmp_path / "gone.png")
+    (bad / "train.jsonl").write_text(json.dumps(rec) + "\n")
+    err = _cli_error(capsys, ["train", "--data", bad, *TINY, "--out", tmp_path / "r", "--no-val"])
+    assert "gone.png does not exist" in err
+
+
+def test_docstring_examples():
+    import doctest
+
+    import segment.decoder
+    import segment.prompts
+    import segment.train
+
+    for module in (segment.decoder, segment.prompts, segment.train):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_sampled_points_and_jitter_stay_valid():
+    from segment.prompts import jitter_boxes, sample_points
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((40, 40), bool)
+    mask[10:14, 5:30] = True
+    coords, labels = sample_points(mask, 3, 2, rng, np.array([5, 10, 30, 14]))
+    assert labels.tolist() == [1, 1, 1, 0, 0]
+    assert all(mask[int(y), int(x)] for x, y in coords[:3]) and not any(mask[int(y), int(x)] for x, y in coords[3:])
+    boxes = jitter_boxes(np.array([[5.0, 10, 30, 14]] * 200), 0.05, rng, 40, 40)
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes >= 0).all() and (boxes[:, [0, 2]] <= 40).all()
+    assert 0 < np.abs(boxes - [5, 10, 30, 14]).mean() < 2
+
+
+# ---------------------------------------------------------------- predict
+
+
+def _check_outputs(out: Path, stem: str, image: Path, n_masks: int) -> list[dict]:
+    h, w = read_image(image).shape[:2]
+    mask = read_mask(out / "masks" / f"{stem}.png")
+    assert mask.shape == (h, w)
+    assert read_image(out / "overlays" / f"{stem}.png").shape == (h, w, 3)
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == n_masks
+    union = np.zeros((h, w), bool)
+    for r in results:
+        m = rle_to_mask(r["segmentation"])
+        assert m.shape == (h, w) and 0 <= r["score"] <= 1 and r["area"] == int(m.sum())
+        union |= m
+    assert np.array_equal(union, mask)
+    return results
+
+
+def test_predict_box_and_point_with_finetuned_decoder(trained_run, sam_dir, tmp_path):
+    ckpt = trained_run / ("best.pt" if (trained_run / "best.pt").is_file() else "last.pt")
+    rec = _first_image_with_instances(sam_dir)
+    box = ",".join(str(v) for v in rec.instances[0].box_xyxy)
+    out = tmp_path / "box"
+    _cli(["predict", "--image", rec.image, "--box", box, "--box", "0,0,40,30", "--finetuned", ckpt,
+          "--device", "cpu", "--out", out, "--category-id", 3])
+    results = _check_outputs(out, rec.image.stem, rec.image, 2)
+    assert {r["category_id"] for r in results} == {3} and {r["image_id"] for r in results} == {1}
+    out = tmp_path / "point"
+    x, y = rec.instances[0].points[0]
+    _cli(["predict", "--image", rec.image, "--point", f"{x},{y}", "--point", "2,2,0", *TINY, "--out", out])
+    _check_outputs(out, rec.image.stem, rec.image, 1)
+
+
+def test_predict_boxes_from_results_on_a_folder_keeps_ids(converted, sample_root, tmp_path):
+    coco = json.loads((converted / "coco" / "test.json").read_text())
+    folder = sample_root / "wood" / "test" / "hole"
+    files = sorted(folder.glob("*.png"))
+    by_name = {e["file_name"]: e["id"] for e in coco["images"]}
+    known = [p for p in files if f"test/hole/{p.name}" in by_name]
+    assert known, "the test split holds some hole images"
+    target = by_name[f"test/hole/{known[0].name}"]
+    preds = [{"image_id": target, "category_id": 4, "bbox": [10, 20, 30, 40], "score": 0.9},
+             {"image_id": target, "category_id": 4, "bbox": [50, 60, 10, 10], "score": 0.1}]
+    pred_file = tmp_path / "pred.json"
+    pred_file.write_text(json.dumps(preds))
+    out = tmp_path / "out"
+    image_dir = tmp_path / "imgs"
+    (image_dir / "test" / "hole").mkdir(parents=True)
+    for p in known:
+        shutil.copy(p, image_dir / "test" / "hole" / p.name)
+    # Copies are matched by their path ending in the COCO file_name.
+    _cli(["predict", "--image", image_dir, "--boxes-from", pred_file, "--coco", converted / "coco" / "test.json",
+          "--min-score", 0.5, *TINY, "--out", out, "--quiet"])
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["image_id"], r["category_id"], r["score"]) for r in results] == [(target, 4, 0.9)]
+    assert len(list((out / "masks").glob("*.png"))) == len(known)
+
+
+def test_predict_with_detector(sample_root, tmp_path):
+    detect = pytest.importorskip("detect")
+    if not hasattr(detect, "predict_images"):
+        pytest.skip("detect.predict_images is not there yet")
+    from ultralytics import YOLO
+
+    weights = tmp_path / "det.pt"
+    YOLO("yolov8n.yaml").save(weights)  # random weights: scores are tiny, hence --conf 1e-9
+    image = sample_root / "wood" / "test" / "hole" / "000.png"
+    out = tmp_path / "out"
+    _cli(["predict", "--image", image, "--detector", weights, "--conf", 1e-9, *TINY, "--out", out])
+    results = json.loads((out / "results.json").read_text())
+    assert results and all(r["image_id"] == 1 for r in results)
+    _check_outputs(out, "000", image, len(results))
+
+
+def test_predict_bad_inputs_are_one_line_errors(sample_root, tmp_path, capsys):
+    image = sample_root / "wood" / "test" / "hole" / "000.png"
+    base = ["predict", "--image", image, *TINY]
+    assert "box [200, 0, 300, 50] is outside the 256x256 image" in _cli_error(
+        capsys, base + ["--box", "200,0,300,50", "--out", tmp_path / "a"])
+    assert "point (10, 256) is outside the 256x256 image" in _cli_error(
+        capsys, base + ["--point", "10,256", "--out", tmp_path / "b"])
+    assert "expected x1,y1,x2,y2" in _cli_error(capsys, base + ["--box", "1,2,3", "--out", tmp_path / "c"])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    err = _cli_error(capsys, ["predict", "--image", text, "--box", "0,0,5,5", *TINY, "--out", tmp_path / "d"])
+    assert "notes.png" in err and "not a readable image" in err
+    assert "one kind of prompt" in _cli_error(capsys, base + ["--out", tmp_path / "e"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()  # nothing half-written
+
+
+# ---------------------------------------------------------------- val
+
+
+def test_val_reports_base_and_finetuned_side_by_side(trained_run, sam_dir, cache_dir, tmp_path, capsys):
+    out = tmp_path / "val"
+    _cli(["val", "--data", sam_dir, "--split", "test", "--finetuned", trained_run / "last.pt",
+          "--device", "cpu", "--cache-dir", cache_dir, "--out", out])
+    printed = capsys.readouterr().out
+    assert "base SAM   test" in printed and "fine-tuned test" in printed
+    report = (out / "report.md").read_text()
+    assert "| metric | base SAM | fine-tuned | change |" in report and "segm_AP" in report
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"base", "finetuned"}
+    assert metrics["base"]["n_instances"] == metrics["finetuned"]["n_instances"] > 0
+    assert metrics["base"] != metrics["finetuned"]
