@@ -161,6 +161,9 @@ def _val(args: argparse.Namespace) -> int:
     print(
         f"{args.split}: accuracy {metrics['accuracy']:.4f}  balanced accuracy {metrics['balanced_accuracy']:.4f}"
     )
+    auroc = (metrics.get("defective") or {}).get("image_auroc")
+    if auroc is not None:
+        print(f"good vs defect, image AUROC of the defective score 1 - p(good): {auroc:.4f}")
     for name, row in metrics["per_class"].items():
         recall, precision = (
             f"{v:.3f}" if v is not None else "n/a" for v in (row["recall"], row["precision"])

@@ -28,8 +28,8 @@ GOOD = "good"
 def defective_scores(probs: torch.Tensor, classes: Sequence[str]) -> list[float | None]:
     """``1 - p(good)`` per image (None for every image when the model has no ``good`` class).
 
-    >>> defective_scores(torch.tensor([[0.2, 0.8], [0.9, 0.1]]), ["good", "hole"])
-    [0.8, 0.09999999403953552]
+    >>> [round(s, 3) for s in defective_scores(torch.tensor([[0.2, 0.8], [0.9, 0.1]]), ["good", "hole"])]
+    [0.8, 0.1]
     """
     if GOOD not in classes:
         return [None] * len(probs)
@@ -171,7 +171,19 @@ def evaluate_split(
     records = make_records(found.paths, probs, classes, found.labels)
     write_records(Path(out_dir) / "predictions.json", records, classes)
     write_records(Path(out_dir) / "predictions.csv", records, classes)
+    if GOOD in classes:
+        metrics["defective"] = defective_ranking(found.labels, probs, classes)
+        atomic_write_json(Path(out_dir) / "defective.json", metrics["defective"])
     return metrics
+
+
+def defective_ranking(labels: Sequence[int], probs: torch.Tensor, classes: Sequence[str]) -> dict:
+    """Image AUROC of the ``defective`` score (1 - p(good)) for good-vs-defect, by the shared
+    evaluator: how well the classifier ranks as an anomaly detector."""
+    from evaluation import evaluate_anomaly
+
+    good = list(classes).index(GOOD)
+    return evaluate_anomaly([int(label != good) for label in labels], defective_scores(probs, classes))
 
 
 def predict_source(

@@ -381,6 +381,7 @@ def finish(
         summary["test"] = {
             "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"],
             "recall": {name: test["per_class"][name]["recall"] for name in classes},
+            "defective_auroc": (test.get("defective") or {}).get("image_auroc"),
         }  # fmt: skip
     atomic_write_json(out / "summary.json", summary)
     if progress:

@@ -36,8 +36,8 @@ from defectkit.errors import DefectkitError
 CLIP_VARIANT = "clip:ViT-B/32"
 EMBED_DIM = 512
 FORMAT = "defectkit-text-embeddings/1"
-ENV_FILE = "DEFECTKIT_TEXT_EMBEDDINGS"
-RUN_FILE = "text_embeddings.pt"  # the copy in each run folder  # how a DDP worker process finds the file
+ENV_FILE = "DEFECTKIT_TEXT_EMBEDDINGS"  # how a DDP worker process finds the file
+RUN_FILE = "text_embeddings.pt"  # the copy in each run folder
 
 
 def default_path(yolo_dir: str | Path, variant: str = CLIP_VARIANT) -> Path:

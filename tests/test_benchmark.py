@@ -1,6 +1,6 @@
 """``defectkit benchmark``: the rows the demo does not run (zero-shot and closed-set YOLO, YOLO-seg),
-an interrupted run continued with ``--resume`` without redoing finished rows, and the checks that
-keep a resumed leaderboard comparable."""
+an interrupted run continued with ``--resume`` (finished rows loaded, the interrupted row's training
+continued from its last.pt), and the checks that keep a resumed leaderboard comparable."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _argv(sample_root: Path, out: Path, *extra: str) -> list[str]:
     return [
         "benchmark", "wood", "--root", str(sample_root), "--out", str(out), "--rows", ",".join(ROWS),
         "--device", "cpu", "--detector", "yolov8s-worldv2.yaml", "--closed-detector", "yolov8n.yaml",
-        "--seg-detector", "yolov8n-seg.yaml", "--epochs", "1", "--imgsz", "64", "--batch", "8", "--gallery", "2",
+        "--seg-detector", "yolov8n-seg.yaml", "--epochs", "2", "--imgsz", "64", "--batch", "8", "--gallery", "2",
         "--quiet", *extra,
     ]  # fmt: skip
 
@@ -35,31 +35,49 @@ def _replace_row(mp: pytest.MonkeyPatch, name: str, run) -> None:
 
 @pytest.fixture(scope="module")
 def interrupted_then_resumed(sample_root, tmp_path_factory) -> dict:
-    """A benchmark Ctrl-C'd during its last row, then continued with --resume."""
-    out = tmp_path_factory.mktemp("bench") / "run"
-    state: dict = {"out": out}
+    """A benchmark Ctrl-C'd after the first of two training epochs of its last row (YOLO-seg), then
+    continued with --resume."""
+    import detect.train
 
-    def interrupt(ctx, row_dir):
-        (row_dir / "half-written.txt").write_text("an interrupted row leaves this")
-        raise KeyboardInterrupt
+    out = tmp_path_factory.mktemp("bench") / "run"
+    state: dict = {"out": out, "resumed_epochs": []}
+    real_train = detect.train.train
+
+    def ctrl_c_after_first_epoch(data, model=None, **kw):
+        if "yolo-seg" in str(data):
+
+            def stop(trainer):  # runs after the epoch's last.pt is saved
+                raise KeyboardInterrupt
+
+            kw["callbacks"] = {"on_fit_epoch_end": [stop]}
+        return real_train(data, model, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        _replace_row(mp, "yolo-seg", interrupt)
+        mp.setattr(detect.train, "train", ctrl_c_after_first_epoch)
         with pytest.raises(SystemExit) as exc:
             main(_argv(sample_root, out))
         state["interrupt_code"] = exc.value.code
     state["after_interrupt"] = {
         name: (out / "rows" / name / "result.json").stat().st_mtime_ns
-        for name in ROWS if (out / "rows" / name / "result.json").is_file()
-    }  # fmt: skip
+        for name in ROWS
+        if (out / "rows" / name / "result.json").is_file()
+    }
     state["report_after_interrupt"] = (out / "report").exists()
 
     def must_not_run(ctx, row_dir):
         raise AssertionError(f"{row_dir.name} was finished and must not be redone")
 
+    def count_epochs(data, model=None, **kw):
+        state["resume_arg"] = kw.get("resume")
+        kw["callbacks"] = {
+            "on_train_epoch_start": [lambda trainer: state["resumed_epochs"].append(trainer.epoch)]
+        }
+        return real_train(data, model, **kw)
+
     with pytest.MonkeyPatch.context() as mp:
         for name in state["after_interrupt"]:
             _replace_row(mp, name, must_not_run)
+        mp.setattr(detect.train, "train", count_epochs)
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             assert main(_argv(sample_root, out, "--resume")) == 0
@@ -74,8 +92,9 @@ def test_interrupted_benchmark_resumes_without_redoing_finished_rows(interrupted
     assert sorted(s["after_interrupt"]) == ["yolo-closed", "yolo-world-zs"]
     for name, mtime in s["after_interrupt"].items():
         assert (out / "rows" / name / "result.json").stat().st_mtime_ns == mtime
-    # The interrupted row started again from a clean folder.
-    assert not (out / "rows" / "yolo-seg" / "half-written.txt").exists()
+    # The interrupted row continued its own training from last.pt: only the second epoch ran again.
+    assert Path(s["resume_arg"]) == out / "rows" / "yolo-seg" / "train" / "weights" / "last.pt"
+    assert s["resumed_epochs"] == [1]
     board = json.loads((out / "report" / "leaderboard.json").read_text())
     assert list(board["rows"]) == ROWS
     assert len(board["run"]["commands"]) == 2 and board["run"]["commands"][1].endswith("--resume")
@@ -102,10 +121,10 @@ def test_benchmark_rows_score_their_own_task(interrupted_then_resumed):
 def test_resume_refuses_other_settings(interrupted_then_resumed, sample_root, capsys):
     out = interrupted_then_resumed["out"]
     argv = _argv(sample_root, out, "--resume")
-    argv[argv.index("--epochs") + 1] = "2"
+    argv[argv.index("--epochs") + 1] = "3"
     with pytest.raises(SystemExit) as exc:
         main(argv)
-    assert exc.value.code == 2 and "this run used epochs=1, not 2" in capsys.readouterr().err
+    assert exc.value.code == 2 and "this run used epochs=2, not 3" in capsys.readouterr().err
 
 
 def test_unknown_row_is_named(sample_root, tmp_path, capsys):

@@ -102,7 +102,13 @@ def test_val_cli_scores_with_the_evaluator(trained, data, tmp_path, capsys):
     for r in rows:  # the image-level anomaly score
         assert float(r["defective"]) == pytest.approx(1 - float(r["p_good"]), abs=1e-5)
     assert (report / "confusion_matrix.png").is_file()
-    assert "balanced accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "balanced accuracy" in printed and "AUROC" in printed
+    # good vs defect ranking by the defective score, from the evaluator
+    ranking = json.loads((report / "defective.json").read_text())
+    assert ranking["n_images"] == len(rows) and ranking["n_anomalous"] == sum(
+        r["label"] != "good" for r in rows
+    )
 
 
 def test_predict_image_and_folder(trained, data, tmp_path, capsys):

@@ -135,3 +135,14 @@ def test_freeze_choices(freeze, trainable):
     # The frozen backbone's BatchNorm keeps its statistics; trainable ones update them.
     assert model.bn1.training is (freeze == "none")
     assert model.layer4[0].bn1.training is (freeze != "fc")
+
+
+@pytest.mark.parametrize(
+    "name", ["classify.data", "classify.longtail", "classify.models", "classify.predict"]
+)
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0, result

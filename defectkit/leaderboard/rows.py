@@ -147,17 +147,45 @@ def _predict_boxes(ctx: RunContext, yolo) -> tuple[dict[str, list[dict]], float]
 
 
 def _train_yolo(ctx: RunContext, row_dir: Path, data: Path, model: str, world: bool) -> tuple[Path, float]:
+    """Train with ``detect``; with --resume, an earlier attempt's ``last.pt`` is continued instead."""
     from detect.train import train
 
     cfg = ctx.config
+    run_dir = row_dir / "train"
+    last = run_dir / "weights" / "last.pt"
     t0 = time.perf_counter()
-    run = train(
-        data, model, epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, device=cfg.ultralytics_device,
-        seed=cfg.seed, project=row_dir, name="train", exist_ok=True,
-        **({"text_embeddings": cfg.text_embeddings, "prompts": cfg.prompts} if world else {}),
-        **_extra_train_args(ctx),
-    )  # fmt: skip
-    return run / "weights" / "best.pt", time.perf_counter() - t0
+    if cfg.resume and last.is_file():
+        if world:
+            _keep_text_embeddings(ctx, data, run_dir)
+        try:
+            train(data, model, resume=last, device=cfg.ultralytics_device)
+        except DefectkitError as exc:
+            if "nothing to resume" not in str(exc):
+                raise  # else training had ended before the interruption; only scoring is left
+    else:
+        train(
+            data, model, epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, device=cfg.ultralytics_device,
+            seed=cfg.seed, project=row_dir, name="train", exist_ok=True,
+            **({"text_embeddings": cfg.text_embeddings, "prompts": cfg.prompts} if world else {}),
+            **_extra_train_args(ctx),
+        )  # fmt: skip
+    return run_dir / "weights" / "best.pt", time.perf_counter() - t0
+
+
+def _keep_text_embeddings(ctx: RunContext, data: Path, run_dir: Path) -> None:
+    """Put the run's text embeddings where ``detect``'s resume reads them: detect moves the file into
+    the run folder only when training ends, so an interrupted YOLO-World run has none yet."""
+    from detect import embeddings as emb
+    from detect.data import load_data
+
+    target = run_dir / "text_embeddings.pt"
+    if not target.is_file():
+        cfg = ctx.config
+        ds = load_data(data, splits=())
+        table = emb.resolve(
+            cfg.text_embeddings, ds.names, ds.yaml_path.parent, prompts_spec=cfg.prompts, seed=cfg.seed
+        )
+        table.save(target)
 
 
 def _detect_train_command(ctx: RunContext, data: Path, model: str, world: bool) -> str:
@@ -367,6 +395,7 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
         checkpoint=Path(cfg.sam_checkpoint) if cfg.sam_checkpoint else None, seed=cfg.seed, epochs=cfg.epochs,
         device=cfg.torch_device, overwrite=True, cache_dir=ctx.cache_dir / "sam_embeddings", progress=cfg.progress,
     )  # fmt: skip
+    tc.resume = cfg.resume and (tc.out / "last.pt").is_file()  # continue an interrupted attempt
     t0 = time.perf_counter()
     summary = train(tc)
     train_s = time.perf_counter() - t0
@@ -576,8 +605,9 @@ def resnet_classifier(ctx: RunContext, row_dir: Path) -> dict:
         epochs=cfg.epochs, batch=cfg.batch, image_size=size, seed=cfg.seed, device=cfg.torch_device,
         decode_workers=2,
     )  # fmt: skip
+    last = row_dir / "train" / "last.pt"
     t0 = time.perf_counter()
-    train(tc, overwrite=True, progress=cfg.progress)
+    train(tc, resume=last if cfg.resume and last.is_file() else None, overwrite=True, progress=cfg.progress)
     train_s = time.perf_counter() - t0
     best = row_dir / "train" / "best.pt"
     classes = read_checkpoint(best)["classes"]

@@ -152,9 +152,8 @@ def run_rows(ctx: RunContext, rows: list[str]) -> dict[str, dict]:
             ctx.results[name] = json.loads(result_file.read_text())
             say(cfg, f"[{i}/{len(rows)}] {name}: finished earlier, loaded {result_file}")
             continue
-        if ctx.row_dir(name).exists():  # what an interrupted attempt left: start the row again
-            shutil.rmtree(ctx.row_dir(name))
-        ctx.row_dir(name).mkdir(parents=True)
+        # What an interrupted attempt left stays: the row's training continues from its last.pt.
+        ctx.row_dir(name).mkdir(parents=True, exist_ok=True)
         say(cfg, f"[{i}/{len(rows)}] {name}: {spec.title} - {spec.about}")
         t0 = time.perf_counter()
         result = finish_row(ctx, name, spec.run(ctx, ctx.row_dir(name)), time.perf_counter() - t0)

@@ -105,8 +105,9 @@ def main() -> None:
     train_s = time.perf_counter() - t
     peak = torch.cuda.max_memory_allocated() / 2**30 if CUDA else float("nan")
     steady = [n / dt for _, n, dt in epochs[1:]] or [n / dt for _, n, dt in epochs]
+    which = f"epochs 2..{EPOCHS}" if len(epochs) > 1 else "epoch 1"
     print(f"train: {train_s:.1f} s for {EPOCHS} epochs (incl. ultralytics' per-epoch val and final val)")
-    print(f"images/s (epochs 2..{EPOCHS}, median): {statistics.median(steady):.1f}")
+    print(f"images/s ({which}, median): {statistics.median(steady):.1f}")
     print(f"peak GPU memory (torch.cuda.max_memory_allocated): {peak:.2f} GiB")
 
     t = time.perf_counter()
