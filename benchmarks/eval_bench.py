@@ -75,8 +75,10 @@ def _run_library(lib: str, gt: dict, preds: list, iou_type: str) -> np.ndarray:
 
 def _child(method: str, iou_type: str, conn) -> None:
     gt, preds, gt_path, pred_path = _DATA["gt"], _DATA["preds"], _DATA["gt_path"], _DATA["pred_path"]
-    if method in ("pycocotools", "faster-coco-eval"):
-        # Both libraries write into the dicts; give them fresh ones (outside the timed part).
+    if method != "json floor":
+        # Every method gets fresh copies made here, outside the timed part: the libraries write
+        # into the dicts, and reading the parent's objects for the first time in a forked child
+        # would charge copy-on-write page faults to whichever method touches them first.
         gt, preds = copy.deepcopy(gt), copy.deepcopy(preds)
     start_rss = _rss_kb()
     c0 = time.process_time()  # CPU of all threads of this child: steadier than wall under load

@@ -205,6 +205,14 @@ def test_experiments_write_the_comparison_table(data, tmp_path):
     assert torch.load(out / "sgd" / "best.pt", weights_only=True)["config"]["optimizer"] == "sgd"
     assert torch.load(out / "unfreeze-layer4" / "best.pt", weights_only=True)["config"]["freeze"] == "layer4"
     assert torch.load(out / "augment" / "best.pt", weights_only=True)["config"]["augment"] is True
+    # --resume on a finished comparison trains nothing more and rewrites the same table.
+    before = (out / "sgd" / "last.pt").stat().st_mtime_ns
+    assert main(["experiments", "--data", str(data), "--out", str(out), "--resume", "--quiet"]) == 0
+    assert (out / "sgd" / "last.pt").stat().st_mtime_ns == before
+    again = json.loads((out / "report" / "metrics.json").read_text())
+    assert {k: v["test"]["accuracy"] for k, v in again.items()} == {
+        k: v["test"]["accuracy"] for k, v in metrics.items()
+    }
 
 
 # -- bad input -----------------------------------------------------------------------------------

@@ -146,3 +146,20 @@ def test_docstring_examples(name):
 
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0, result
+
+
+def test_imagenet_weights_come_from_torchvisions_hub_cache(tmp_path, monkeypatch):
+    """With the file where torchvision caches it, --weights imagenet loads it (no download) and
+    replaces only the 1000-class head."""
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("DEFECTKIT_OFFLINE", "1")
+    reference = resnet18(weights=None)
+    cached = tmp_path / "hub" / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name
+    cached.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), cached)
+    model = build_model("resnet18", 6, weights="imagenet")
+    assert torch.equal(model.conv1.weight, reference.conv1.weight)
+    assert torch.equal(model.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
+    assert model.fc.out_features == 6

@@ -199,7 +199,7 @@ def test_loss_falls_on_a_tiny_fixed_set(sam_dir, cache_dir, tmp_path):
     assert summary["history"][-1]["train_dice"] < summary["history"][0]["train_dice"]
 
 
-def test_collapse_and_points_options_and_bad_jsonl(sam_dir, tmp_path, capsys):
+def test_bad_jsonl_lines_are_one_line_errors(sam_dir, tmp_path, capsys):
     bad = tmp_path / "sam"
     bad.mkdir()
     rec = json.loads((sam_dir / "train.jsonl").read_text().splitlines()[0])
@@ -216,6 +216,31 @@ def test_collapse_and_points_options_and_bad_jsonl(sam_dir, tmp_path, capsys):
     (bad / "train.jsonl").write_text(json.dumps(rec) + "\n")
     err = _cli_error(capsys, ["train", "--data", bad, *TINY, "--out", tmp_path / "r", "--no-val"])
     assert "gone.png does not exist" in err
+
+
+def test_points_focal_and_prompt_encoder_training(sam_dir, cache_dir, tmp_path):
+    from segment.train import TrainConfig, train
+
+    data = tmp_path / "sam"
+    data.mkdir()
+    lines = [ln for ln in (sam_dir / "train.jsonl").read_text().splitlines() if json.loads(ln)["instances"]]
+    (data / "train.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    out = tmp_path / "run"
+    summary = train(TrainConfig(data=data, out=out, model="vit_tiny", device="cpu", epochs=1, points=2, neg_points=1,
+                                loss="dice+focal", train_prompt_encoder=True, validate=False, cache_dir=cache_dir,
+                                progress=False))
+    assert np.isfinite(summary["history"][0]["train_loss"])
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert "prompt_encoder" in ckpt and ckpt["train_config"]["points"] == 2
+    # The trained prompt encoder is what predict loads with --finetuned.
+    from segment.models import apply_finetuned, build_sam
+
+    model = build_sam("vit_tiny")
+    before = model.sam.prompt_encoder.point_embeddings[1].weight.clone()
+    apply_finetuned(model, ckpt, out / "last.pt")
+    assert not torch.equal(before, model.sam.prompt_encoder.point_embeddings[1].weight)
+    with pytest.raises(DefectkitError, match="fine-tuned on base weights vit_tiny:random-0"):
+        apply_finetuned(build_sam("vit_tiny", seed=5), ckpt, out / "last.pt")
 
 
 def test_docstring_examples():

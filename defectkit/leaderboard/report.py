@@ -127,7 +127,9 @@ def _roc_figure(ctx: RunContext, results: dict[str, dict]) -> bytes | None:
             curves[f"{r['row']} (AUROC {il['test_auroc']:.3f})"] = (fpr, tpr)
     if not curves:
         return None
-    return figure_to_png(roc_figure(curves, "image level: defective vs good (test)"))
+    fig = roc_figure(curves, "image level: defective vs good (test)")
+    fig.axes[0].set_ylabel("true positive rate")
+    return figure_to_png(fig)
 
 
 def worst_validation_images(ctx: RunContext, results: dict[str, dict], n: int) -> list[int]:
