@@ -190,7 +190,10 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         )
     for name in present:
         target = out / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 

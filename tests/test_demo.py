@@ -63,8 +63,11 @@ def test_demo_ends_with_the_report_path_and_a_row_per_approach(demo):
     for name in ("yolo-world-ft", "sam-gt-ft", "classifier"):
         ck = rows[name]["checkpoint"]
         assert hashlib.sha256((out / ck["path"]).read_bytes()).hexdigest() == ck["sha256"]
-    # sam-det used the detector row's boxes and the fine-tuned SAM decoder.
-    assert rows["sam-det"]["checkpoint"] == rows["sam-gt-ft"]["checkpoint"]
+    # sam-det prompts SAM with the fine-tuned decoder only when it beat base SAM on val.
+    tuned = rows["sam-gt-ft"]
+    assert tuned["beat_base"] == (out / "rows" / "sam-gt-ft" / "train" / "best.pt").is_file()
+    assert rows["sam-det"]["checkpoint"] == (tuned["checkpoint"] if tuned["beat_base"] else None)
+    assert any(n.startswith("SAM: ") for n in rows["sam-det"]["notes"])
 
 
 def test_numbers_are_the_shared_evaluators(demo):

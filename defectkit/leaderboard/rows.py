@@ -119,7 +119,11 @@ def coco_row(
 def extra_train_args(ctx: RunContext) -> dict:
     # No worker processes on a CPU run (they cost more than they save on a few small images); our
     # own report draws the plots.
-    return {"plots": False, **({"workers": 0} if ctx.config.ultralytics_device == "cpu" else {})}
+    return {
+        "plots": False,
+        "verbose": ctx.config.progress,
+        **({"workers": 0} if ctx.config.ultralytics_device == "cpu" else {}),
+    }
 
 
 # Run and report order: detectors first (sam-det reads yolo-world-ft's boxes), SAM fine-tuned

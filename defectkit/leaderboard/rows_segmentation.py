@@ -132,6 +132,7 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
         **row,
         "train_s": train_s,
         "checkpoint": checkpoint_entry(ctx, weights),
+        "beat_base": best.is_file(),
         "command": _sam_command(ctx, "train", "--epochs", cfg.epochs, "--out", tc.out),
     }
 
@@ -140,7 +141,7 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
     "sam-det",
     "SAM + YOLO-World boxes",
     SEGMENTATION,
-    "detect then segment: the fine-tuned YOLO-World's boxes prompt SAM (fine-tuned when that row ran)",
+    "detect then segment: the fine-tuned YOLO-World's boxes prompt SAM (its fine-tuned decoder when that beat base SAM)",
     needs=("yolo-world-ft",),
 )
 def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
@@ -150,7 +151,9 @@ def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
     from evaluation import evaluate_masks
 
     detector = ctx.results["yolo-world-ft"]
-    tuned = ctx.results.get("sam-gt-ft", {}).get("checkpoint")
+    # The fine-tuned decoder only when it beat base SAM on val (segment's own advice otherwise: use base).
+    finetuned = ctx.results.get("sam-gt-ft", {})
+    tuned = finetuned["checkpoint"] if finetuned.get("beat_base") else None
     segmenter = _segmenter(ctx, ctx.out / tuned["path"] if tuned else None)
     preds, infer_s = {}, 0.0
     for split in ("val", "test"):
@@ -205,7 +208,10 @@ def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
             f"mask IoU/Dice: union of the masks scored >= {ctx.config.mask_score_threshold} per image and "
             "class; inference time includes the detector's"
         ),
-        "SAM: fine-tuned decoder" if tuned else "SAM: base weights (sam-gt-ft did not run)",
+        "SAM: the fine-tuned decoder (best.pt)"
+        if tuned
+        else "SAM: base weights ("
+        + ("the fine-tune did not beat them on val)" if finetuned else "sam-gt-ft did not run)"),
     ]
     return {
         **row,
