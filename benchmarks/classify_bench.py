@@ -27,8 +27,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from classify.data import IMAGENET_MEAN, IMAGENET_STD, CachedImages, ImageCache, scan_split
-from classify.engine import resolve_device, train_one_epoch
+from classify.engine import train_one_epoch
 from classify.models import apply_freeze, build_model
+from defectkit.torchio import resolve_device
 
 
 def make_data(root: Path, n_good: int, n_per_defect: int) -> Path:

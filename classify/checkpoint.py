@@ -7,7 +7,6 @@ and the epoch count that ``--resume`` continues from.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,10 @@ from torch import nn
 
 from defectkit.atomic import atomic_torch_save
 from defectkit.errors import DefectkitError
+from defectkit.torchio import load_weights_only
 
 KIND = "defectkit-classify"
 VERSION = 1
-# What torch.load raises for a file that is not a (safe) checkpoint: bad zip, bad pickle, refused
-# global under weights_only, truncated data.
-LOAD_ERRORS = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, AttributeError, KeyError)
 REQUIRED = ("arch", "classes", "class_counts", "image_size", "mean", "std", "config", "model", "epoch")
 
 
@@ -33,13 +30,7 @@ def save_checkpoint(path: str | Path, **fields: Any) -> Path:
 def read_checkpoint(path: str | Path) -> dict:
     """Load and check a classify checkpoint; one-line DefectkitError for anything else."""
     path = Path(path)
-    if not path.is_file():
-        raise DefectkitError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except LOAD_ERRORS as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DefectkitError(f"{path}: not a loadable checkpoint ({first})") from None
+    ckpt = load_weights_only(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
         raise DefectkitError(f"{path}: not a classify checkpoint (written by 'classify train')")
     missing = [k for k in REQUIRED if k not in ckpt]

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from classify.data import normalize_batch
-from defectkit.errors import DefectkitError
+from defectkit.torchio import resolve_device
 
 
 @dataclass
@@ -42,19 +42,6 @@ def init_distributed(device: str) -> tuple[Dist, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return Dist(world, rank, local_rank), torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks cuda when present; a named device that is missing is a one-line error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise DefectkitError(f"--device {device}: not a device name (cpu, cuda, cuda:1, auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DefectkitError(f"--device {device}: CUDA is not available on this machine")
-    return dev
 
 
 def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torchvision import models
 
-from classify.checkpoint import LOAD_ERRORS
 from defectkit.errors import DefectkitError
+from defectkit.torchio import load_weights_only
 from defectkit.weights import fetch
 
 # name -> (builder, ImageNet weights). IMAGENET1K_V1 is what ``pretrained=True`` gave, i.e. what the
@@ -40,14 +40,7 @@ def imagenet_weights_path(arch: str) -> Path:
 
 
 def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise DefectkitError(f"{path}: no such weights file (use --weights imagenet|none|PATH)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except LOAD_ERRORS as exc:
-        raise DefectkitError(
-            f"{path}: not a loadable state dict ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-        ) from None
+    obj = load_weights_only(path, "weights file (use --weights imagenet|none|PATH)")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # a defectkit checkpoint: fine-tune from it
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -16,11 +16,12 @@ import torch
 
 from classify.checkpoint import load_classifier
 from classify.data import ImageCache, list_class_folders, list_source_images, scan_split
-from classify.engine import predict_logits, resolve_device
+from classify.engine import predict_logits
 from classify.longtail import posthoc_adjust
 from classify.models import check_classes
 from defectkit.atomic import atomic_write_json, atomic_write_text
 from defectkit.errors import DefectkitError
+from defectkit.torchio import resolve_device
 
 GOOD = "good"
 

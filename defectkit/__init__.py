@@ -7,6 +7,6 @@ RLE helpers, weight fetching and the bundled synthetic sample.
 
 __version__ = "0.1.0"
 
-from defectkit.errors import DefectkitError  # noqa: E402
+from defectkit.errors import DefectkitError
 
 __all__ = ["DefectkitError", "__version__"]

@@ -33,9 +33,8 @@ def _check_complete(path: Path, data: np.ndarray) -> None:
     if raw == _PNG_MAGIC:
         if _PNG_TRAILER not in data[-32:].tobytes():
             raise DefectkitError(f"{path}: truncated PNG (no IEND chunk)")
-    elif raw[:2] == b"\xff\xd8":
-        if b"\xff\xd9" not in data[-64:].tobytes():
-            raise DefectkitError(f"{path}: truncated JPEG (no end-of-image marker)")
+    elif raw[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:].tobytes():
+        raise DefectkitError(f"{path}: truncated JPEG (no end-of-image marker)")
 
 
 def read_image(path: str | Path, mode: str = "rgb") -> np.ndarray:

@@ -68,7 +68,7 @@ def _paint_scratch(rng, img, mask, s, broken=False):
     h, w = mask.shape
     x1, y1 = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.3) * h
     x2, y2 = x1 + rng.uniform(-0.3, 0.3) * w, y1 + rng.uniform(0.4, 0.6) * h
-    thick = max(1, int(round(1.5 * s)))
+    thick = max(1, round(1.5 * s))
     region = np.zeros_like(mask, np.uint8)
     if broken:  # one scratch broken in two by a small gap (what --merge-distance joins)
         t = 0.5

@@ -7,7 +7,6 @@ Users have internet, so the real download addresses stay; offline, a fetch fails
 from __future__ import annotations
 
 import os
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,9 +34,9 @@ def fetch(url: str, dest: str | Path | None = None, *, timeout: float = 10.0, hi
     if os.environ.get("DEFECTKIT_OFFLINE", "") not in ("", "0"):
         raise DefectkitError(f"{dest}: not on disk and DEFECTKIT_OFFLINE is set; {advice}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (https addresses only)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             data = resp.read()
-    except (urllib.error.URLError, socket.timeout, TimeoutError, OSError) as exc:
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DefectkitError(f"{dest}: not on disk and could not be downloaded ({reason}); {advice}") from None
     return atomic_write_bytes(dest, data)

@@ -32,6 +32,7 @@ import torch
 import detect._ultralytics  # noqa: F401  (offline settings before ultralytics loads)
 from defectkit.atomic import atomic_torch_save
 from defectkit.errors import DefectkitError
+from defectkit.torchio import load_weights_only
 
 CLIP_VARIANT = "clip:ViT-B/32"
 EMBED_DIM = 512
@@ -114,12 +115,7 @@ class TextEmbeddings:
 def load(path: str | Path) -> TextEmbeddings:
     """Read a file written by :meth:`TextEmbeddings.save` (``torch.load(weights_only=True)``)."""
     path = Path(path)
-    if not path.is_file():
-        raise DefectkitError(f"{path}: no such text-embeddings file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (any unpickling failure means: not our file)
-        raise DefectkitError(f"{path}: not a text-embeddings file ({type(exc).__name__}: {exc})") from None
+    obj = load_weights_only(path, "text-embeddings file")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise DefectkitError(f"{path}: not a defectkit text-embeddings file (format {FORMAT} expected)")
     emb = obj["embeddings"]

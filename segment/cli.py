@@ -136,10 +136,10 @@ def _train(args: argparse.Namespace) -> int:
 def load_segmenter(args: argparse.Namespace, use_cache: bool):
     """Build the model named by --model/--checkpoint (and --finetuned) with its encoder. Returns
     (segmenter, fine-tuned checkpoint dict or None)."""
+    from defectkit.torchio import resolve_device
     from segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
     from segment.models import apply_finetuned, build_sam, load_finetuned
     from segment.predict import Segmenter
-    from segment.train import resolve_device
 
     tuned = load_finetuned(args.finetuned) if args.finetuned else None
     name = args.model or (tuned["config"]["name"] if tuned else "vit_b")
@@ -230,7 +230,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _ultralytics_device(name: str) -> str:
-    from segment.train import resolve_device
+    from defectkit.torchio import resolve_device
 
     dev = resolve_device(name)
     return "cpu" if dev.type == "cpu" else str(dev.index or 0)

@@ -22,6 +22,7 @@ from segment_anything.build_sam import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from defectkit.errors import DefectkitError
+from defectkit.torchio import load_weights_only
 
 CHECKPOINT_URLS = {
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
@@ -136,10 +137,7 @@ def _spec_of_state_dict(state: dict) -> str | None:
 
 def load_state_checked(sam: Sam, spec: SamSpec, path: Path) -> None:
     """Load a full SAM state dict into ``sam``, with one-line errors for the usual mistakes."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 (pickle/zip errors have many types)
-        raise DefectkitError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__})") from None
+    state = load_weights_only(path, "SAM checkpoint")
     if isinstance(state, dict) and state.get("format") == FINETUNE_FORMAT:
         raise DefectkitError(
             f"{path}: a defectkit fine-tuned decoder, not a SAM checkpoint; pass it as --finetuned "
@@ -217,12 +215,7 @@ def trainable_state(sam: Sam, train_prompt_encoder: bool) -> dict[str, dict[str,
 def load_finetuned(path: str | Path) -> dict:
     """Read a fine-tuned checkpoint (``weights_only``) and check it is one."""
     path = Path(path)
-    if not path.is_file():
-        raise DefectkitError(f"{path}: no such fine-tuned checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise DefectkitError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__})") from None
+    ckpt = load_weights_only(path, "fine-tuned checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FINETUNE_FORMAT:
         raise DefectkitError(f"{path}: not a defectkit fine-tuned SAM checkpoint (written by `segment train`)")
     return ckpt

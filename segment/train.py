@@ -30,6 +30,7 @@ import torch
 
 from defectkit.atomic import atomic_savefig, atomic_torch_save, atomic_write_text
 from defectkit.errors import DefectkitError
+from defectkit.torchio import resolve_device
 from segment.data import SamImage, coco_json_for, read_sam_jsonl, split_jsonl
 from segment.decoder import PromptDecoder, prompts_to_model_frame, segmentation_loss, upscale_logits
 from segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
@@ -76,18 +77,6 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------- setup helpers
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise DefectkitError(f"--device {name}: not a device (use cpu, cuda, cuda:1 or auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DefectkitError(f"--device {name}: CUDA is not available on this machine")
-    return dev
 
 
 def setup_distributed(device: str) -> tuple[int, int, torch.device]:

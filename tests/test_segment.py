@@ -99,7 +99,7 @@ def test_wrong_checkpoints_get_clear_errors(tmp_path, trained_run):
         build_sam("vit_tiny", trained_run / "last.pt")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(DefectkitError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(DefectkitError, match="not a loadable SAM checkpoint"):
         build_sam("vit_tiny", junk)
     tiny_full = tmp_path / "tiny.pth"
     torch.save(build_sam("vit_tiny", seed=3).sam.state_dict(), tiny_full)

@@ -27,9 +27,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from classify.data import IMAGENET_MEAN, IMAGENET_STD, CachedImages, ImageCache, scan_split, train_transform
-from classify.engine import resolve_device, train_one_epoch
+from classify.engine import train_one_epoch
 from classify.models import apply_freeze, build_model
 from classify.training import TrainConfig, train
+from defectkit.torchio import resolve_device
 
 SMOKE = os.environ.get("GPU_CHECK_SMOKE", "") not in ("", "0")
 DEVICE = os.environ.get("GPU_CHECK_DEVICE", "cuda")
