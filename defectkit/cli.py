@@ -73,6 +73,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         closed_detector=args.closed_detector, seg_detector=args.seg_detector, text_embeddings=embeddings,
         prompts=args.prompts, sam_model=args.sam_model,
         sam_checkpoint=str(args.sam_checkpoint) if args.sam_checkpoint else None,
+        sam_random_weights=args.sam_random_weights,
         classifier_arch=args.classifier_arch, classifier_weights=args.classifier_weights, epochs=epochs,
         imgsz=imgsz, batch=args.batch, seed=args.seed, val_frac=args.val_frac, test_frac=args.test_frac,
         gallery=args.gallery, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
@@ -121,6 +122,9 @@ def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
                    help="SAM size: vit_tiny (small, random; demos and tests), vit_b, vit_l, vit_h (default: %(default)s)")
     m.add_argument("--sam-checkpoint", type=Path, default=None,
                    help="official SAM weights for --sam-model (e.g. sam_vit_b_01ec64.pth; downloaded once when missing)")
+    m.add_argument("--sam-random-weights", action="store_true",
+                   help="no SAM checkpoint: random weights for vit_b/l/h (speed and smoke checks only; masks mean "
+                   "nothing until fine-tuned)")
     m.add_argument("--classifier-arch", default="resnet18", help="torchvision ResNet (default: %(default)s)")
     m.add_argument("--classifier-weights", default="none" if demo else "imagenet",
                    help="classifier start: imagenet, none (random) or a state-dict path (default: %(default)s)")

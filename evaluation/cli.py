@@ -59,6 +59,7 @@ def _masks(args: argparse.Namespace) -> int:
         score_threshold=args.score_threshold,
         allow_missing=args.allow_missing,
         threshold=args.threshold,
+        progress=True,
     )
     _print_table(
         [(k, out[k]) for k in ("mean_iou", "mean_dice", "pixel_precision", "pixel_recall", "n_images")]

@@ -213,6 +213,7 @@ def evaluate_masks(
     allow_missing: bool = False,
     threshold: int = 127,
     title: str | None = None,
+    progress: bool = False,
 ) -> dict:
     """IoU, Dice, pixel precision and recall of predicted masks against ground truth.
 
@@ -226,7 +227,8 @@ def evaluate_masks(
     class's pixels. Per image, the classes' counts are summed. A ratio whose denominator is 0
     (empty ground truth and empty prediction for IoU/Dice) is None and left out of means.
     ``score_threshold`` keeps COCO results with at least that score; ``threshold`` is the PNG
-    grey level above which a pixel is foreground.
+    grey level above which a pixel is foreground. ``progress`` shows a tqdm bar over
+    (image, class) pairs.
 
     >>> gt = [np.array([[1, 1, 0, 0]], bool)]; pred = [np.array([[0, 1, 1, 0]], bool)]
     >>> m = evaluate_masks(gt, pred)
@@ -255,7 +257,9 @@ def evaluate_masks(
     per_class_image_ious: dict[str, list[float]] = {n: [] for n in names}
     per_class_images: dict[str, int] = {n: 0 for n in names}
     per_image: dict[str, PixelCounts] = {}
-    for image, name, counts in triples:
+    from tqdm import tqdm
+
+    for image, name, counts in tqdm(triples, desc="masks", unit="pair", disable=not progress, leave=False):
         per_class_counts[name] += counts
         iou = ratios(counts)["iou"]
         if iou is not None:

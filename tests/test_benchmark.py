@@ -173,3 +173,34 @@ def test_doctests(module):
     mod = importlib.import_module(f"defectkit.leaderboard.{module}")
     result = doctest.testmod(mod)
     assert result.failed == 0 and (result.attempted > 0 or module == "rows")
+
+
+def test_missing_data_fails_fast_and_leaves_no_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "benchmark",
+                "wood",
+                "--root",
+                str(tmp_path / "nowhere"),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+    assert exc.value.code == 2
+    assert f"{tmp_path / 'nowhere'}: not found" in capsys.readouterr().err
+    assert not out.exists()  # so the same command works once the data is there
+
+
+def test_world_rows_without_embeddings_say_what_to_pass(sample_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["benchmark", "wood", "--root", str(sample_root), "--out", str(out), "--rows", "yolo-world-zs"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--device", "cpu", "--quiet"])  # a .pt detector: CLIP embeddings, none offline
+    assert exc.value.code == 2
+    assert "--text-embeddings" in capsys.readouterr().err
+    assert not out.exists()

@@ -37,6 +37,7 @@ class BenchmarkConfig:
     prompts: str | None = None
     sam_model: str = "vit_b"
     sam_checkpoint: str | None = None
+    sam_random_weights: bool = False  # official SAM size with random weights (speed checks only)
     classifier_arch: str = "resnet18"
     classifier_weights: str = "imagenet"  # imagenet | none | path
     epochs: int = 30

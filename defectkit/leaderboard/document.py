@@ -138,7 +138,7 @@ class Document:
             elif kind == "img":
                 _, name, caption = block
                 data = base64.b64encode(self.images[name]).decode("ascii")
-                alt = html.escape(caption or name, quote=True)
+                alt = html.escape((caption or name).replace("`", ""), quote=True)
                 cap = f"<figcaption>{_inline(caption)}</figcaption>" if caption else ""
                 parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">{cap}</figure>')
             elif kind == "pre":

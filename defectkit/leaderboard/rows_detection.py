@@ -18,6 +18,25 @@ from defectkit.leaderboard.rows import (
     register,
 )
 
+WORLD_ROWS = ("yolo-world-ft", "yolo-world-zs")
+
+
+def ensure_text_embeddings(ctx: RunContext) -> None:
+    """YOLO-World rows read the class prompts' text embeddings from the converted data set's default
+    file (``--text-embeddings`` unset): make it once, as ``detect embed`` does (CLIP; needs the
+    ``clip`` package and, the first time, internet; offline it stops with what to pass instead)."""
+    from detect import embeddings as emb
+    from detect.data import load_data
+
+    cfg = ctx.config
+    if cfg.text_embeddings is not None or emb.default_path(ctx.yolo_yaml.parent).is_file():
+        return
+    ds = load_data(ctx.yolo_yaml, splits=(), check_labels=False)
+    prompts = emb.parse_prompts(cfg.prompts, ds.names)
+    emb.clip_embeddings(ds.names, prompts, device=cfg.torch_device).save(
+        emb.default_path(ctx.yolo_yaml.parent)
+    )
+
 
 def _predict_boxes(ctx: RunContext, yolo) -> tuple[dict[str, list[dict]], float]:
     """COCO results for val and test (ids of coco/<split>.json); returns them and the test seconds."""

@@ -29,7 +29,13 @@ def _segmenter(ctx: RunContext, finetuned: Path | None = None):
     from segment.predict import Segmenter
 
     cfg = ctx.config
-    model = build_sam(cfg.sam_model, cfg.sam_checkpoint, seed=cfg.seed, device=cfg.torch_device)
+    model = build_sam(
+        cfg.sam_model,
+        cfg.sam_checkpoint,
+        random_weights=cfg.sam_random_weights,
+        seed=cfg.seed,
+        device=cfg.torch_device,
+    )
     if finetuned is not None:
         apply_finetuned(model, load_finetuned(finetuned), finetuned)
     cache = EmbeddingCache(ctx.cache_dir / "sam_embeddings", model.identity, model.spec.img_size)
@@ -72,9 +78,15 @@ def _sam_gt_boxes(ctx: RunContext, row_dir: Path, segmenter, title: str) -> dict
     return row
 
 
+def _sam_weights_args(cfg) -> list:
+    if cfg.sam_checkpoint:
+        return ["--checkpoint", cfg.sam_checkpoint]
+    return ["--random-weights"] if cfg.sam_random_weights else []
+
+
 def _sam_command(ctx: RunContext, verb: str, *extra) -> str:
     cfg = ctx.config
-    ck = ["--checkpoint", cfg.sam_checkpoint] if cfg.sam_checkpoint else []
+    ck = _sam_weights_args(cfg)
     return command_line(
         "segment",
         verb,
@@ -114,7 +126,8 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
     cfg = ctx.config
     tc = TrainConfig(
         data=ctx.sam_dir, out=row_dir / "train", model=cfg.sam_model,
-        checkpoint=Path(cfg.sam_checkpoint) if cfg.sam_checkpoint else None, seed=cfg.seed, epochs=cfg.epochs,
+        checkpoint=Path(cfg.sam_checkpoint) if cfg.sam_checkpoint else None, random_weights=cfg.sam_random_weights,
+        seed=cfg.seed, epochs=cfg.epochs,
         device=cfg.torch_device, overwrite=True, cache_dir=ctx.cache_dir / "sam_embeddings", progress=cfg.progress,
     )  # fmt: skip
     tc.resume = cfg.resume and (tc.out / "last.pt").is_file()  # continue an interrupted attempt
@@ -215,7 +228,7 @@ def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
     ]
     return {
         **row,
-        "train_s": detector["train_s"] + ctx.results.get("sam-gt-ft", {}).get("train_s", 0.0),
+        "train_s": detector["train_s"] + (finetuned["train_s"] if tuned else 0.0),
         "checkpoint": tuned,
         "command": _sam_predict_command(ctx, detector, tuned),
     }
@@ -226,7 +239,7 @@ def _sam_predict_command(ctx: RunContext, detector: dict, tuned: dict | None) ->
     return command_line(
         "segment", "predict", "--image", ctx.data / "yolo" / "images" / "test", "--detector",
         ctx.out / detector["checkpoint"]["path"], "--conf", DETECTOR_CONF, "--model", cfg.sam_model,
-        *(["--checkpoint", cfg.sam_checkpoint] if cfg.sam_checkpoint else []),
+        *_sam_weights_args(cfg),
         *(["--finetuned", ctx.out / tuned["path"]] if tuned else []), "--seed", cfg.seed, "--device", cfg.torch_device,
     )  # fmt: skip
 

@@ -17,6 +17,7 @@ from defectkit.atomic import atomic_write_json
 from defectkit.errors import DefectkitError
 from defectkit.leaderboard.context import BenchmarkConfig, RunContext
 from defectkit.leaderboard.rows import ROWS, resolve_rows, sha256_of
+from defectkit.leaderboard.rows_detection import WORLD_ROWS, ensure_text_embeddings
 from defectkit.leaderboard.scoring import image_level
 from evaluation.report import to_jsonable
 
@@ -25,7 +26,7 @@ RESULT_FILE = "result.json"
 # Settings a finished row depends on: resuming with other values would mix incomparable rows.
 SETTINGS_THAT_MATTER = (
     "root", "category", "device", "detector", "closed_detector", "seg_detector", "text_embeddings", "prompts",
-    "sam_model", "sam_checkpoint", "classifier_arch", "classifier_weights", "epochs", "imgsz", "batch", "seed",
+    "sam_model", "sam_checkpoint", "sam_random_weights", "classifier_arch", "classifier_weights", "epochs", "imgsz", "batch", "seed",
     "val_frac", "test_frac", "mask_score_threshold",
 )  # fmt: skip
 
@@ -58,6 +59,13 @@ def versions() -> dict[str, str]:
         out["gpu"] = torch.cuda.get_device_name(0)
         out["cuda"] = str(torch.version.cuda)
     return out
+
+
+def check_device(cfg: BenchmarkConfig) -> None:
+    """Fail before any work when a GPU is asked for and there is none (each stage would fail later)."""
+    from defectkit.torchio import resolve_device
+
+    resolve_device(cfg.torch_device)
 
 
 def prepare_run_folder(cfg: BenchmarkConfig) -> dict | None:
@@ -175,6 +183,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
     from defectkit.leaderboard.report import build_report, headline_text
 
     rows = resolve_rows(cfg.rows)
+    check_device(cfg)
     earlier = prepare_run_folder(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,7 +195,14 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
         "commands": [*(earlier or {}).get("commands", []), command],
     }
     atomic_write_json(out / RUN_FILE, run_info)  # first: marks the folder as a run before anything is written
-    ctx = RunContext(cfg, convert_data(cfg))
+    try:
+        ctx = RunContext(cfg, convert_data(cfg))
+        if set(rows) & set(WORLD_ROWS):
+            ensure_text_embeddings(ctx)
+    except BaseException:
+        if earlier is None:  # a fresh run that could not even prepare its data leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     manifest = ctx.data / "split.json"
     run_info["split_manifest"] = {"path": str(manifest.resolve()), "sha256": sha256_of(manifest)}
     if earlier and earlier.get("split_manifest", {}).get("sha256") not in (
