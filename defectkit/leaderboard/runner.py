@@ -81,11 +81,13 @@ def prepare_run_folder(cfg: BenchmarkConfig) -> dict | None:
     if cfg.resume:
         earlier = json.loads(run_file.read_text())
         new = cfg.to_dict()
-        changed = [k for k in SETTINGS_THAT_MATTER if earlier["config"].get(k) != new.get(k)]
+        # A setting added since that run was written had its default then.
+        was = {**BenchmarkConfig(cfg.root, cfg.category, cfg.out, []).to_dict(), **earlier["config"]}
+        changed = [k for k in SETTINGS_THAT_MATTER if was.get(k) != new.get(k)]
         if changed:
             k = changed[0]
             raise DefectkitError(
-                f"{run_file}: this run used {k}={earlier['config'].get(k)!r}, not {new.get(k)!r}; "
+                f"{run_file}: this run used {k}={was.get(k)!r}, not {new.get(k)!r}; "
                 "resume with the same settings, or use a new --out (or --overwrite)"
             )
         return earlier
