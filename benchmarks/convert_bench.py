@@ -2,7 +2,7 @@
 
 Both are measured in the same run, alternating, several repeats; the medians and their ratios are
 printed. The floor decodes with the same reader (defectkit.imageio) the converter uses, one file
-after another; the converter is timed with 1 decoding thread (like for like) and with its default
+after another (a bare ``cv2.imdecode`` floor is timed too, to show what the reader's checks cost); the converter is timed with 1 decoding thread (like for like) and with its default
 (up to 2 threads), and the 2-thread floor is printed too so the parallel figure is not flattered.
 
     python benchmarks/convert_bench.py                       # 1024x1024, 20 images per defect type
@@ -22,20 +22,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+import cv2
+import numpy as np
+
 from convert import convert_category
 from convert.reader import scan_category
 from defectkit.imageio import read_image, read_mask
 from defectkit.sample import write_category
 
 
-def decode_all(folder: Path, threads: int = 1) -> int:
-    """The I/O floor: decode every image and every mask of the category once."""
+def decode_all(folder: Path, threads: int = 1, bare: bool = False) -> int:
+    """The I/O floor: decode every image and every mask of the category once.
+
+    ``bare`` decodes with plain ``cv2.imdecode`` instead of defectkit.imageio, leaving out its
+    structure checks (PNG CRCs), so their cost shows and cannot flatter the ratio.
+    """
     source = scan_category(folder)
     paths = [(folder / img.file_name, False) for img in source.images]
     paths += [(folder / img.mask, True) for img in source.images if img.mask]
 
     def decode(item):
         path, is_mask = item
+        if bare:
+            flag = cv2.IMREAD_GRAYSCALE if is_mask else cv2.IMREAD_UNCHANGED
+            return cv2.imdecode(np.fromfile(path, np.uint8), flag).size
         return read_mask(path).size if is_mask else read_image(path, mode="unchanged").size
 
     if threads == 1:
@@ -73,12 +83,13 @@ def main() -> None:
     print(f"category: {args.size}x{args.size}, {len(source.images)} images ({n_defect} with masks)")
 
     decode_all(folder)  # warm the page cache so neither side pays the first disk read
-    names = ("floor", "convert-1t", "floor-2t", "convert")
+    names = ("floor-cv2", "floor", "convert-1t", "floor-2t", "convert")
     wall: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[float]] = {k: [] for k in names}
     for i in range(args.repeats):  # alternate the runs so load changes hit both sides alike
         out = work / f"out{i}"
         runs = {
+            "floor-cv2": lambda: decode_all(folder, 1, bare=True),
             "floor": lambda: decode_all(folder, 1),
             "convert-1t": lambda out=out: convert_category(
                 data, "bench", out, ("all",), progress=False, workers=1
@@ -103,6 +114,13 @@ def main() -> None:
         """Median over repeats of the per-repeat ratio (each pair ran back to back)."""
         return statistics.median(x / y for x, y in zip(t[a], t[b]))
 
+    print(
+        f"decode floor (defectkit.imageio) / bare cv2.imdecode  : wall {ratio('floor', 'floor-cv2', wall):.2f}x"
+        f"  cpu {ratio('floor', 'floor-cv2', cpu):.2f}x"
+    )
+    print(
+        f"convert --to all, 2 threads / bare cv2.imdecode, 1 t : wall {ratio('convert', 'floor-cv2', wall):.2f}x"
+    )
     print(
         f"convert --to all, 1 thread  / decode floor, 1 thread : wall {ratio('convert-1t', 'floor', wall):.2f}x"
         f"  cpu {ratio('convert-1t', 'floor', cpu):.2f}x"

@@ -102,6 +102,15 @@ def parse_formats(to: str | Iterable[str]) -> list[str]:
     return list(FORMATS) if "all" in asked else [f for f in FORMATS if f in asked]
 
 
+def strict_error(warning: str) -> DefectkitError:
+    """A warning turned error by ``--strict``: its "; what happens next" tail no longer applies.
+
+    >>> str(strict_error("a/000.png: defect image without a mask (looked for ...); kept with no instances"))
+    'a/000.png: defect image without a mask (looked for ...) [--strict]'
+    """
+    return DefectkitError(f"{warning.rsplit('; ', 1)[0]} [--strict]")
+
+
 def decode_image(
     folder: Path, src: SourceImage, opts: ConvertOptions, *, rle: bool, polygons: bool, points: bool
 ) -> tuple[ImageRecord, list[str], int]:
@@ -120,7 +129,7 @@ def decode_image(
     if not mask.any():
         warning = f"{mask_path}: empty mask (no pixel > {opts.mask_threshold}); image kept with no instances"
         if opts.strict:
-            raise DefectkitError(f"{warning} [--strict]")
+            raise strict_error(warning)
         return record, [warning], 0
     record.instances, dropped = extract_instances(
         mask,
@@ -194,7 +203,7 @@ def convert_category(
         source = scan_category(folder, category)
         warnings = list(source.warnings)
         if strict and warnings:
-            raise DefectkitError(f"{warnings[0]} [--strict]")
+            raise strict_error(warnings[0])
 
         check_unique_flat_names([img.file_name for img in source.images], folder)
         splits = assign_splits([img.file_name for img in source.images], val_frac, test_frac, seed)

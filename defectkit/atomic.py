@@ -15,6 +15,20 @@ from typing import Any
 from defectkit.errors import DefectkitError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# tempfile makes private files (0600) and folders (0700); outputs get the modes a plain open() or
+# mkdir would give them, so a converted data set or report is as readable as any other file.
+# (Read once at import: os.umask can only be read by setting it, which is not thread-safe.)
+_UMASK = _current_umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``final``; on success it replaces ``final``.
@@ -28,12 +42,20 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     final = Path(final)
     if final.exists() and not overwrite:
         raise DefectkitError(f"{final}: already exists; pass --overwrite to replace it")
+    # Parent folders this call creates are removed again on failure: a failed run leaves nothing.
+    created = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(tmp, DIR_MODE)
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in created:  # deepest first; stops at one something else has written into
+            try:
+                parent.rmdir()
+            except OSError:
+                break
         raise
     if final.exists():
         # Two renames: the old output stays whole until the new one is complete.
@@ -52,6 +74,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 
@@ -16,7 +17,8 @@ class DefectkitError(Exception):
 
 
 def cli_entry(func: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap a console-script ``main`` so DefectkitError and Ctrl-C end with a one-line message.
+    """Wrap a console-script ``main`` so DefectkitError and Ctrl-C end with a one-line message (and
+    a closed output pipe ends quietly).
 
     >>> @cli_entry
     ... def main(argv=None):
@@ -34,6 +36,11 @@ def cli_entry(func: Callable[..., int | None]) -> Callable[..., int]:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
+        except BrokenPipeError:
+            # The reader went away (`convert-mvtec ... | head`): stop quietly, as a SIGPIPE'd
+            # program does, instead of a traceback (and another one when Python flushes stdout).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(141) from None
         return 0 if code is None else int(code)
 
     return wrapper

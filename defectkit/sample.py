@@ -189,7 +189,9 @@ def write_category(
     return final
 
 
-def write_sample(out: str | Path = "datasets/sample", *, overwrite: bool = False, seed: int = 0) -> list[Path]:
+def write_sample(
+    out: str | Path = "datasets/sample", *, overwrite: bool = False, seed: int = 0
+) -> list[Path]:
     """The bundled sample: ``wood`` (RGB, 256x256) and ``wood_gray`` (grayscale, non-square 192x256)."""
     return [
         write_category(out, "wood", size=(256, 256), seed=seed, overwrite=overwrite),

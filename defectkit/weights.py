@@ -38,5 +38,7 @@ def fetch(url: str, dest: str | Path | None = None, *, timeout: float = 10.0, hi
             data = resp.read()
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DefectkitError(f"{dest}: not on disk and could not be downloaded ({reason}); {advice}") from None
+        raise DefectkitError(
+            f"{dest}: not on disk and could not be downloaded ({reason}); {advice}"
+        ) from None
     return atomic_write_bytes(dest, data)

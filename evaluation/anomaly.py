@@ -72,14 +72,22 @@ def aupro(
     >>> aupro(gt, [np.array([[0.1, 0.9, 0.8, 0.3]])])
     1.0
     """
+    return aupro_and_curve(gt_masks, score_maps, fpr_limit)[0]
+
+
+def aupro_and_curve(
+    gt_masks: Sequence[np.ndarray], score_maps: Sequence[np.ndarray], fpr_limit: float = 0.3
+) -> tuple[float | None, tuple[np.ndarray, np.ndarray] | None]:
+    """``aupro`` and the (fpr, pro) curve it integrates (None, None when undefined), so a report
+    draws the curve without sorting every pixel a second time."""
     if not 0 < fpr_limit <= 1:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     has_region = any(np.asarray(g).any() for g in gt_masks)
     has_ok = any((~np.asarray(g).astype(bool)).any() for g in gt_masks)
     if not (has_region and has_ok):
-        return None
+        return None, None
     fpr, pro = pro_curve(gt_masks, score_maps)
-    return trapezoid_up_to(fpr, pro, fpr_limit) / fpr_limit
+    return trapezoid_up_to(fpr, pro, fpr_limit) / fpr_limit, (fpr, pro)
 
 
 def _stack(items: Any, name: str, dtype) -> list[np.ndarray]:
@@ -153,16 +161,15 @@ def evaluate_anomaly(
         flat_gt = np.concatenate([m.ravel() for m in masks]) if masks else np.zeros(0, bool)
         flat_scores = np.concatenate([s.ravel() for s in maps]) if maps else np.zeros(0)
         out["pixel_auroc"] = auroc(flat_gt, flat_scores)
-        out["aupro"] = aupro(masks, maps, fpr_limit)
+        out["aupro"], pro_points = aupro_and_curve(masks, maps, fpr_limit)
         out["n_regions"] = int(
             sum(cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1 for m in masks)
         )
         if out_dir is not None and out["pixel_auroc"] is not None:
             fpr, tpr, _ = roc_curve(flat_gt, flat_scores)
             curves[f"pixel ROC (AUROC {out['pixel_auroc']:.3f})"] = (fpr, tpr)
-            if out["aupro"] is not None:
-                pfpr, pro = pro_curve(masks, maps)
-                curves[f"PRO (AUPRO@{fpr_limit:g} {out['aupro']:.3f})"] = (pfpr, pro)
+            if pro_points is not None:
+                curves[f"PRO (AUPRO@{fpr_limit:g} {out['aupro']:.3f})"] = pro_points
     if out_dir is not None:
         anomaly_report(out, curves, title).write(out_dir, overwrite=overwrite)
     return out
@@ -188,7 +195,14 @@ def anomaly_report(metrics: dict, curves: dict, title: str | None = None):
     if curves:
         report.add_image(
             "roc_curves.png",
-            roc_figure(curves, "ROC and PRO curves", metrics["fpr_limit"]),
+            roc_figure(
+                curves,
+                "ROC and PRO curves",
+                metrics["fpr_limit"],
+                ylabel="TPR (ROC) / per-region overlap (PRO)"
+                if any(label.startswith("PRO") for label in curves)
+                else "true positive rate",
+            ),
             "image/pixel ROC and the per-region-overlap curve; dashed: the AUPRO FPR limit",
         )
     report.add_text(

@@ -49,11 +49,10 @@ def _detection(args: argparse.Namespace) -> int:
 def _masks(args: argparse.Namespace) -> int:
     from evaluation.masks import evaluate_masks
 
-    classes = args.classes.split(",") if args.classes else None
     out = evaluate_masks(
         args.gt,
         args.pred,
-        class_names=classes,
+        class_names=[args.classes] if args.classes else None,
         out_dir=args.out,
         overwrite=args.overwrite,
         score_threshold=args.score_threshold,
@@ -66,6 +65,17 @@ def _masks(args: argparse.Namespace) -> int:
     )
     print(f"wrote {args.out}/report.md")
     return 0
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, as dicts; errors name the file."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise DefectkitError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DefectkitError(f"{path}: cannot read CSV ({exc})") from None
 
 
 def read_classification_file(path: Path, classes: list[str] | None):
@@ -82,13 +92,7 @@ def read_classification_file(path: Path, classes: list[str] | None):
         if not names:
             names = sorted({str(v) for v in data["y_true"] + data["y_pred"]})
         return data["y_true"], data["y_pred"], names, data.get("probs")
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except FileNotFoundError:
-        raise DefectkitError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DefectkitError(f"{path}: cannot read CSV ({exc})") from None
+    rows = read_csv_rows(path)
     if not rows or not {"true", "pred"} <= set(rows[0]):
         raise DefectkitError(
             f"{path}: expected a CSV with a header holding 'true' and 'pred' columns and one row per image"
@@ -141,13 +145,7 @@ def read_anomaly_file(path: Path):
             masks = data["gt_masks"] if "gt_masks" in data.files else None
             maps = data["score_maps"] if "score_maps" in data.files else None
             return data["image_labels"], data["image_scores"], masks, maps
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except FileNotFoundError:
-        raise DefectkitError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DefectkitError(f"{path}: cannot read CSV ({exc})") from None
+    rows = read_csv_rows(path)
     if not rows or not {"label", "score"} <= set(rows[0]):
         raise DefectkitError(
             f"{path}: expected a CSV with 'label' and 'score' columns (and optionally 'image')"
@@ -247,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pred", type=Path, required=True, help="predicted mask folder, or COCO results JSON")
     p.add_argument(
-        "--classes", default=None, help="comma-separated class name for a flat folder (default: 'defect')"
+        "--classes",
+        default=None,
+        metavar="NAME",
+        help="PNG folders: the class of the masks lying directly in --gt/--pred, not in a class "
+        "subfolder (default: defect); COCO input takes its class names from the ground truth",
     )
     p.add_argument(
         "--score-threshold",

@@ -86,9 +86,13 @@ def pr_curves_figure(
 
 
 def roc_figure(
-    curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, fpr_limit: float | None = None
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    title: str,
+    fpr_limit: float | None = None,
+    ylabel: str = "true positive rate",
 ) -> Figure:
-    """ROC-style curves: ``curves`` maps a label to (x, y) arrays (FPR vs TPR, or FPR vs PRO)."""
+    """ROC-style curves: ``curves`` maps a label to (x, y) arrays (FPR vs TPR, or FPR vs PRO);
+    ``ylabel`` names the y axis (say "per-region overlap" too when a PRO curve is drawn)."""
     fig = new_figure(5.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     for label, (x, y) in curves.items():
@@ -99,6 +103,7 @@ def roc_figure(
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("false positive rate")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)

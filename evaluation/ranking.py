@@ -1,7 +1,7 @@
 """Rank-based curve metrics in numpy: AUROC (ties count one half) and ROC curves.
 
 Written by hand because scikit-learn is not a dependency; checked against hand-computed cases in
-tests/test_evaluation_anomaly.py.
+tests/test_evaluation_metrics.py.
 """
 
 from __future__ import annotations

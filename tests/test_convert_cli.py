@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import tarfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from convert import convert_category
 from convert.cli import main
 from convert.instances import extract_instances
 from convert.layout import SPLITS, Manifest
+from defectkit.atomic import DIR_MODE, FILE_MODE
 from defectkit.errors import DefectkitError
 from defectkit.rle import rle_to_mask
 from defectkit.sample import write_category
@@ -183,6 +185,10 @@ def test_images_are_linked_or_copied(part, tmp_path):
     assert (linked.out / rel).samefile(src)  # a hard link (or a symlink) to the source file
     assert not (copied.out / rel).samefile(src) and not (copied.out / rel).is_symlink()
     assert (copied.out / rel).read_bytes() == src.read_bytes()
+    # Outputs get the modes of a plain mkdir/open (umask), not tempfile's private 0700/0600:
+    # others can read a converted data set and the generated sample.
+    for path, mode in ((copied.out, DIR_MODE), (copied.out / "split.json", FILE_MODE), (src, FILE_MODE)):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, (path, oct(path.stat().st_mode))
 
 
 def test_connectivity_and_merge_on_a_known_mask():
@@ -256,9 +262,10 @@ def test_warnings_are_listed_and_strict_turns_them_into_errors(part, tmp_path, c
         for im in json.loads((tmp_path / "a" / "part" / "coco" / f"{s}.json").read_text())["images"]
     ]
     assert "test/hole/001.png" in coco_all and coco["images"]  # kept, with no instances
-    expect_error(
+    line = expect_error(
         capsys, "defect image without a mask", "part", "--root", part, "--out", tmp_path / "b", "--strict"
     )
+    assert line.endswith("[--strict]") and "kept with no instances" not in line, line
     (cat / "ground_truth" / "hole" / "099_mask.png").unlink()
     shutil.copy(
         cat / "ground_truth" / "hole" / "000_mask.png", cat / "ground_truth" / "hole" / "001_mask.png"
@@ -266,11 +273,19 @@ def test_warnings_are_listed_and_strict_turns_them_into_errors(part, tmp_path, c
     expect_error(
         capsys, "002_mask.png: empty mask", "part", "--root", part, "--out", tmp_path / "c", "--strict"
     )
-    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
 def _corrupt(path: Path) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20 + b"IEND\xaeB`\x82")
+
+
+def _flip_byte(path: Path) -> None:
+    """Damage one byte of compressed pixel data, the way a bad disk or copy does: libpng would
+    print "libpng error: ..." on stderr before our message."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
 
 
 def _truncate(path: Path) -> None:
@@ -294,6 +309,18 @@ BAD_INPUTS = [
         "corrupt image",
         lambda c: _corrupt(c / "test/hole/001.png"),
         "test/hole/001.png",
+        "corrupt PNG",
+    ),
+    (
+        "bit flip in image",
+        lambda c: _flip_byte(c / "test/scratch/001.png"),
+        "test/scratch/001.png",
+        "corrupt PNG (CRC error in chunk IDAT",
+    ),
+    (
+        "not an image",
+        lambda c: (c / "test/hole/000.png").write_text("not a picture\n"),
+        "test/hole/000.png",
         "not a readable image",
     ),
     ("truncated image", lambda c: _truncate(c / "train/good/000.png"), "train/good/000.png", "truncated PNG"),
@@ -301,7 +328,7 @@ BAD_INPUTS = [
         "corrupt mask",
         lambda c: _corrupt(c / "ground_truth/scratch/000_mask.png"),
         "000_mask.png",
-        "not a readable image",
+        "corrupt PNG",
     ),
     (
         "truncated mask",
@@ -334,11 +361,12 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("what,breaker,names,problem", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_stops_with_one_line_naming_the_file(part, tmp_path, capsys, what, breaker, names, problem):
+def test_bad_input_stops_with_one_line_naming_the_file(part, tmp_path, capfd, what, breaker, names, problem):
+    """capfd, not capsys: it also sees what the C decoders (libpng, libjpeg, OpenCV's log) print."""
     breaker(part / "part")
-    line = expect_error(capsys, problem, "part", "--root", part, "--out", tmp_path / "out")
+    line = expect_error(capfd, problem, "part", "--root", part, "--out", tmp_path / "out")
     assert names in line
-    assert not (tmp_path / "out" / "part").exists()
+    assert not (tmp_path / "out").exists()  # nothing at all is left behind, not even OUT/
 
 
 def test_unknown_missing_and_unreadable_sources(part, tmp_path, capsys, monkeypatch):

@@ -1,4 +1,5 @@
-"""The docstring examples of the convert package are run, so they stay true."""
+"""The docstring examples of the convert package and of the shared readers it uses are run, so they
+stay true."""
 
 import doctest
 import importlib
@@ -13,6 +14,8 @@ MODULES = [
     "convert.registry",
     "convert.split",
     "convert.writers",
+    "defectkit.imageio",
+    "defectkit.rle",
 ]
 
 

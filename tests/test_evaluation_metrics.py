@@ -69,6 +69,15 @@ def test_mask_folders_match_mvtec_names(tmp_path):
     write_png(tmp_path / "pred" / "hole" / "002.png", np.zeros((5, 5), bool))
     with pytest.raises(DefectkitError, match="002.png: mask is 5x5 but the ground truth"):
         evaluate_masks(tmp_path / "gt", tmp_path / "pred")
+    # Flat folders through the CLI: --classes names their one class.
+    from evaluation.cli import main
+
+    write_png(tmp_path / "flat_gt" / "000_mask.png", gt)
+    write_png(tmp_path / "flat_pred" / "000.png", pred)
+    main(["masks", "--gt", str(tmp_path / "flat_gt"), "--pred", str(tmp_path / "flat_pred"),
+          "--classes", "crack", "--out", str(tmp_path / "flat")])  # fmt: skip
+    flat = json.loads((tmp_path / "flat" / "metrics.json").read_text())["masks"]
+    assert list(flat["per_class"]) == ["crack"] and flat["mean_iou"] == pytest.approx(0.5)
 
 
 def test_mask_coco_rle_equals_dense_arrays():
@@ -189,6 +198,11 @@ def test_evaluate_anomaly_and_report(tmp_path):
     m = evaluate_anomaly([0, 1], [0.2, 0.7], gt, maps, out_dir=tmp_path / "a")
     assert m["image_auroc"] == 1.0 and m["pixel_auroc"] == 1.0 and m["aupro"] == 1.0 and m["n_regions"] == 1
     assert (tmp_path / "a" / "roc_curves.png").is_file()
+    from evaluation.plots import roc_figure
+
+    line = {"model": (np.array([0.0, 1.0]), np.array([0.0, 1.0]))}
+    assert roc_figure(line, "t").axes[0].get_ylabel() == "true positive rate"  # both axes named
+    assert roc_figure(line, "t", ylabel="PRO").axes[0].get_xlabel() == "false positive rate"
     assert evaluate_anomaly([0, 0], [0.1, 0.2])["image_auroc"] is None
     with pytest.raises(DefectkitError, match="score map is 8x9"):
         evaluate_anomaly([0, 1], [0.2, 0.7], gt, [maps[0], np.zeros((8, 9))])
