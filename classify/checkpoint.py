@@ -44,9 +44,10 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     from classify.models import build_model
 
     ckpt = read_checkpoint(path)
-    model = build_model(ckpt["arch"], len(ckpt["classes"]), weights="none")
+    with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
+        model = build_model(ckpt["arch"], len(ckpt["classes"]), weights="none")
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["model"], assign=True)
     except RuntimeError as exc:
         raise DefectkitError(
             f"{path}: weights do not fit {ckpt['arch']} ({str(exc).splitlines()[0]})"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -40,8 +41,8 @@ _CONFIG_OPTIONS = [
         str,
         tuple(FREEZE_CHOICES),
         (
-            "what stays frozen: 'fc' trains only the new head, 'layer4' trains "
-            "layer4 and the head, 'none' trains everything"
+            "what trains: 'fc' freezes the backbone and trains only the new head, 'layer4' "
+            "trains layer4 and the head, 'none' freezes nothing"
         ),
     ),
     ("optimizer", str, OPTIMIZERS, "optimiser"),
@@ -95,8 +96,11 @@ _CONFIG_OPTIONS = [
 ]
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("training options (default: the preset's value, else the one shown)")
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    title: str = "training options (default: the preset's value, else the one shown)",
+) -> None:
+    group = parser.add_argument_group(title)
     for name, kind, choices, text in _CONFIG_OPTIONS:
         flag = "--" + name.replace("_", "-")
         default = _DEFAULTS[name]
@@ -139,13 +143,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _experiments(args: argparse.Namespace) -> int:
-    from classify.presets import run_experiments
+    from classify.presets import comparison_markdown, run_experiments
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()] if args.presets else None
-    run_experiments(
+    summaries = run_experiments(
         args.data, args.out, presets, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
         **config_overrides(args),
     )  # fmt: skip
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only the main process reports
+        print(comparison_markdown(summaries))
+        print(f"wrote {args.out / 'report' / 'report.md'}")
     return 0
 
 
@@ -229,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue presets that have a last.pt in --out")
     p.add_argument("--overwrite", action="store_true", help="replace earlier preset runs in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    add_config_options(p)
+    add_config_options(p, "training options, applied to every preset (they win over the preset's own value; "
+                       "default: the preset's value, else the one shown)")  # fmt: skip
     p.set_defaults(func=_experiments)
 
     for name, text in (("val", "score a checkpoint on a labelled split with the shared evaluator"),

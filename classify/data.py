@@ -61,6 +61,11 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
 
 
+def split_has_images(split_dir: str | Path) -> bool:
+    """Whether any ``<split_dir>/<class>/`` folder holds an image (False for a missing split)."""
+    return any(p.is_file() and is_image_file(p) for p in Path(split_dir).glob("*/*"))
+
+
 def scan_split(data: str | Path, split: str, classes: Sequence[str] | None = None) -> ImageList:
     """List ``<data>/<split>/<class>/*`` images.
 
@@ -70,6 +75,7 @@ def scan_split(data: str | Path, split: str, classes: Sequence[str] | None = Non
     """
     split_dir = Path(data) / split
     folders = list_class_folders(split_dir)
+    given = classes
     if classes is None:
         if not folders:
             raise DefectkitError(f"{split_dir}: no class folders")
@@ -97,8 +103,19 @@ def scan_split(data: str | Path, split: str, classes: Sequence[str] | None = Non
             paths += found
             labels += [index] * len(found)
     if not paths:
-        raise DefectkitError(f"{split_dir}: no images in any class folder")
+        hint = "" if given is None else " (converted with --val-frac or --test-frac 0?)"
+        raise DefectkitError(f"{split_dir}: no images in any class folder{hint}")
     return ImageList(paths, labels, list(classes))
+
+
+def dataset_name(data: str | Path) -> str:
+    """A name for titles: the category of convert-mvtec's ``<out>/<category>/classify`` folder.
+
+    >>> dataset_name("datasets/converted/wood/classify"), dataset_name("my_images")
+    ('wood', 'my_images')
+    """
+    path = Path(data)
+    return path.parent.name if path.name == "classify" and path.parent.name else path.name
 
 
 def decode_resized(path: str | Path, size: int) -> np.ndarray:

@@ -36,7 +36,7 @@ def init_distributed(device: str) -> tuple[Dist, torch.device]:
     if world <= 1:
         return Dist(), resolve_device(device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    use_cuda = resolve_device(device).type == "cuda"  # cuda:N too: each process takes its LOCAL_RANK
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():

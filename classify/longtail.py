@@ -51,18 +51,13 @@ def log_prior(counts: Sequence[int]) -> torch.Tensor:
 class FocalLoss(nn.Module):
     """Multi-class focal loss: cross-entropy scaled by ``(1 - p_true)**gamma`` (gamma 0 = CE)."""
 
-    def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None):
+    def __init__(self, gamma: float = 2.0):
         super().__init__()
         self.gamma = gamma
-        self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
-        loss = -((1.0 - log_p.exp()).clamp_min(0) ** self.gamma) * log_p
-        if self.weight is not None:
-            w = self.weight[target]
-            return (loss * w).sum() / w.sum()
-        return loss.mean()
+        return (-((1.0 - log_p.exp()).clamp_min(0) ** self.gamma) * log_p).mean()
 
 
 class LogitAdjustedLoss(nn.Module):

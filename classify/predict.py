@@ -37,6 +37,29 @@ def defective_scores(probs: torch.Tensor, classes: Sequence[str]) -> list[float 
     return (1.0 - probs[:, list(classes).index(GOOD)]).tolist()
 
 
+def predict_probs(
+    model: torch.nn.Module,
+    ckpt: dict,
+    paths: Sequence[Path],
+    device: torch.device,
+    *,
+    posthoc_tau: float = 0.0,
+    batch: int = 64,
+    cache: ImageCache | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Class probabilities (N, C) for ``paths`` from a loaded classifier (see ``load_classifier``).
+
+    ``posthoc_tau`` > 0 applies Menon et al.'s post-hoc logit adjustment with the training class
+    counts stored in the checkpoint.
+    """
+    if cache is None or cache.size != ckpt["image_size"]:
+        cache = ImageCache(ckpt["image_size"], workers=4)
+    images = cache.load(list(paths), progress=progress, desc="decode")
+    logits = predict_logits(model, images, device, ckpt["mean"], ckpt["std"], batch=batch, progress=progress)
+    return posthoc_adjust(logits, ckpt["class_counts"], posthoc_tau).softmax(1)
+
+
 def run_model(
     ckpt_path: str | Path,
     paths: Sequence[Path],
@@ -47,19 +70,13 @@ def run_model(
     cache: ImageCache | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
-    """Class probabilities (N, C) for ``paths`` from a checkpoint, and the checkpoint dict.
-
-    ``posthoc_tau`` > 0 applies Menon et al.'s post-hoc logit adjustment with the training class
-    counts stored in the checkpoint.
-    """
+    """Class probabilities (N, C) for ``paths`` from a checkpoint file, and the checkpoint dict."""
     dev = resolve_device(device)
     model, ckpt = load_classifier(ckpt_path, dev)
-    if cache is None or cache.size != ckpt["image_size"]:
-        cache = ImageCache(ckpt["image_size"], workers=4)
-    images = cache.load(list(paths), progress=progress, desc="decode")
-    logits = predict_logits(model, images, dev, ckpt["mean"], ckpt["std"], batch=batch, progress=progress)
-    logits = posthoc_adjust(logits, ckpt["class_counts"], posthoc_tau)
-    return logits.softmax(1), ckpt
+    probs = predict_probs(
+        model, ckpt, paths, dev, posthoc_tau=posthoc_tau, batch=batch, cache=cache, progress=progress
+    )
+    return probs, ckpt
 
 
 def make_records(
@@ -103,14 +120,19 @@ def records_to_csv(records: list[dict], classes: Sequence[str]) -> str:
     return buf.getvalue()
 
 
+def check_records_path(path: str | Path) -> None:
+    """Predictions are written as .json or .csv: say so before any work is done."""
+    if Path(path).suffix.lower() not in (".json", ".csv"):
+        raise DefectkitError(f"{path}: output must end in .json or .csv")
+
+
 def write_records(path: str | Path, records: list[dict], classes: Sequence[str]) -> Path:
     """JSON (a list of records) or CSV, chosen by the suffix of ``path``."""
+    check_records_path(path)
     path = Path(path)
     if path.suffix.lower() == ".csv":
         return atomic_write_text(path, records_to_csv(records, classes))
-    if path.suffix.lower() == ".json":
-        return atomic_write_json(path, records)
-    raise DefectkitError(f"{path}: output must end in .json or .csv")
+    return atomic_write_json(path, records)
 
 
 def labels_from_layout(source: Path, paths: Sequence[Path], classes: Sequence[str]) -> list[int] | None:
@@ -127,14 +149,12 @@ def labels_from_layout(source: Path, paths: Sequence[Path], classes: Sequence[st
 
 
 def score(
-    records_probs: torch.Tensor, labels: Sequence[int], classes: Sequence[str], out_dir: str | Path | None
+    probs: torch.Tensor, labels: Sequence[int], classes: Sequence[str], out_dir: str | Path | None
 ) -> dict:
     """The shared evaluator on predictions (arg-max of ``probs``) against ``labels``."""
     from classify.training import classification_metrics
 
-    return classification_metrics(
-        labels, records_probs.argmax(1), classes, probs=records_probs, out_dir=out_dir
-    )
+    return classification_metrics(labels, probs.argmax(1), classes, probs=probs, out_dir=out_dir)
 
 
 def evaluate_split(
@@ -151,22 +171,16 @@ def evaluate_split(
 ) -> dict:
     """``classify val``: score ``<data>/<split>/<class>/*`` and write the evaluator's report
     (report.md, metrics.json, confusion matrix) plus predictions.json / .csv into ``out_dir``."""
-    from classify.checkpoint import read_checkpoint
-
-    classes = read_checkpoint(ckpt_path)["classes"]
+    dev = resolve_device(device)
+    model, ckpt = load_classifier(ckpt_path, dev)
+    classes = ckpt["classes"]
     split_dir = Path(data) / split
     folders = list_class_folders(split_dir)
     if any(name not in classes for name in folders):
         check_classes(str(ckpt_path), classes, folders, str(split_dir))
     found = scan_split(data, split, classes)
-    probs, _ = run_model(
-        ckpt_path,
-        found.paths,
-        device=device,
-        posthoc_tau=posthoc_tau,
-        batch=batch,
-        cache=cache,
-        progress=progress,
+    probs = predict_probs(
+        model, ckpt, found.paths, dev, posthoc_tau=posthoc_tau, batch=batch, cache=cache, progress=progress
     )
     metrics = score(probs, found.labels, classes, out_dir)
     records = make_records(found.paths, probs, classes, found.labels)
@@ -202,20 +216,21 @@ def predict_source(
     (.json/.csv) when given. When the folder is laid out as ``<class>/<image>`` with the model's
     classes and ``report`` is given, the predictions are also scored there by the shared evaluator."""
     source = Path(source)
+    if out is not None:
+        check_records_path(out)
     paths = list_source_images(source)
-    probs, ckpt = run_model(
-        ckpt_path, paths, device=device, posthoc_tau=posthoc_tau, batch=batch, progress=progress
-    )
+    dev = resolve_device(device)
+    model, ckpt = load_classifier(ckpt_path, dev)
     classes = ckpt["classes"]
     labels = labels_from_layout(source, paths, classes)
+    if report is not None and labels is None:
+        raise DefectkitError(
+            f"{source}: --report needs a folder laid out as <class>/<image> with the model's classes "
+            f"({', '.join(classes)})"
+        )
+    probs = predict_probs(model, ckpt, paths, dev, posthoc_tau=posthoc_tau, batch=batch, progress=progress)
     records = make_records(paths, probs, classes, labels)
     if out is not None:
         write_records(out, records, classes)
-    metrics = None
-    if report is not None:
-        if labels is None:
-            raise DefectkitError(
-                f"{source}: --report needs a folder laid out as <class>/<image> with the model's classes"
-            )
-        metrics = score(probs, labels, classes, report)
+    metrics = score(probs, labels, classes, report) if report is not None else None
     return records, metrics

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from classify.training import TrainConfig, load_history, train
+from classify.data import dataset_name
+from classify.training import TrainConfig, image_cache, load_history, train
 from defectkit.errors import DefectkitError
 
 _BASELINE = {
@@ -43,8 +44,11 @@ def preset_config(name: str, data: str | Path, out: str | Path, **overrides) -> 
     return TrainConfig(data=str(data), out=str(out), **{**PRESETS[name], **overrides})
 
 
-def comparison_rows(summaries: dict[str, dict]) -> list[list]:
-    """One table row per preset: the course's columns plus balanced test accuracy."""
+def comparison_table(summaries: dict[str, dict]) -> tuple[list[str], list[list]]:
+    """Headers and one row per preset: the course's columns plus balanced test accuracy."""
+    select = next(iter(summaries.values())).get("select", "loss")
+    headers = ["preset", "epochs", "train loss", "train acc", "val loss", "val acc", f"best val {select}",
+               "test acc", "test balanced acc"]  # fmt: skip
     rows = []
     for name, s in summaries.items():
         best = s.get("best") or {}
@@ -55,7 +59,14 @@ def comparison_rows(summaries: dict[str, dict]) -> list[list]:
             f"{best_val:.4f} (epoch {best.get('epoch')})" if best_val is not None else None,
             test.get("accuracy"), test.get("balanced_accuracy"),
         ])  # fmt: skip
-    return rows
+    return headers, rows
+
+
+def comparison_markdown(summaries: dict[str, dict]) -> str:
+    """The comparison table as Markdown (what ``classify experiments`` prints)."""
+    from evaluation.report import Report
+
+    return Report("").add_table(*comparison_table(summaries)).blocks[-1]
 
 
 def experiments_report(summaries: dict[str, dict], data: str | Path, histories: dict[str, list[dict]]):
@@ -65,25 +76,12 @@ def experiments_report(summaries: dict[str, dict], data: str | Path, histories: 
 
     first = next(iter(summaries.values()))
     select = first.get("select", "loss")
-    report = Report(f"classify experiments on {Path(data).name}")
+    report = Report(f"classify experiments on {dataset_name(data)}")
     report.add_text(
         f"Architecture {first['arch']}; best checkpoint chosen by validation {select}; the test columns "
         "score that checkpoint. Train/val columns are from the last epoch."
     )
-    report.add_table(
-        [
-            "preset",
-            "epochs",
-            "train loss",
-            "train acc",
-            "val loss",
-            "val acc",
-            f"best val {select}",
-            "test acc",
-            "test balanced acc",
-        ],
-        comparison_rows(summaries),
-    )
+    report.add_table(*comparison_table(summaries))
     classes = first["classes"]
     recall_rows = [
         [name] + [((s.get("test") or {}).get("recall") or {}).get(c) for c in classes]
@@ -118,8 +116,11 @@ def run_experiments(
     **overrides,
 ) -> dict[str, dict]:
     """Train every preset into ``<out>/<preset>/`` and write ``<out>/report/`` (report.md,
-    metrics.json, val_curves.png). With ``resume``, a preset whose ``last.pt`` exists goes on from
-    it (a finished one is only re-scored), so an interrupted comparison continues where it stopped."""
+    metrics.json, val_curves.png). ``overrides`` (training options) apply to every preset. With
+    ``resume``, a finished preset (its ``summary.json`` exists) is taken as it is and one with a
+    ``last.pt`` goes on from it, so an interrupted comparison continues where it stopped.
+    The images are decoded once for all presets."""
+    import json
     import os
 
     names = presets or list(PRESETS)
@@ -127,22 +128,32 @@ def run_experiments(
         if name not in PRESETS:
             raise DefectkitError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     out = Path(out)
+    if not (resume or overwrite):  # before any training, not after the first presets
+        taken = [name for name in names if (out / name / "last.pt").exists()]
+        if taken:
+            raise DefectkitError(
+                f"{out}: already holds runs of {', '.join(taken)}; pass --resume to continue them "
+                "or --overwrite to start again"
+            )
     summaries, histories = {}, {}
+    # Decoded once, shared by every preset (a resumed one with another image size makes its own).
+    cache = image_cache(preset_config(names[0], data, out, **overrides))
     for name in names:
         run_dir = out / name
         if progress:
             print(f"== preset {name}: {PRESET_HELP[name]}")
-        if resume and (run_dir / "last.pt").is_file():
-            summaries[name] = train(
-                resume=run_dir / "last.pt", progress=progress, device=overrides.get("device")
-            )
+        if resume and (run_dir / "summary.json").is_file():
+            summaries[name] = json.loads((run_dir / "summary.json").read_text())
+            if progress:
+                print(f"{run_dir}: finished earlier, kept")
         else:
-            cfg = preset_config(name, data, run_dir, **overrides)
-            summaries[name] = train(cfg, overwrite=overwrite, progress=progress)
+            if resume and (run_dir / "last.pt").is_file():
+                run = {"resume": run_dir / "last.pt", "device": overrides.get("device")}
+            else:
+                run = {"cfg": preset_config(name, data, run_dir, **overrides), "overwrite": overwrite}
+            summaries[name] = train(progress=progress, cache=cache, **run)
         histories[name] = load_history(run_dir)
     if int(os.environ.get("RANK", "0")) != 0:
         return summaries  # under torchrun only the main process reports
     experiments_report(summaries, data, histories).write(out / "report", overwrite=True)
-    if progress:
-        print(f"wrote {out / 'report' / 'report.md'}")
     return summaries

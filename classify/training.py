@@ -27,8 +27,10 @@ from classify.data import (
     CachedImages,
     ImageCache,
     ImageList,
+    dataset_name,
     default_disk_cache,
     scan_split,
+    split_has_images,
     train_transform,
 )
 from classify.engine import init_distributed, predict_logits, seed_epoch, train_one_epoch
@@ -41,7 +43,7 @@ from classify.models import (
     check_classes,
     frozen_batchnorm_eval,
 )
-from defectkit.atomic import atomic_write_json
+from defectkit.atomic import atomic_dir, atomic_savefig, atomic_write_json
 from defectkit.errors import DefectkitError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -115,6 +117,22 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+def _disk_cache_dir(cfg: TrainConfig) -> Path | None:
+    if cfg.cache != "disk":
+        return None
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_disk_cache()
+
+
+def image_cache(cfg: TrainConfig) -> ImageCache:
+    """The decoded-image cache a run with ``cfg`` uses (empty until images are loaded)."""
+    return ImageCache(cfg.image_size, disk_dir=_disk_cache_dir(cfg), workers=cfg.decode_workers)
+
+
+def cache_fits(cache: ImageCache, cfg: TrainConfig) -> bool:
+    """Whether ``cache`` holds images as a run with ``cfg`` needs them (same size and disk folder)."""
+    return cache.size == cfg.image_size and cache.disk_dir == _disk_cache_dir(cfg)
+
+
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -182,13 +200,21 @@ def curves_figure(history: list[dict], title: str):
     return fig
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse to write over an earlier run unless asked (checked before any slow work)."""
     present = [name for name in OUTPUT_NAMES if (out / name).exists()]
     if present and not overwrite:
         raise DefectkitError(
             f"{out}: already holds a run ({', '.join(present)}); pass --resume {out / 'last.pt'} or --overwrite"
         )
-    for name in present:
+
+
+def _clear_out(out: Path) -> None:
+    """Remove an earlier run's outputs; called only once data and model are ready, so bad input
+    given with --overwrite leaves the earlier run intact."""
+    for name in OUTPUT_NAMES:
+        if not (out / name).exists():
+            continue
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -212,11 +238,14 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     device: str | None = None,
+    cache: ImageCache | None = None,
 ) -> dict:
     """Train (or resume) a run and return its summary (also written to ``<out>/summary.json``).
 
     With ``resume`` (a ``last.pt``) the configuration comes from the checkpoint and training goes on
-    from the epoch after the saved one; ``device`` may still be changed.
+    from the epoch after the saved one; ``device`` may still be changed. ``cache``: decoded images
+    to share between runs on the same data (``classify experiments``); used when its image size
+    and disk folder match this run's.
     """
     ckpt = None
     if resume is not None:
@@ -234,7 +263,7 @@ def train(
     distr, dev = init_distributed(cfg.device)
     show = progress and distr.main
     if ckpt is None and distr.main:
-        _prepare_out(out, overwrite)
+        _check_out(out, overwrite)
 
     # Data: scanned now, decoded once below (an unreadable file is named before training starts).
     train_list = limit_per_class(scan_split(cfg.data, cfg.train_split), cfg.limit_per_class)
@@ -243,6 +272,12 @@ def train(
     if ckpt is not None:
         check_classes(str(resume), ckpt["classes"], classes, f"{Path(cfg.data) / cfg.train_split}")
     val_list = scan_split(cfg.data, cfg.val_split, classes)
+    if split_has_images(Path(cfg.data) / cfg.test_split):  # a foreign test class fails now, not at the end
+        scan_split(cfg.data, cfg.test_split, classes)
+    unseen = [c for c, n in zip(classes, val_list.class_counts()) if n == 0]
+    if unseen and show:  # convert-mvtec gives tiny defect types no val image: not an error
+        print(f"note: {Path(cfg.data) / cfg.val_split} has no images of {', '.join(unseen)}; "
+              "their val recall is not measured")  # fmt: skip
 
     # Model first: missing weights fail before any decoding.
     torch.manual_seed(cfg.seed)
@@ -267,10 +302,12 @@ def train(
         start_epoch, history, best = int(ckpt["epoch"]), list(ckpt["history"]), ckpt.get("best")
         if show:
             print(f"resuming {out} after epoch {start_epoch} of {cfg.epochs}")
-    disk = (Path(cfg.cache_dir) if cfg.cache_dir else default_disk_cache()) if cfg.cache == "disk" else None
-    cache = ImageCache(cfg.image_size, disk_dir=disk, workers=cfg.decode_workers)
+    if cache is None or not cache_fits(cache, cfg):
+        cache = image_cache(cfg)
     train_images = cache.load(train_list.paths, progress=show, desc="decode train")
     val_images = cache.load(val_list.paths, progress=show, desc="decode val")
+    if ckpt is None and distr.main:
+        _clear_out(out)
     train_model = model
     if distr.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
@@ -360,11 +397,9 @@ def finish(
     cfg: TrainConfig, out: Path, classes, history, best, cache: ImageCache, dev, progress: bool
 ) -> dict:
     """Curves, the test score of the best checkpoint (shared evaluator), summary.json."""
-    from defectkit.atomic import atomic_savefig
-
     if history:
         atomic_savefig(
-            curves_figure(history, f"{cfg.arch} on {Path(cfg.data).name}"), out / "curves.png", dpi=110
+            curves_figure(history, f"{cfg.arch} on {dataset_name(cfg.data)}"), out / "curves.png", dpi=110
         )
     last = history[-1] if history else {}
     summary = {
@@ -374,13 +409,19 @@ def finish(
         "val_balanced_acc": last.get("val_balanced_acc"), "select": cfg.select, "best": best,
         "test": None,
     }  # fmt: skip
-    if (Path(cfg.data) / cfg.test_split).is_dir() and (out / "best.pt").is_file():
+    test_dir = Path(cfg.data) / cfg.test_split
+    # No test split, or only empty class folders (convert-mvtec --test-frac 0): nothing to score.
+    has_test = split_has_images(test_dir)
+    if not has_test and progress:
+        print(f"note: {test_dir} has no images; best.pt is not scored on a test split")
+    if has_test and (out / "best.pt").is_file():
         from classify.predict import evaluate_split
 
-        test = evaluate_split(
-            out / "best.pt", cfg.data, cfg.test_split, out / "test", device=str(dev), cache=cache,
-            batch=cfg.eval_batch, progress=progress,
-        )  # fmt: skip
+        with atomic_dir(out / "test", overwrite=True) as tmp:
+            test = evaluate_split(
+                out / "best.pt", cfg.data, cfg.test_split, tmp, device=str(dev), cache=cache,
+                batch=cfg.eval_batch, progress=progress,
+            )  # fmt: skip
         summary["test"] = {
             "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"],
             "recall": {name: test["per_class"][name]["recall"] for name in classes},

@@ -33,6 +33,13 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 DEFAULT_SAMPLE = Path("datasets/sample")
+# The demo's small settings, measured on the bundled sample on a 2-core CPU (see the leaderboard README):
+# with --fast, 1 epoch at 64 px; else enough epochs for SAM's decoder and the classifier to learn.
+DEMO_EPOCHS, DEMO_IMGSZ = 15, 128
+FAST_EPOCHS, FAST_IMGSZ = 1, 64
+# A random-start SAM decoder collapses to empty masks at segment's default lr (1e-4); at 1e-3 it
+# recovers within ~10 epochs and beats base SAM on val.
+DEMO_SAM_LR = 1e-3
 
 
 def _rows(text: str) -> list[str]:
@@ -59,13 +66,20 @@ def _run(args: argparse.Namespace, command: str) -> int:
 
             print(f"writing the bundled sample to {args.root}")
             write_sample(args.root)
-        epochs = args.epochs or (1 if args.fast else 3)
-        imgsz = args.imgsz or (64 if args.fast else 128)
+        epochs = args.epochs or (FAST_EPOCHS if args.fast else DEMO_EPOCHS)
+        imgsz = args.imgsz or (FAST_IMGSZ if args.fast else DEMO_IMGSZ)
+        sam_lr = DEMO_SAM_LR if args.sam_lr is None else args.sam_lr
     else:
-        epochs, imgsz = args.epochs, args.imgsz
+        epochs, imgsz, sam_lr = args.epochs, args.imgsz, args.sam_lr
     for name, value in (("epochs", epochs), ("imgsz", imgsz), ("batch", args.batch)):
         if value < 1:
             raise DefectkitError(f"--{name} must be at least 1, got {value}")
+    if sam_lr is not None and not sam_lr > 0:
+        raise DefectkitError(f"--sam-lr must be above 0, got {sam_lr}")
+    if args.yolo_arg:
+        from detect.train import parse_extra_args
+
+        parse_extra_args(args.yolo_arg)  # a misspelt argument fails now, not after the data is converted
     embeddings = args.text_embeddings or ("random" if str(args.detector).endswith(".yaml") else None)
     cfg = BenchmarkConfig(
         root=args.root, category=args.category, out=args.out or Path("runs/benchmark") / args.category,
@@ -73,7 +87,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         closed_detector=args.closed_detector, seg_detector=args.seg_detector, text_embeddings=embeddings,
         prompts=args.prompts, sam_model=args.sam_model,
         sam_checkpoint=str(args.sam_checkpoint) if args.sam_checkpoint else None,
-        sam_random_weights=args.sam_random_weights,
+        sam_random_weights=args.sam_random_weights, sam_lr=sam_lr, yolo_args=args.yolo_arg,
         classifier_arch=args.classifier_arch, classifier_weights=args.classifier_weights, epochs=epochs,
         imgsz=imgsz, batch=args.batch, seed=args.seed, val_frac=args.val_frac, test_frac=args.test_frac,
         gallery=args.gallery, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
@@ -88,51 +102,134 @@ def _run(args: argparse.Namespace, command: str) -> int:
 def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
     """The options demo and benchmark share; the defaults differ (small and random for the demo)."""
     g = p.add_argument_group("run")
-    g.add_argument("--out", type=Path, default=Path("runs/demo") if demo else None,
-                   help="run folder: converted data, one folder per row, report/ (default: "
-                   + ("%(default)s)" if demo else "runs/benchmark/CATEGORY)"))
-    g.add_argument("--rows", default="demo" if demo else "all",
-                   help="comma-separated rows: yolo-world-ft, yolo-world-zs, yolo-closed, sam-gt-base, sam-gt-ft, "
-                   "sam-det, yolo-seg, classifier; 'all' or 'demo' (yolo-world-ft, sam-gt-base, sam-gt-ft, sam-det, "
-                   "classifier); rows a row needs are added (default: %(default)s)")
-    g.add_argument("--device", default="cpu" if demo else None,
-                   help="cpu, or a GPU: 0, 1 or cuda:N (default: " + ("cpu)" if demo else "0 when CUDA is there, else cpu)"))
-    g.add_argument("--seed", type=int, default=0, help="seed of the split, the training runs and random weights "
-                   "(default: %(default)s)")
-    g.add_argument("--val-frac", type=float, default=0.2, help="share of each test folder for val (default: %(default)s)")
-    g.add_argument("--test-frac", type=float, default=0.2, help="share of each test folder for test (default: %(default)s)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue the run in --out: finished rows (rows/<row>/result.json) are loaded, not redone")
+    g.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/demo") if demo else None,
+        help="run folder: converted data, one folder per row, report/ (default: "
+        + ("%(default)s)" if demo else "runs/benchmark/CATEGORY)"),
+    )
+    g.add_argument(
+        "--rows",
+        default="demo" if demo else "all",
+        help="comma-separated rows: yolo-world-ft, yolo-world-zs, yolo-closed, sam-gt-base, sam-gt-ft, "
+        "sam-det, yolo-seg, classifier; 'all' or 'demo' (yolo-world-ft, sam-gt-base, sam-gt-ft, sam-det, "
+        "classifier); rows a row needs are added (default: %(default)s)",
+    )
+    g.add_argument(
+        "--device",
+        default="cpu" if demo else None,
+        help="cpu, or a GPU: 0, 1 or cuda:N (default: "
+        + ("cpu)" if demo else "0 when CUDA is there, else cpu)"),
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the split, the training runs and random weights (default: %(default)s)",
+    )
+    g.add_argument(
+        "--val-frac", type=float, default=0.2, help="share of each test folder for val (default: %(default)s)"
+    )
+    g.add_argument(
+        "--test-frac",
+        type=float,
+        default=0.2,
+        help="share of each test folder for test (default: %(default)s)",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out: finished rows (rows/<row>/result.json) are loaded, not redone",
+    )
     g.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    g.add_argument("--gallery", type=int, default=6, help="worst validation images drawn in the report (default: %(default)s)")
+    g.add_argument(
+        "--gallery",
+        type=int,
+        default=6,
+        help="worst validation images drawn in the report (default: %(default)s)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-row lines")
     m = p.add_argument_group("models and training")
-    m.add_argument("--detector", default="yolov8s-worldv2.yaml" if demo else "yolov8s-worldv2.pt",
-                   help="YOLO-World weights (.pt, hub names downloaded once) or a .yaml for a random start "
-                   "(default: %(default)s)")
-    m.add_argument("--closed-detector", default="yolov8n.yaml" if demo else "yolov8n.pt",
-                   help="closed-set YOLO for the yolo-closed row (default: %(default)s)")
-    m.add_argument("--seg-detector", default="yolov8n-seg.yaml" if demo else "yolov8n-seg.pt",
-                   help="YOLO segmentation model for the yolo-seg row (default: %(default)s)")
-    m.add_argument("--text-embeddings", default=None,
-                   help="YOLO-World text embeddings: a file from `detect embed`, or 'random' (default: random for a "
-                   ".yaml detector, else the data set's file, which `detect embed` makes once)")
+    m.add_argument(
+        "--detector",
+        default="yolov8s-worldv2.yaml" if demo else "yolov8s-worldv2.pt",
+        help="YOLO-World weights (.pt, hub names downloaded once) or a .yaml for a random start "
+        "(default: %(default)s)",
+    )
+    m.add_argument(
+        "--closed-detector",
+        default="yolov8n.yaml" if demo else "yolov8n.pt",
+        help="closed-set YOLO for the yolo-closed row (default: %(default)s)",
+    )
+    m.add_argument(
+        "--seg-detector",
+        default="yolov8n-seg.yaml" if demo else "yolov8n-seg.pt",
+        help="YOLO segmentation model for the yolo-seg row (default: %(default)s)",
+    )
+    m.add_argument(
+        "--text-embeddings",
+        default=None,
+        help="YOLO-World text embeddings: a file from `detect embed`, or 'random' (default: random for a "
+        ".yaml detector, else the data set's file, which `detect embed` makes once)",
+    )
     m.add_argument("--prompts", default=None, help='YOLO-World class prompts, e.g. "hole=a hole in wood"')
-    m.add_argument("--sam-model", default="vit_tiny" if demo else "vit_b",
-                   help="SAM size: vit_tiny (small, random; demos and tests), vit_b, vit_l, vit_h (default: %(default)s)")
-    m.add_argument("--sam-checkpoint", type=Path, default=None,
-                   help="official SAM weights for --sam-model (e.g. sam_vit_b_01ec64.pth; downloaded once when missing)")
-    m.add_argument("--sam-random-weights", action="store_true",
-                   help="no SAM checkpoint: random weights for vit_b/l/h (speed and smoke checks only; masks mean "
-                   "nothing until fine-tuned)")
+    m.add_argument(
+        "--sam-model",
+        default="vit_tiny" if demo else "vit_b",
+        help="SAM size: vit_tiny (small, random; demos and tests), vit_b, vit_l, vit_h (default: %(default)s)",
+    )
+    m.add_argument(
+        "--sam-checkpoint",
+        type=Path,
+        default=None,
+        help="official SAM weights for --sam-model (e.g. sam_vit_b_01ec64.pth; downloaded once when missing)",
+    )
+    m.add_argument(
+        "--sam-random-weights",
+        action="store_true",
+        help="no SAM checkpoint: random weights for vit_b/l/h (speed and smoke checks only; masks mean "
+        "nothing until fine-tuned)",
+    )
+    m.add_argument(
+        "--sam-lr",
+        type=float,
+        default=None,
+        help="learning rate of SAM's decoder fine-tune (default: "
+        + (
+            f"{DEMO_SAM_LR:g}: a random-start decoder collapses at 1e-4)"
+            if demo
+            else "segment train's, 1e-4)"
+        ),
+    )
+    m.add_argument(
+        "--yolo-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further ultralytics training argument for every trained YOLO row, repeatable (e.g. "
+        "--yolo-arg lr0=0.001 --yolo-arg mosaic=0.5; as `detect train`'s KEY=VALUE arguments)",
+    )
     m.add_argument("--classifier-arch", default="resnet18", help="torchvision ResNet (default: %(default)s)")
-    m.add_argument("--classifier-weights", default="none" if demo else "imagenet",
-                   help="classifier start: imagenet, none (random) or a state-dict path (default: %(default)s)")
-    m.add_argument("--epochs", type=int, default=None if demo else 30,
-                   help="training epochs of every trained row (default: " + ("3, 1 with --fast)" if demo else "%(default)s)"))
-    m.add_argument("--imgsz", type=int, default=None if demo else 640,
-                   help="YOLO input size; the classifier uses min(imgsz, 224) (default: "
-                   + ("128, 64 with --fast)" if demo else "%(default)s)"))
+    m.add_argument(
+        "--classifier-weights",
+        default="none" if demo else "imagenet",
+        help="classifier start: imagenet, none (random) or a state-dict path (default: %(default)s)",
+    )
+    m.add_argument(
+        "--epochs",
+        type=int,
+        default=None if demo else 30,
+        help="training epochs of every trained row (default: "
+        + (f"{DEMO_EPOCHS}, {FAST_EPOCHS} with --fast)" if demo else "%(default)s)"),
+    )
+    m.add_argument(
+        "--imgsz",
+        type=int,
+        default=None if demo else 640,
+        help="YOLO input size; the classifier uses min(imgsz, 224) (default: "
+        + (f"{DEMO_IMGSZ}, {FAST_IMGSZ} with --fast)" if demo else "%(default)s)"),
+    )
     m.add_argument("--batch", type=int, default=8 if demo else 16, help="batch size (default: %(default)s)")
 
 
@@ -146,11 +243,33 @@ def build_parser() -> argparse.ArgumentParser:
         "(no download). Without --size/--n-per-defect it writes the bundled sample: 'wood' "
         "(RGB 256x256) and 'wood_gray' (grayscale, 192x256).",
     )
-    p.add_argument("--out", type=Path, default=Path("datasets/sample"), help="folder to write into (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same bytes (default: %(default)s)")
-    p.add_argument("--size", type=int, default=None, help="write one square category of this size instead of the bundled pair")
-    p.add_argument("--n-per-defect", type=int, default=None, help="images per defect type for a custom category (default 4)")
-    p.add_argument("--category", default="wood", help="category name for a custom --size sample (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("datasets/sample"),
+        help="folder to write into (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed; the same seed writes the same bytes (default: %(default)s)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="write one square category of this size instead of the bundled pair",
+    )
+    p.add_argument(
+        "--n-per-defect",
+        type=int,
+        default=None,
+        help="images per defect type for a custom category (default 4)",
+    )
+    p.add_argument(
+        "--category", default="wood", help="category name for a custom --size sample (default: %(default)s)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing sample folder")
     p.set_defaults(func=_sample)
 
@@ -165,9 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
         "is a real baseline run on any category. The demo is `defectkit benchmark` with fewer rows and small "
         "settings.",
     )
-    p.add_argument("--root", type=Path, default=DEFAULT_SAMPLE, help="MVTec AD-layout data root (default: %(default)s)")
+    p.add_argument(
+        "--root", type=Path, default=DEFAULT_SAMPLE, help="MVTec AD-layout data root (default: %(default)s)"
+    )
     p.add_argument("--category", default="wood", help="category folder under --root (default: %(default)s)")
-    p.add_argument("--fast", action="store_true", help="1 epoch at 64 px: the quickest end-to-end check")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help=f"{FAST_EPOCHS} epoch at {FAST_IMGSZ} px: the quickest end-to-end check (nothing learns)",
+    )
     _add_run_options(p, demo=True)
     p.set_defaults(func=lambda args: _run(args, "demo"))
 
@@ -182,8 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("category", help="category folder under --root (e.g. wood)")
     from convert.reader import default_root
 
-    p.add_argument("--root", type=Path, default=default_root(),
-                   help="MVTec AD-layout data root or a .tar.xz (default: $DEFECTKIT_DATA_ROOT, else %(default)s)")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=default_root(),
+        help="MVTec AD-layout data root or a .tar.xz (default: $DEFECTKIT_DATA_ROOT, else %(default)s)",
+    )
     _add_run_options(p, demo=False)
     p.set_defaults(func=lambda args: _run(args, "benchmark"))
     return parser

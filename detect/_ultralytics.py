@@ -5,9 +5,11 @@ What ultralytics would otherwise do on its own, and how it is stopped (all of it
 - settings, fonts and downloaded weights go to a private config folder
   (``$YOLO_CONFIG_DIR``, default ``<defectkit cache>/ultralytics``), never ``~/.config/Ultralytics``;
   settings ``sync=False`` (no analytics/events), integrations (MLflow, ClearML, Comet, DVC, W&B) off;
-- ``YOLO_OFFLINE=1`` when ``DEFECTKIT_OFFLINE`` is set: ultralytics' DNS probe and PyPI update check
-  are skipped; ``YOLO_AUTOINSTALL=false`` always: no ``pip install`` behind the user's back (missing
-  ``onnx`` or ``clip`` becomes a clear error instead);
+- ``YOLO_OFFLINE=1`` (unless set otherwise): ultralytics' DNS probe at import (which can stall for
+  many seconds where name resolution times out), its PyPI update check on every ``train`` and its
+  own downloads are off; every download defectkit needs goes through ``defectkit.weights.fetch``
+  (timeout, clear error). ``YOLO_AUTOINSTALL=false`` always: no ``pip install`` behind the user's
+  back (missing ``onnx`` or ``clip`` becomes a clear error instead);
 - fonts: ultralytics' plots and its data check call ``check_font("Arial.ttf")``, which downloads the
   font from GitHub when it is missing. matplotlib's bundled DejaVu Sans is copied into the private
   config folder under the two names ultralytics asks for, so the lookup succeeds on disk;
@@ -26,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from defectkit.errors import DefectkitError
 from defectkit.weights import cache_dir
@@ -34,10 +37,6 @@ ASSETS_URL = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
 MODEL_SUFFIXES = (".pt", ".yaml", ".yml")
 _FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 _configured = False
-
-
-def _offline() -> bool:
-    return os.environ.get("DEFECTKIT_OFFLINE", "") not in ("", "0")
 
 
 def _config_dir() -> Path:
@@ -82,9 +81,10 @@ def configure() -> None:
     # Checkpoints load with torch.load(weights_only=True) plus ultralytics' allow-list of its own layer
     # classes: opening a .pt never runs arbitrary pickled code. ULTRALYTICS_SAFE_LOAD=0 turns it off.
     os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
-    if _offline():
-        os.environ["YOLO_OFFLINE"] = "1"
+    # Online or not: ultralytics' own network use (DNS probe, update check, downloads) is never needed.
+    os.environ.setdefault("YOLO_OFFLINE", "1")
 
+    import ultralytics.utils as ultralytics_utils
     from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
 
     wanted = {
@@ -105,12 +105,55 @@ def configure() -> None:
         SETTINGS.update(changed)
     _install_fonts(Path(USER_CONFIG_DIR))
 
-    import ultralytics.engine.trainer as trainer_module
-    from ultralytics.utils import WEIGHTS_DIR
+    # ultralytics reads WEIGHTS_DIR from its settings once, at import: before the update above when
+    # the private settings file is new. Point it at the private folder too (only ultralytics.utils holds
+    # it at this point; later modules import the corrected value).
+    ultralytics_utils.WEIGHTS_DIR = weights_dir()
+    ultralytics_utils.WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
 
-    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    import ultralytics.engine.trainer as trainer_module
+
     trainer_module.check_amp = _check_amp_offline
     _configured = True
+
+
+def check_args(
+    args: dict[str, Any], *, reserved: tuple[str, ...] = (), what: str = "training"
+) -> dict[str, Any]:
+    """Check ultralytics keyword arguments before ultralytics sees them; returns them (types normalised).
+
+    Each key must be one of ultralytics' settings (``ultralytics.cfg.DEFAULT_CFG_DICT``) and not one
+    defectkit sets itself (``reserved``, which have their own option); each value must pass
+    ultralytics' own type and range check (``check_cfg``), so a bad value is a one-line error here
+    instead of a traceback from deep inside the trainer or predictor.
+
+    >>> check_args({"max_det": 100, "lr0": 0.001})
+    {'max_det': 100, 'lr0': 0.001}
+    >>> check_args({"learning_rate": 3})
+    Traceback (most recent call last):
+    defectkit.errors.DefectkitError: learning_rate=3: 'learning_rate' is not an ultralytics training argument
+    """
+    from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg
+
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if key in reserved:
+            raise DefectkitError(
+                f"{key}={value}: detect sets '{key}' itself; use its own option (--{key.replace('_', '-')}) "
+                "or argument instead"
+            )
+        if key not in DEFAULT_CFG_DICT:
+            raise DefectkitError(f"{key}={value}: '{key}' is not an ultralytics {what} argument")
+        checked = {key: value}
+        try:
+            check_cfg(checked)
+        except (TypeError, ValueError) as exc:
+            problem = str(exc).splitlines()[0]  # ultralytics' messages start with 'key=value' already
+            raise DefectkitError(
+                problem if problem.startswith(f"'{key}=") else f"{key}={value}: {problem}"
+            ) from None
+        out.update(checked)
+    return out
 
 
 def resolve_model(model: str | Path) -> str:

@@ -18,6 +18,7 @@ PROMPTS_HELP = (
 
 
 def _embed(args) -> int:
+    from defectkit.torchio import resolve_device
     from detect import embeddings as emb
     from detect.data import load_data
 
@@ -33,7 +34,7 @@ def _embed(args) -> int:
     table = (
         emb.random_embeddings(ds.names, prompts, seed=args.seed)
         if args.random
-        else emb.clip_embeddings(ds.names, prompts, device=args.device or "cpu")
+        else emb.clip_embeddings(ds.names, prompts, device=str(resolve_device(args.device or "cpu")))
     )
     table.save(out)
     print(f"wrote {out} ({len(table.names)} classes, {table.model})")
@@ -82,6 +83,7 @@ def _predict(args) -> int:
         imgsz=args.imgsz,
         device=args.device,
         overwrite=args.overwrite,
+        max_det=args.max_det,
     )
     print(
         f"{len(preds)} detections"
@@ -106,6 +108,7 @@ def _val(args) -> int:
         imgsz=args.imgsz,
         device=args.device,
         overwrite=args.overwrite,
+        seed=args.seed,
     )
     box, theirs = metrics["bbox"], metrics["ultralytics"]
     print(
@@ -144,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--device",
             default=None,
-            help="cpu, 0, or 0,1,2,3 (default: ultralytics picks: first GPU, else cpu)",
+            help="cpu, or a GPU index such as 0 (default: ultralytics picks: first GPU, else cpu)",
         )
         p.add_argument(
             "--imgsz", type=int, default=None, help="image size (default: the size the model was trained at)"
@@ -166,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--random", action="store_true", help="write deterministic random embeddings instead of CLIP's"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for --random (default: %(default)s)")
-    p.add_argument("--device", default=None, help="device for CLIP (default: cpu)")
+    p.add_argument(
+        "--device", default=None, help="torch device for CLIP: cpu, cuda, cuda:1, auto (default: cpu)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(func=_embed)
 
@@ -240,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-images", default=None, help="write annotated images (boxes + labels) into this folder"
     )
     p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default: %(default)s)")
+    p.add_argument(
+        "--max-det", type=int, default=300, help="at most this many boxes an image (default: %(default)s)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_predict)
 
@@ -265,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default=None, help=PROMPTS_HELP)
     p.add_argument("--text-embeddings", default=None, help=EMB_HELP)
     p.add_argument(
+        "--seed", type=int, default=0, help="seed for --text-embeddings random (default: %(default)s)"
+    )
+    p.add_argument(
         "--conf", type=float, default=0.001, help="confidence threshold for mAP (default: %(default)s)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
@@ -287,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "batch", None) is not None and float(args.batch).is_integer():
         args.batch = int(args.batch)
+    if args.command != "embed":  # embed's --device is CLIP's torch device, checked where it is used
+        from detect.models import check_device
+
+        check_device(args.device)
     return args.func(args)
 
 

@@ -113,6 +113,38 @@ def _root(data: dict, path: Path) -> Path:
     return root.resolve()
 
 
+def read_label_file(file: Path, n_classes: int) -> list[tuple[int, list[float]]]:
+    """The ``(class id, normalised coordinates)`` of each line of a YOLO label file (none when it is missing).
+
+    A line is ``class cx cy w h`` (box) or ``class x1 y1 x2 y2 ...`` (polygon, at least 3 points).
+    Raises DefectkitError naming ``file:line`` for a malformed line, a class id outside
+    ``0..n_classes-1`` or coordinates outside 0..1.
+    """
+    objects: list[tuple[int, list[float]]] = []
+    if not file.is_file():
+        return objects
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        values = line.split()
+        if not values:
+            continue
+        try:
+            cls, coords = int(values[0]), [float(v) for v in values[1:]]
+        except ValueError:
+            raise DefectkitError(f"{file}:{n}: not a YOLO label line ({line.strip()!r})") from None
+        if not 0 <= cls < n_classes:
+            raise DefectkitError(
+                f"{file}:{n}: class id {cls} out of range: data.yaml names {n_classes} classes (0..{n_classes - 1})"
+            )
+        if len(coords) != 4 and (len(coords) < 6 or len(coords) % 2):
+            raise DefectkitError(
+                f"{file}:{n}: {len(coords)} coordinates; 4 (box) or an even number >= 6 (polygon)"
+            )
+        if any(c < -0.01 or c > 1.01 for c in coords):
+            raise DefectkitError(f"{file}:{n}: coordinates must be normalised to 0..1")
+        objects.append((cls, coords))
+    return objects
+
+
 def _check_labels(
     labels_dir: Path, stems: list[str], names: list[str]
 ) -> tuple[dict[str, list[int]], set[str]]:
@@ -120,33 +152,9 @@ def _check_labels(
     classes: dict[str, list[int]] = {}
     kinds: set[str] = set()
     for stem in stems:
-        file = labels_dir / f"{stem}.txt"
-        ids: list[int] = []
-        if file.is_file():
-            for n, line in enumerate(file.read_text().splitlines(), 1):
-                values = line.split()
-                if not values:
-                    continue
-                try:
-                    cls, coords = int(values[0]), [float(v) for v in values[1:]]
-                except ValueError:
-                    raise DefectkitError(f"{file}:{n}: not a YOLO label line ({line.strip()!r})") from None
-                if not 0 <= cls < len(names):
-                    raise DefectkitError(
-                        f"{file}:{n}: class id {cls} out of range: data.yaml names {len(names)} classes (0..{len(names) - 1})"
-                    )
-                if len(coords) == 4:
-                    kinds.add("box")
-                elif len(coords) >= 6 and len(coords) % 2 == 0:
-                    kinds.add("polygon")
-                else:
-                    raise DefectkitError(
-                        f"{file}:{n}: {len(coords)} coordinates; 4 (box) or an even number >= 6 (polygon)"
-                    )
-                if any(c < -0.01 or c > 1.01 for c in coords):
-                    raise DefectkitError(f"{file}:{n}: coordinates must be normalised to 0..1")
-                ids.append(cls)
-        classes[stem] = ids
+        objects = read_label_file(labels_dir / f"{stem}.txt", len(names))
+        kinds |= {"box" if len(coords) == 4 else "polygon" for _, coords in objects}
+        classes[stem] = [cls for cls, _ in objects]
     return classes, kinds
 
 

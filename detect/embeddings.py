@@ -35,6 +35,11 @@ from defectkit.errors import DefectkitError
 from defectkit.torchio import load_weights_only
 
 CLIP_VARIANT = "clip:ViT-B/32"
+# OpenAI's ViT-B/32 file, the one clip.load("ViT-B/32") downloads (its SHA-256 is in the path; clip checks it).
+CLIP_WEIGHTS_URL = (
+    "https://openaipublic.azureedge.net/clip/models/"
+    "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt"
+)
 EMBED_DIM = 512
 FORMAT = "defectkit-text-embeddings/1"
 ENV_FILE = "DEFECTKIT_TEXT_EMBEDDINGS"  # how a DDP worker process finds the file
@@ -147,13 +152,18 @@ def clip_embeddings(names: list[str], prompts: list[str], *, device: str = "cpu"
             "there is internet and run `detect embed --data DATA.yaml` there, copy the .pt file it writes, or "
             "pass --text-embeddings random"
         )
-    if os.environ.get("DEFECTKIT_OFFLINE", "") not in ("", "0"):
-        weights = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip" / "ViT-B-32.pt"
-        if not weights.is_file():
-            raise DefectkitError(
-                f"{weights}: CLIP weights not on disk and DEFECTKIT_OFFLINE is set; run `detect embed --data "
-                "DATA.yaml` once with internet, or pass --text-embeddings FILE|random"
-            )
+    from defectkit.weights import fetch
+    from detect._ultralytics import weights_dir
+
+    # ultralytics loads CLIP with clip.load(download_root=<weights>/clip), whose own download has no
+    # timeout: fetch the file there first (cache, or download with a timeout, or a clear offline error).
+    fetch(
+        CLIP_WEIGHTS_URL,
+        weights_dir() / "clip" / Path(CLIP_WEIGHTS_URL).name,
+        timeout=30.0,
+        hint="put it there, or copy a text-embeddings file made elsewhere and pass --text-embeddings FILE "
+        "(or --text-embeddings random)",
+    )
     from ultralytics.nn.text_model import build_text_model
 
     try:

@@ -17,7 +17,8 @@ import numpy as np
 from defectkit.atomic import atomic_dir
 from defectkit.errors import DefectkitError
 from defectkit.imageio import is_image_file
-from detect.models import model_names, open_model
+from detect._ultralytics import check_args
+from detect.models import check_device, model_names, open_model
 
 CHUNK = 16  # images handed to ultralytics per call (its batch); results come back in input order
 
@@ -46,8 +47,13 @@ def list_sources(sources) -> list[Path]:
 def boxes_to_coco(xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, image_id: int) -> list[dict]:
     """ultralytics boxes (pixel-edge xyxy, 0-based class) -> COCO results (xywh, 1-based category_id).
 
+    Coordinates are rounded to 1/100 pixel; scores keep full float precision, so the weak, tiny
+    scores of a barely trained model still rank (rounded, they would tie and scramble the PR curve).
+
     >>> boxes_to_coco(np.array([[10.0, 20.0, 30.0, 60.0]]), np.array([0.9]), np.array([2.0]), 7)
     [{'image_id': 7, 'category_id': 3, 'bbox': [10.0, 20.0, 20.0, 40.0], 'score': 0.9}]
+    >>> [r["score"] for r in boxes_to_coco(np.zeros((2, 4)), np.array([1.2e-6, 1.1e-6]), np.zeros(2), 1)]
+    [1.2e-06, 1.1e-06]
     """
     out = []
     for (x1, y1, x2, y2), score, cls in zip(xyxy.tolist(), scores.tolist(), classes.tolist()):
@@ -56,7 +62,7 @@ def boxes_to_coco(xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, ima
                 "image_id": int(image_id),
                 "category_id": int(cls) + 1,
                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "score": round(float(score), 5),
+                "score": float(score),
             }
         )
     return out
@@ -75,13 +81,31 @@ def _image_id_lookup(paths: list[Path], image_ids: Mapping | None) -> list[int]:
     return ids
 
 
+# ultralytics predict arguments iter_results sets itself (the rest pass through unchanged).
+OWN_PREDICT_ARGS = ("source", "stream", "batch", "save", "conf", "imgsz", "device")
+
+
 def iter_results(
-    model, paths: list[Path], *, conf: float, imgsz: int | None, device: str | None, progress: bool
+    model,
+    paths: list[Path],
+    *,
+    conf: float,
+    imgsz: int | None,
+    device: str | None,
+    progress: bool,
+    **predict_args,
 ):
-    """Yield ``(path, ultralytics Results)`` for each image, in order, with a tqdm bar."""
+    """Yield ``(path, ultralytics Results)`` for each image, in order, with a tqdm bar.
+
+    ``predict_args``: further ultralytics predict arguments (``max_det=100``, ``iou=0.5``,
+    ``retina_masks=True``, ``agnostic_nms=True`` ...), checked against ultralytics' list and passed
+    unchanged.
+    """
     from tqdm import tqdm
 
+    check_device(device)
     kwargs = {"conf": conf, "verbose": False, "save": False}
+    kwargs.update(check_args(predict_args, reserved=OWN_PREDICT_ARGS, what="predict"))
     if imgsz:
         kwargs["imgsz"] = imgsz
     if device is not None:
@@ -111,6 +135,7 @@ def predict_images(
     device: str | None = "cpu",
     image_ids: Mapping[str, int] | None = None,
     progress: bool = False,
+    **predict_args,
 ) -> list[dict]:
     """Detect defects in ``sources`` and return COCO results dicts.
 
@@ -118,6 +143,8 @@ def predict_images(
     or a list of them. ``image_ids`` maps a source path to its COCO image id (None: 1..N in input
     order). Each result: ``{"image_id", "category_id" (1-based, the model's class + 1), "bbox"
     [x, y, w, h] in pixels, "score"}``. ``imgsz`` None uses the size the model was trained at.
+    ``predict_args``: further ultralytics predict arguments, e.g. ``max_det=100`` (COCO's limit),
+    ``iou=0.6`` (NMS), passed unchanged (see :func:`iter_results`).
 
     >>> preds = predict_images("runs/detect/train/weights/best.pt", "images/")  # doctest: +SKIP
     >>> sorted(preds[0])  # doctest: +SKIP
@@ -128,7 +155,8 @@ def predict_images(
     ids = _image_id_lookup(paths, image_ids)
     out: list[dict] = []
     for image_id, (_, result) in zip(
-        ids, iter_results(yolo, paths, conf=conf, imgsz=imgsz, device=device, progress=progress)
+        ids,
+        iter_results(yolo, paths, conf=conf, imgsz=imgsz, device=device, progress=progress, **predict_args),
     ):
         out.extend(boxes_to_coco(*_as_arrays(result), image_id))
     return out
@@ -188,9 +216,11 @@ def annotate(image_bgr: np.ndarray, xyxy, scores, classes, names: list[str]) -> 
         confidence=np.asarray(scores, float),
         class_id=np.asarray(classes, int),
     )
-    labels = [f"{names[c]} {s:.2f}" for c, s in zip(dets.class_id, dets.confidence)]
+    # .2g: a weak model's 3e-05 reads as such, not as 0.00
+    labels = [f"{names[c]} {s:.2g}" for c, s in zip(dets.class_id, dets.confidence)]
     scene = sv.BoxAnnotator(thickness=2).annotate(scene=image_bgr.copy(), detections=dets)
-    return sv.LabelAnnotator(text_scale=0.4, text_padding=4).annotate(
+    # smart_position keeps labels inside the image (a box at the top edge would put its label above it)
+    return sv.LabelAnnotator(text_scale=0.4, text_padding=4, smart_position=True).annotate(
         scene=scene, detections=dets, labels=labels
     )
 
@@ -199,12 +229,14 @@ def yolo_txt_lines(xyxy, scores, classes, width: int, height: int) -> list[str]:
     """ultralytics' ``save_txt`` format with confidence: ``class cx cy w h conf``, normalised.
 
     >>> yolo_txt_lines([[0, 0, 50, 20]], [0.5], [1], 100, 40)
-    ['1 0.250000 0.250000 0.500000 0.500000 0.50000']
+    ['1 0.250000 0.250000 0.500000 0.500000 0.5']
+    >>> yolo_txt_lines([[0, 0, 50, 20]], [1.234567e-06], [1], 100, 40)[0].split()[-1]
+    '1.23457e-06'
     """
     lines = []
     for (x1, y1, x2, y2), s, c in zip(np.asarray(xyxy, float).tolist(), list(scores), list(classes)):
         cx, cy, w, h = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height
-        lines.append(f"{int(c)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f} {float(s):.5f}")
+        lines.append(f"{int(c)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f} {float(s):.6g}")  # tiny scores stay apart
     return lines
 
 
@@ -221,8 +253,12 @@ def predict_to_files(
     device: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    **predict_args,
 ) -> list[dict]:
-    """``detect predict``: one pass over the images, writing each requested output atomically."""
+    """``detect predict``: one pass over the images, writing each requested output atomically.
+
+    ``predict_args``: further ultralytics predict arguments (``max_det``, ``iou`` ...), unchanged.
+    """
     from defectkit.atomic import atomic_write_json
 
     yolo = open_model(model)
@@ -242,7 +278,10 @@ def predict_to_files(
         txt_dir = stack.enter_context(atomic_dir(save_txt, overwrite=overwrite)) if save_txt else None
         img_dir = stack.enter_context(atomic_dir(save_images, overwrite=overwrite)) if save_images else None
         for image_id, (path, result) in zip(
-            ids, iter_results(yolo, paths, conf=conf, imgsz=imgsz, device=device, progress=progress)
+            ids,
+            iter_results(
+                yolo, paths, conf=conf, imgsz=imgsz, device=device, progress=progress, **predict_args
+            ),
         ):
             xyxy, scores, classes = _as_arrays(result)
             results.extend(boxes_to_coco(xyxy, scores, classes, image_id))

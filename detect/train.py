@@ -17,8 +17,9 @@ import yaml
 
 from defectkit.errors import DefectkitError
 from detect import embeddings as emb
+from detect._ultralytics import check_args
 from detect.data import load_data
-from detect.models import check_task, is_world, open_model
+from detect.models import check_device, check_task, is_world, open_model
 
 # Arguments defectkit sets itself: passing them as KEY=VALUE extras would be ambiguous.
 OWN_ARGS = (
@@ -42,20 +43,14 @@ def parse_extra_args(items: list[str] | None) -> dict[str, Any]:
     >>> parse_extra_args(["lr0=0.001", "cos_lr=true", "optimizer=SGD"])
     {'lr0': 0.001, 'cos_lr': True, 'optimizer': 'SGD'}
     """
-    from ultralytics.cfg import DEFAULT_CFG_DICT
-
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
         if not sep or not key:
             raise DefectkitError(f"{item!r}: extra training arguments are KEY=VALUE (e.g. lr0=0.001)")
-        if key in OWN_ARGS:
-            raise DefectkitError(f"{item!r}: use the --{key} option instead")
-        if key not in DEFAULT_CFG_DICT:
-            raise DefectkitError(f"{item!r}: '{key}' is not an ultralytics training argument")
         out[key] = yaml.safe_load(value) if value.strip() else None
-    return out
+    return check_args(out, reserved=OWN_ARGS)
 
 
 def train(
@@ -83,8 +78,14 @@ def train(
     or the path of a ``last.pt``. ``callbacks``: ultralytics events to functions of the trainer
     (``{"on_train_epoch_end": [fn]}``). ``extra``: further ultralytics training arguments, unchanged.
     """
+    check_device(device)
     if resume:
+        if extra:
+            raise DefectkitError(
+                f"--resume continues with the run's own arguments; drop {', '.join(f'{k}=' for k in extra)}"
+            )
         return _resume(resume, project, name, device, callbacks)
+    extra = check_args(extra, reserved=OWN_ARGS)
     ds = load_data(data, splits=("train", "val"))
     yolo = open_model(model)
     _add_callbacks(yolo, callbacks)

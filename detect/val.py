@@ -12,12 +12,11 @@ import json
 import tempfile
 from pathlib import Path
 
-import cv2
-
 from defectkit.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from defectkit.errors import DefectkitError
+from defectkit.imageio import read_image
 from detect import embeddings as emb
-from detect.data import YoloData, labels_dir_for, load_data
+from detect.data import YoloData, labels_dir_for, load_data, read_label_file
 from detect.models import is_world, model_names, open_model
 from detect.predict import coco_image_ids, predict_images
 
@@ -38,17 +37,9 @@ def coco_from_yolo_labels(data: YoloData, split: str) -> dict:
     images, annotations = [], []
     labels = labels_dir_for(data.splits[split])
     for image_id, path in enumerate(data.images(split), 1):
-        header = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if header is None:
-            raise DefectkitError(f"{path}: not a readable image")
-        height, width = header.shape[:2]
+        height, width = read_image(path, mode="unchanged").shape[:2]
         images.append({"id": image_id, "file_name": str(path.resolve()), "width": width, "height": height})
-        label = labels / f"{path.stem}.txt"
-        for line in label.read_text().splitlines() if label.is_file() else []:
-            values = line.split()
-            if not values:
-                continue
-            cls, coords = int(values[0]), [float(v) for v in values[1:]]
+        for cls, coords in read_label_file(labels / f"{path.stem}.txt", len(data.names)):
             if len(coords) == 4:
                 cx, cy, w, h = coords
                 x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
@@ -159,17 +150,23 @@ def validate(
     device: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    seed: int = 0,
 ) -> dict:
     """Score ``model`` on ``split`` of ``data``; writes the evaluator's report plus ultralytics' numbers to ``out``.
 
     ``out`` holds: ``predictions.json`` (COCO results), ``ground_truth.json`` when it was built from
     YOLO labels, and the evaluator's ``metrics.json``, ``report.md``, ``pr_curves.png``,
     ``confusion_matrix.png``; ``metrics.json`` gains an ``"ultralytics"`` entry. Returns the metrics.
+    ``seed`` seeds ``text_embeddings="random"``.
     """
     from evaluation import evaluate_detection
 
+    if Path(out).exists() and not overwrite:  # before minutes of prediction, not after
+        raise DefectkitError(f"{out}: already exists; pass --overwrite to replace it")
     ds = load_data(data, splits=(split,))
-    yolo = prepare_model(model, ds, zero_shot=zero_shot, text_embeddings=text_embeddings, prompts=prompts)
+    yolo = prepare_model(
+        model, ds, zero_shot=zero_shot, text_embeddings=text_embeddings, prompts=prompts, seed=seed
+    )
     gt, image_ids = _ground_truth(ds, split)
     images = ds.images(split)
     preds = predict_images(

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 from pathlib import Path
 
 from defectkit.errors import DefectkitError, cli_entry
@@ -49,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=Path("runs/segment/train"), help="run folder (default: %(default)s)")
     t.add_argument("--epochs", type=int, default=10, help="epochs (default: %(default)s)")
     t.add_argument("--batch", type=int, default=16, help="instances of one image per decoder call (default: %(default)s)")
-    t.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate, cosine-decayed per step (default: %(default)s)")
+    t.add_argument("--lr", type=float, default=None,
+                   help="AdamW learning rate, cosine-decayed per step (default: 1e-4 from SAM's released weights, "
+                   "3e-3 from random weights: vit_tiny, --random-weights)")
     t.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: %(default)s)")
     t.add_argument("--points", type=int, default=0, help="positive points sampled from each mask and added to its box (default: %(default)s)")
     t.add_argument("--neg-points", type=int, default=0, help="negative points sampled from the box's background (default: %(default)s)")
@@ -57,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-prompt-encoder", action="store_true", help="train the prompt encoder too (default: decoder only)")
     t.add_argument("--loss", choices=("dice+bce", "dice+focal"), default="dice+bce",
                    help="mask loss; plus MSE on SAM's IoU prediction (default: %(default)s)")
-    t.add_argument("--max-pos-weight", type=float, default=20.0,
-                   help="cap of the BCE foreground weight (background/foreground pixel ratio) that keeps thin "
-                   "defects from collapsing to empty masks (default: %(default)s)")
+    t.add_argument("--max-pos-weight", type=float, default=1000.0,
+                   help="cap of the BCE foreground weight, the background/foreground pixel ratio of each mask: "
+                   "foreground and background weigh the same in total, so a thin defect cannot be learnt as an "
+                   "empty mask; lower it if masks come out too fat (default: %(default)s)")
     t.add_argument("--val-split", default="val", help="split scored each epoch (default: %(default)s)")
     t.add_argument("--no-val", dest="validate", action="store_false", help="skip validation (then no best.pt; last.pt only)")
     t.add_argument("--select-metric", choices=("mean_iou", "mean_dice", "segm_AP"), default="mean_iou",
@@ -135,28 +140,30 @@ def _train(args: argparse.Namespace) -> int:
 
 def load_segmenter(args: argparse.Namespace, use_cache: bool):
     """Build the model named by --model/--checkpoint (and --finetuned) with its encoder. Returns
-    (segmenter, fine-tuned checkpoint dict or None)."""
+    (segmenter, base SAM's own decoder and prompt-encoder weights when --finetuned replaced them,
+    else None)."""
     from defectkit.torchio import resolve_device
     from segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
-    from segment.models import apply_finetuned, build_sam, load_finetuned
+    from segment.models import apply_finetuned, build_sam, load_finetuned, trainable_state
     from segment.predict import Segmenter
 
     tuned = load_finetuned(args.finetuned) if args.finetuned else None
     name = args.model or (tuned["config"]["name"] if tuned else "vit_b")
     model = build_sam(name, args.checkpoint, random_weights=args.random_weights, seed=args.seed,
                       device=resolve_device(args.device))
+    base_state = None
     if tuned is not None:
+        base_state = trainable_state(model.sam, train_prompt_encoder=True)
         apply_finetuned(model, tuned, args.finetuned)
     cache = None
     if use_cache:
         cache = EmbeddingCache(args.cache_dir or default_cache_dir(), model.identity, model.spec.img_size)
-    return Segmenter(ImageEncoder(model, cache, amp=args.amp)), tuned
+    return Segmenter(ImageEncoder(model, cache, amp=args.amp)), base_state
 
 
 def _val(args: argparse.Namespace) -> int:
     from defectkit.atomic import atomic_dir
     from segment.data import coco_json_for, read_sam_jsonl, split_jsonl
-    from segment.models import build_sam
     from segment.train import format_metrics
     from segment.validate import comparison_report, score_split
 
@@ -164,15 +171,13 @@ def _val(args: argparse.Namespace) -> int:
         raise DefectkitError(f"{args.out}: already exists; pass --overwrite to replace it")
     records = read_sam_jsonl(split_jsonl(args.data, args.split))
     coco = coco_json_for(args.data, args.split)
-    segmenter, tuned = load_segmenter(args, use_cache=not args.no_cache)
+    segmenter, base_state = load_segmenter(args, use_cache=not args.no_cache)
     tuned_metrics = None
-    if tuned is not None:
+    if base_state is not None:
         tuned_metrics = score_split(segmenter, records, coco, progress=True)
-        # Same encoder and cached embeddings; only the decoder (and prompt encoder) go back to base.
-        base = build_sam(segmenter.encoder.model.spec.name, args.checkpoint, random_weights=args.random_weights,
-                         seed=args.seed, device="cpu")
-        segmenter.sam.mask_decoder.load_state_dict(base.sam.mask_decoder.state_dict())
-        segmenter.sam.prompt_encoder.load_state_dict(base.sam.prompt_encoder.state_dict())
+        # Same encoder and cached embeddings; only the decoder and prompt encoder go back to base.
+        segmenter.sam.mask_decoder.load_state_dict(base_state["mask_decoder"])
+        segmenter.sam.prompt_encoder.load_state_dict(base_state["prompt_encoder"])
     base_metrics = score_split(segmenter, records, coco, progress=True)
     print(f"base SAM   {args.split}: {format_metrics(base_metrics)}")
     if tuned_metrics is not None:
@@ -236,9 +241,35 @@ def _ultralytics_device(name: str) -> str:
     return "cpu" if dev.type == "cpu" else str(dev.index or 0)
 
 
+COORDINATE_OPTIONS = ("--box", "--point")
+
+
+def join_negative_coordinates(argv: list[str]) -> list[str]:
+    """``--box -1,0,5,5`` -> ``--box=-1,0,5,5``: argparse takes a value starting with ``-`` for an
+    option, so a negative coordinate would fail with a usage dump instead of the message that names
+    the image and says the box is outside it.
+
+    >>> join_negative_coordinates(["--box", "-1,0,5,5", "--point", "3,4", "--seed", "-2"])
+    ['--box=-1,0,5,5', '--point', '3,4', '--seed', '-2']
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if tok in COORDINATE_OPTIONS and re.fullmatch(r"-[\d.][\d.,eE+-]*", nxt):
+            out.append(f"{tok}={nxt}")
+            i += 2
+        else:
+            out.append(tok)
+            i += 1
+    return out
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = build_parser().parse_args(join_negative_coordinates(argv))
     return args.func(args)
 
 

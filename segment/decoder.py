@@ -92,7 +92,14 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor, max_pos_weight: flo
     """BCE per mask, (B,), with the foreground weighted by background/foreground pixel ratio (capped).
 
     Thin scratches cover <1% of an image: unweighted BCE rewards an empty mask, the collapse
-    fine-tuned SAM decoders are known for on small defects.
+    fine-tuned SAM decoders are known for on small defects. With the full ratio, foreground and
+    background weigh the same in total, so an empty mask costs as much as a full one (a cap of 20
+    still collapsed every run on the bundled sample, see segment/README.md).
+
+    >>> t = torch.zeros(1, 10, 10); t[0, 0, 0] = 1
+    >>> empty, full = torch.full_like(t, -20.0), torch.full_like(t, 20.0)
+    >>> round(float(weighted_bce(empty, t, 1000)), 2), round(float(weighted_bce(full, t, 1000)), 2)
+    (10.0, 10.0)
     """
     t = target.flatten(1)
     pos = t.sum(1, keepdim=True)
@@ -129,7 +136,7 @@ def hard_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def segmentation_loss(
     logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor, kind: str = "dice+bce",
-    max_pos_weight: float = 20.0,
+    max_pos_weight: float = 1000.0,
 ) -> dict[str, torch.Tensor]:
     """Dice + (weighted BCE | focal) on the masks plus MSE of SAM's IoU head against the real IoU.
 

@@ -99,6 +99,7 @@ class LoadedSam:
     sam: Sam
     spec: SamSpec
     identity: str
+    random_init: bool = False  # random weights (vit_tiny, --random-weights), not a checkpoint
 
     def config(self) -> dict:
         return {**asdict(self.spec), "identity": self.identity}
@@ -201,7 +202,7 @@ def build_sam(
         identity = f"{name}:random-{seed}"
     sam.eval()
     sam.requires_grad_(False)
-    return LoadedSam(sam.to(device), spec, identity)
+    return LoadedSam(sam.to(device), spec, identity, random_init=checkpoint is None)
 
 
 def trainable_state(sam: Sam, train_prompt_encoder: bool) -> dict[str, dict[str, torch.Tensor]]:

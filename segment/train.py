@@ -40,6 +40,12 @@ from segment.prompts import jitter_boxes, sample_points
 
 SELECT_METRICS = ("mean_iou", "mean_dice", "segm_AP")
 
+# Default learning rates (--lr). SAM's released decoder already segments: small steps keep what it
+# knows. A decoder from random weights (vit_tiny, --random-weights) must first learn to localise at
+# all: at 1e-4 it sat on empty masks for 15 epochs of the bundled sample (segment/README.md).
+LR_PRETRAINED = 1e-4
+LR_RANDOM_INIT = 3e-3
+
 
 @dataclass
 class TrainConfig:
@@ -51,7 +57,7 @@ class TrainConfig:
     seed: int = 0
     epochs: int = 10
     batch: int = 16  # instances of one image per decoder call
-    lr: float = 1e-4
+    lr: float | None = None  # None: LR_PRETRAINED, or LR_RANDOM_INIT for random base weights
     weight_decay: float = 0.01
     device: str = "auto"
     resume: bool = False
@@ -61,7 +67,7 @@ class TrainConfig:
     box_jitter: float = 0.05  # std of corner noise, as a fraction of the box side
     train_prompt_encoder: bool = False
     loss: str = "dice+bce"
-    max_pos_weight: float = 20.0
+    max_pos_weight: float = 1000.0  # BCE foreground weight = background/foreground pixels, capped
     cache_dir: Path | None = None  # None: ~/.cache/defectkit/sam_embeddings
     no_cache: bool = False  # encode every image in the loop (slow; for comparison)
     val_split: str = "val"
@@ -265,6 +271,8 @@ def train(cfg: TrainConfig) -> dict:
     say = print if rank == 0 else (lambda *a, **k: None)
 
     model = build_sam(cfg.model, cfg.checkpoint, random_weights=cfg.random_weights, seed=cfg.seed, device=device)
+    if cfg.lr is None:
+        cfg = dataclasses.replace(cfg, lr=LR_RANDOM_INIT if model.random_init else LR_PRETRAINED)
     records = [r for r in read_sam_jsonl(split_jsonl(cfg.data, "train")) if r.instances]
     items = instance_batches(records, cfg.batch)
     if not items:
@@ -295,6 +303,8 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.max_steps:
         steps = min(steps, cfg.max_steps)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    say(f"{steps} decoder steps per epoch, AdamW lr {cfg.lr:g} (cosine), loss {cfg.loss}, "
+        f"foreground weight <= {cfg.max_pos_weight:g}")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps, eta_min=cfg.lr * 0.01)
     train_decoder: torch.nn.Module = decoder
     if world > 1:
@@ -358,7 +368,10 @@ def train(cfg: TrainConfig) -> dict:
                 + (f" | val {format_metrics(metrics)}" if metrics else "") + note)
             if stats["area_ratio"] < 0.2:
                 say("warning: predicted masks cover under 20% of the true area: the decoder is collapsing "
-                    "toward empty masks (try --loss dice+focal, a higher --max-pos-weight or a lower --lr)")
+                    "toward empty masks (try a higher --max-pos-weight or a lower --lr)")
+            elif stats["area_ratio"] > 5:
+                say(f"note: predicted masks cover {stats['area_ratio']:.0f}x the true area: the decoder does not "
+                    "outline the defects yet (more epochs, or a lower --max-pos-weight)")
         barrier(world)
 
     summary = {"out": str(cfg.out), "base": base_metrics, "history": history, "beat_base": None}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,15 +24,24 @@ def category_ids(coco_json: str | Path) -> dict[str, int]:
     return {c["name"]: int(c["id"]) for c in coco["categories"]}
 
 
+class SplitPredictions(NamedTuple):
+    """One entry per ground-truth instance, same order: its mask, the predicted mask, and the COCO
+    result (RLE, box, SAM's predicted IoU as score) of the prediction."""
+
+    gt_masks: list[np.ndarray]
+    pred_masks: list[np.ndarray]
+    results: list[dict]
+
+
 def predict_split(
     segmenter: Segmenter, records: list[SamImage], cat_ids: dict[str, int], progress: bool = False
-) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
-    """(ground-truth masks, predicted masks, COCO results), one entry per instance, same order."""
+) -> SplitPredictions:
+    """Prompt every ground-truth instance of ``records`` with its exact box (one decoder call per image)."""
     from tqdm import tqdm
 
     from defectkit.rle import mask_to_bbox_xywh, mask_to_rle
 
-    gts, preds, results = [], [], []
+    out = SplitPredictions([], [], [])
     for rec in tqdm(records, desc="validate", unit="img", disable=not progress):
         if not rec.instances:
             continue
@@ -41,33 +51,30 @@ def predict_split(
         for inst, mask, score in zip(rec.instances, masks, scores):
             if inst.category not in cat_ids:
                 raise DefectkitError(f"{rec.image}: class {inst.category!r} is not in the COCO categories")
-            gts.append(inst.mask())
-            preds.append(mask)
-            results.append({
+            out.gt_masks.append(inst.mask())
+            out.pred_masks.append(mask)
+            out.results.append({
                 "image_id": rec.image_id,
                 "category_id": cat_ids[inst.category],
                 "score": float(score),
                 "bbox": [float(v) for v in mask_to_bbox_xywh(mask)],
                 "segmentation": mask_to_rle(mask),
             })
-    return gts, preds, results
+    return out
 
 
-def score_split(
-    segmenter: Segmenter, records: list[SamImage], coco_json: str | Path, progress: bool = False
-) -> dict[str, float]:
-    """mean_iou / mean_dice (per-class pooled, averaged over classes: mIoU), instance_iou (mean per
-    instance), segm_AP / segm_AP50, area_ratio (predicted / true pixels, mean per instance),
-    empty_frac, n_instances, per_class_iou."""
+def score_predictions(predictions: SplitPredictions, coco_json: str | Path) -> dict[str, float]:
+    """Score ``predict_split``'s output with the shared evaluator: mean_iou / mean_dice (per-class
+    pooled, averaged over classes: mIoU), instance_iou (mean per instance), segm_AP / segm_AP50,
+    area_ratio (predicted / true pixels, mean per instance), empty_frac, n_instances, per_class_iou."""
     from evaluation import evaluate_detection, evaluate_masks
 
-    cat_ids = category_ids(coco_json)
-    gts, preds, results = predict_split(segmenter, records, cat_ids, progress)
+    gts, preds, results = predictions
     if not gts:
         raise DefectkitError(f"{coco_json}: the split has no defect instances to score")
     # Label maps (class id inside the instance) give the evaluator's per-class IoU; each instance
     # is its own "image", so mean_image_iou is the mean IoU per instance.
-    names = [n for n, _ in sorted(cat_ids.items(), key=lambda kv: kv[1])]
+    names = [n for n, _ in sorted(category_ids(coco_json).items(), key=lambda kv: kv[1])]
     classes = [r["category_id"] for r in results]
     label_gt = [g.astype(np.uint8) * c for g, c in zip(gts, classes)]
     label_pred = [p.astype(np.uint8) * c for p, c in zip(preds, classes)]
@@ -86,6 +93,14 @@ def score_split(
         "n_instances": len(gts),
         "per_class_iou": {k: v["iou"] for k, v in masks["per_class"].items()},
     }
+
+
+def score_split(
+    segmenter: Segmenter, records: list[SamImage], coco_json: str | Path, progress: bool = False
+) -> dict[str, float]:
+    """Predict a split (``predict_split``) and score it (``score_predictions``). To keep the
+    predictions too (COCO results for a report), call the two yourself: a split is predicted once."""
+    return score_predictions(predict_split(segmenter, records, category_ids(coco_json), progress), coco_json)
 
 
 def comparison_report(split: str, base: dict, tuned: dict | None, title: str):

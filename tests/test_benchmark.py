@@ -25,7 +25,7 @@ def _argv(sample_root: Path, out: Path, *extra: str) -> list[str]:
         "benchmark", "wood", "--root", str(sample_root), "--out", str(out), "--rows", ",".join(ROWS),
         "--device", "cpu", "--detector", "yolov8s-worldv2.yaml", "--closed-detector", "yolov8n.yaml",
         "--seg-detector", "yolov8n-seg.yaml", "--epochs", "2", "--imgsz", "64", "--batch", "8", "--gallery", "2",
-        "--quiet", *extra,
+        "--yolo-arg", "mosaic=0", "--quiet", *extra,
     ]  # fmt: skip
 
 
@@ -108,6 +108,11 @@ def test_benchmark_rows_score_their_own_task(interrupted_then_resumed):
     assert rows["yolo-world-zs"]["train_s"] == 0 and rows["yolo-world-zs"]["checkpoint"] is None
     assert rows["yolo-world-zs"]["notes"]  # random weights: says the numbers mean nothing
     assert rows["yolo-closed"]["task"] == "detection" and "box_AP" in rows["yolo-closed"]["metrics"]
+    # --yolo-arg reached ultralytics' training settings and the recorded command.
+    import yaml
+
+    train_args = yaml.safe_load((out / "rows" / "yolo-closed" / "train" / "args.yaml").read_text())
+    assert train_args["mosaic"] == 0 and rows["yolo-closed"]["command"].endswith("mosaic=0")
     seg = rows["yolo-seg"]
     assert seg["task"] == "segmentation" and {"mask_mIoU", "segm_AP"} <= set(seg["metrics"])
     # YOLO-seg masks are at the image's own size (retina masks), so they score against the RLE ground truth.
@@ -143,6 +148,18 @@ def test_unknown_row_is_named(sample_root, tmp_path, capsys):
         )
     err = capsys.readouterr().err
     assert "--rows sam-gt: unknown row" in err and "sam-gt-ft" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_training_settings_fail_before_any_work(sample_root, tmp_path, capsys):
+    base = ["benchmark", "wood", "--root", str(sample_root), "--out", str(tmp_path / "r"), "--quiet"]
+    for extra, message in (
+        (["--yolo-arg", "learning_rate=3"], "'learning_rate' is not an ultralytics"),
+        (["--sam-lr", "0"], "--sam-lr must be above 0"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([*base, *extra])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

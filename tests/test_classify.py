@@ -165,14 +165,14 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
 ):
     # Augmentation and the balanced sampler on: resume must repeat their random draws too.
     common = dict(
-        freeze="layer4", epochs=3, batch=4, limit_per_class=1, augment=True, sampler="balanced", **TINY
+        freeze="layer4", epochs=2, batch=4, limit_per_class=1, augment=True, sampler="balanced", **TINY
     )
     straight = train(TrainConfig(data=str(data), out=str(tmp_path / "a"), **common), progress=False)
     with monkeypatch.context() as m:
-        _interrupt_after(m, 2)
+        _interrupt_after(m, 1)
         with pytest.raises(KeyboardInterrupt):
             train(TrainConfig(data=str(data), out=str(tmp_path / "b"), **common), progress=False)
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 2
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 1
     assert "--resume" in _error(
         capsys, ["train", "--data", str(data), "--out", str(tmp_path / "b"), "--quiet"]
     )
@@ -180,39 +180,63 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
     assert "resuming" in capsys.readouterr().out
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert b["epoch"] == 3 and [h["epoch"] for h in b["history"]] == [1, 2, 3]
+    assert b["epoch"] == 2 and [h["epoch"] for h in b["history"]] == [1, 2]
     for key, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][key]), key
     assert resumed["train_loss"] == pytest.approx(straight["train_loss"])
 
 
-def test_experiments_write_the_comparison_table(data, tmp_path):
+def test_experiments_write_the_comparison_table(data, tmp_path, capsys):
     from classify.presets import PRESETS
 
     out = tmp_path / "exp"
-    assert main(["experiments", "--data", str(data), "--out", str(out), "--epochs", "1", "--limit-per-class", "1",
-                 "--batch", "8", "--weights", "none", "--image-size", "32", "--quiet"]) == 0  # fmt: skip
+    argv = ["experiments", "--data", str(data), "--out", str(out), "--epochs", "1", "--limit-per-class", "1",
+            "--batch", "8", "--weights", "none", "--image-size", "32", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
     report = (out / "report" / "report.md").read_text()
     metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert report.startswith("# classify experiments on wood")
     header = next(line for line in report.splitlines() if line.startswith("| preset | epochs"))
     for column in ("train loss", "train acc", "val loss", "val acc", "best val", "test acc"):
         assert column in header
+    assert header in printed  # the table is printed too, not only written
     for name in PRESETS:
-        assert f"| {name} |" in report
+        assert f"| {name} |" in report and f"| {name} |" in printed
         assert metrics[name]["epochs"] == 1 and 0.0 <= metrics[name]["test"]["accuracy"] <= 1.0
     assert metrics["sgd"]["best"] is not None and (out / "report" / "val_curves.png").is_file()
-    # The presets really differ: sgd's stored config, unfreeze-layer4's freeze.
-    assert torch.load(out / "sgd" / "best.pt", weights_only=True)["config"]["optimizer"] == "sgd"
-    assert torch.load(out / "unfreeze-layer4" / "best.pt", weights_only=True)["config"]["freeze"] == "layer4"
-    assert torch.load(out / "augment" / "best.pt", weights_only=True)["config"]["augment"] is True
-    # --resume on a finished comparison trains nothing more and rewrites the same table.
-    before = (out / "sgd" / "last.pt").stat().st_mtime_ns
-    assert main(["experiments", "--data", str(data), "--out", str(out), "--resume", "--quiet"]) == 0
-    assert (out / "sgd" / "last.pt").stat().st_mtime_ns == before
+    # The presets really differ, and a command-line option (--epochs) applied to every one of them.
+    configs = {name: torch.load(out / name / "last.pt", weights_only=True)["config"] for name in PRESETS}
+    assert [c["optimizer"] for c in configs.values()] == ["adam", "adam", "adam", "sgd"]
+    assert [c["freeze"] for c in configs.values()] == ["fc", "layer4", "fc", "fc"]
+    assert [c["augment"] for c in configs.values()] == [False, False, True, False]
+    assert all(c["scheduler"] == "cosine" and c["epochs"] == 1 for c in configs.values())
+    # Again without --resume/--overwrite: refused before anything trains.
+    assert "--resume" in _error(capsys, argv)
+    # --resume on a finished comparison trains and scores nothing again and rewrites the same table.
+    before = {name: (out / name / "summary.json").stat().st_mtime_ns for name in PRESETS}
+    assert main([*argv, "--resume"]) == 0
+    assert {name: (out / name / "summary.json").stat().st_mtime_ns for name in PRESETS} == before
     again = json.loads((out / "report" / "metrics.json").read_text())
     assert {k: v["test"]["accuracy"] for k, v in again.items()} == {
         k: v["test"]["accuracy"] for k, v in metrics.items()
     }
+
+
+def test_presets_are_the_course_experiments():
+    from classify.presets import PRESETS
+
+    def settings(name):
+        c = TrainConfig(data="d", out="o", **PRESETS[name])
+        return (c.weights, c.arch, c.optimizer, c.lr, c.momentum, c.weight_decay, c.scheduler, c.epochs,
+                c.freeze, c.augment)  # fmt: skip
+
+    baseline = ("imagenet", "resnet18", "adam", 1e-3, 0.9, 0.0, "cosine", 50, "fc", False)
+    assert settings("baseline") == baseline
+    assert settings("unfreeze-layer4") == baseline[:8] + ("layer4", False)
+    assert settings("augment") == baseline[:9] + (True,)
+    assert settings("sgd") == baseline[:2] + ("sgd", 0.01, 0.9, 1e-4) + baseline[6:]
+    assert list(PRESETS) == ["baseline", "unfreeze-layer4", "augment", "sgd"]
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -257,10 +281,56 @@ def test_bad_data_gives_one_line_errors(tmp_path, png, capsys):
         _folder(broken, "train", cls, 2, png)
         _folder(broken, "val", cls, 1, png)
     (broken / "train" / "hole" / "bad.png").write_bytes(b"this is not a png")
-    err = _error(capsys, ["train", "--data", str(broken), "--out", str(tmp_path / "r3"), *train_args])
+    # With --overwrite, bad input must not cost the earlier run in --out.
+    (tmp_path / "r3").mkdir()
+    (tmp_path / "r3" / "history.json").write_text("[]")
+    err = _error(
+        capsys, ["train", "--data", str(broken), "--out", str(tmp_path / "r3"), "--overwrite", *train_args]
+    )
     assert str(broken / "train" / "hole" / "bad.png") in err
+    assert (tmp_path / "r3" / "history.json").read_text() == "[]"
+
+    # A test class the model will not have fails before training, not after it.
+    foreign = tmp_path / "foreign"
+    for cls in ("good", "hole"):
+        _folder(foreign, "train", cls, 2, png)
+        _folder(foreign, "val", cls, 1, png)
+    _folder(foreign, "test", "crack", 1, png)
+    err = _error(capsys, ["train", "--data", str(foreign), "--out", str(tmp_path / "r4"), *train_args])
+    assert "crack" in err and str(foreign / "test") in err and not (tmp_path / "r4" / "last.pt").exists()
 
     assert "no such folder" in _error(capsys, ["train", "--data", str(tmp_path / "nothing"), *train_args])
+
+
+def test_tiny_category_with_empty_val_and_test_folders_from_convert(tmp_path, capsys):
+    """convert-mvtec writes every class folder in every split; a defect type with 2 images gets no
+    val/test image, and --test-frac 0 leaves test/ all empty. That trains (with a note); only an
+    empty *train* class folder is the user's error."""
+    from convert import convert_category
+    from defectkit.sample import write_category
+
+    write_category(tmp_path / "mvtec", "tiny", size=(48, 48), n_train_good=3, n_test_good=3, n_per_defect=2,
+                   defects=("hole", "scratch"))  # fmt: skip
+    convert_category(
+        tmp_path / "mvtec", "tiny", tmp_path / "conv", to=("classify",), test_frac=0.0, progress=False
+    )
+    data = tmp_path / "conv" / "tiny" / "classify"
+    assert not any((data / "val" / "hole").iterdir()) and not any((data / "test").rglob("*.png"))
+
+    args = ["--data", str(data), "--weights", "none", "--epochs", "1", "--image-size", "32", "--batch", "8"]
+    assert main(["train", *args, "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert f"{data / 'val'} has no images of hole, scratch" in printed
+    assert "not scored on a test split" in printed
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["test"] is None and summary["classes"] == ["good", "hole", "scratch"]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[0]["val_recall"]["hole"] is None and history[0]["val_recall"]["good"] is not None
+    assert not (tmp_path / "run" / "test").exists()
+
+    (data / "train" / "crack").mkdir()
+    err = _error(capsys, ["train", *args, "--out", str(tmp_path / "run2"), "--quiet"])
+    assert "empty class folder" in err and str(data / "train" / "crack") in err
 
 
 def test_checkpoint_class_mismatch_and_bad_checkpoints(trained, tmp_path, png, capsys):
@@ -272,6 +342,10 @@ def test_checkpoint_class_mismatch_and_bad_checkpoints(trained, tmp_path, png, c
         capsys, ["val", "--model", str(out / "best.pt"), "--data", str(other), "--out", str(tmp_path / "v")]
     )
     assert "6 classes" in err and "3" in err
+    assert "must end in .json or .csv" in _error(
+        capsys,
+        ["predict", "--model", str(out / "best.pt"), "--source", str(png), "--out", str(tmp_path / "p.txt")],
+    )
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     assert "not a loadable checkpoint" in _error(
@@ -315,3 +389,31 @@ def test_help_explains_every_subcommand(capsys):
     text = capsys.readouterr().out
     for phrase in ("--posthoc-tau", "--loss", "--sampler", "--freeze", "--resume", "effective number"):
         assert phrase in text
+
+
+def test_long_tail_options_reach_the_training_config():
+    from classify.cli import build_parser, config_overrides
+    from classify.longtail import FocalLoss, LogitAdjustedLoss, build_loss
+
+    cases = [
+        (["--loss", "weighted-ce", "--beta", "0.99"], {"loss": "weighted-ce", "beta": 0.99}),
+        (["--loss", "focal", "--focal-gamma", "1.5"], {"loss": "focal", "focal_gamma": 1.5}),
+        (["--loss", "logit-adjusted", "--tau", "0.5"], {"loss": "logit-adjusted", "tau": 0.5}),
+        (["--sampler", "balanced", "--loss", "ce"], {"sampler": "balanced", "loss": "ce"}),
+    ]
+    for argv, expected in cases:
+        for command in ("train", "experiments"):
+            args = build_parser().parse_args([command, "--data", "d", *argv])
+            assert config_overrides(args) == expected
+    cfg = TrainConfig(
+        data="d", out="o", **config_overrides(build_parser().parse_args(["train", *cases[2][0]]))
+    )
+    criterion = build_loss(cfg.loss, [30, 10], beta=cfg.beta, gamma=cfg.focal_gamma, tau=cfg.tau)
+    assert isinstance(criterion, LogitAdjustedLoss) and criterion.tau == 0.5
+    assert isinstance(build_loss("focal", [3, 1], gamma=1.5), FocalLoss)
+    assert (
+        build_parser()
+        .parse_args(["predict", "--model", "m", "--source", "s", "--posthoc-tau", "1"])
+        .posthoc_tau
+        == 1
+    )

@@ -45,6 +45,9 @@ def test_demo_ends_with_the_report_path_and_a_row_per_approach(demo):
     out, printed = demo
     assert f"report: {out / 'report' / 'report.html'}" in printed
     table = printed.split("report:", 1)[1]
+    # Under the table: what acc@thr must beat (the sample's test split is 5 defective, 1 good).
+    footer = " ".join(table.split())
+    assert "calling every test image defective already scores 0.833 (5 of 6 are defective)" in footer
     for name in DEMO_ROWS:
         assert re.search(rf"^{re.escape(name)}\s", table, re.MULTILINE), (
             f"{name} missing from the printed table"
@@ -63,6 +66,7 @@ def test_demo_ends_with_the_report_path_and_a_row_per_approach(demo):
     for name in ("yolo-world-ft", "sam-gt-ft", "classifier"):
         ck = rows[name]["checkpoint"]
         assert hashlib.sha256((out / ck["path"]).read_bytes()).hexdigest() == ck["sha256"]
+    assert "--lr 0.001" in rows["sam-gt-ft"]["command"]  # the demo's SAM learning rate reached segment train
     # sam-det prompts SAM with the fine-tuned decoder only when it beat base SAM on val.
     tuned = rows["sam-gt-ft"]
     assert tuned["beat_base"] == (out / "rows" / "sam-gt-ft" / "train" / "best.pt").is_file()
@@ -186,11 +190,16 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
         and cfg.text_embeddings == "random"
         and cfg.classifier_weights == "none"
     )
-    assert (cfg.epochs, cfg.imgsz) == (3, 128)
+    from defectkit.cli import DEMO_EPOCHS, DEMO_IMGSZ, DEMO_SAM_LR
+
+    assert (cfg.epochs, cfg.imgsz, cfg.sam_lr, cfg.yolo_args) == (DEMO_EPOCHS, DEMO_IMGSZ, DEMO_SAM_LR, [])
+    assert DEMO_SAM_LR > 1e-4  # segment's default lr collapses a random-start decoder to empty masks
     assert "report: runs/demo/report/report.html" in capsys.readouterr().out
     # A real run swaps in real weights; a .pt detector reads the data set's embeddings file, not random ones.
-    main(["demo", "--detector", "yolov8s-worldv2.pt", "--epochs", "2", "--device", "0", "--out", "x"])
+    main(["demo", "--detector", "yolov8s-worldv2.pt", "--epochs", "2", "--device", "0", "--out", "x",
+          "--sam-lr", "5e-5", "--yolo-arg", "mosaic=0"])  # fmt: skip
     assert seen["cfg"].text_embeddings is None and seen["cfg"].epochs == 2
+    assert seen["cfg"].sam_lr == 5e-5 and seen["cfg"].yolo_args == ["mosaic=0"]
     assert seen["cfg"].ultralytics_device == "0" and seen["cfg"].torch_device == "cuda:0"
 
 
@@ -211,3 +220,24 @@ def test_image_level_threshold_comes_from_val(demo):
     assert r["image_level"]["val_accuracy"] == pytest.approx(
         accuracy_at(labels, np.array(r["scores"]["val"]), threshold)
     )
+
+
+def test_a_threshold_that_separates_nothing_reads_as_such(demo):
+    """A row whose val scores are all equal gets no negative or made-up threshold: the report says
+    the call is 'all defective' (or good) instead, in the table and in the gallery."""
+    from defectkit.leaderboard.report import threshold_label
+    from defectkit.leaderboard.scoring import image_level
+
+    level = image_level([0, 1, 1], [0.0, 0.0, 0.0], [0, 1], [0.0, 0.0])
+    assert level["threshold"] >= 0 and level["val_call"] == "all defective" and level["test_accuracy"] == 0.5
+    assert threshold_label(level) == "none: all defective"
+    out, _ = demo
+    rows = _leaderboard(out)["rows"]
+    md = (out / "report" / "report.md").read_text()
+    for name, r in rows.items():
+        il = r["image_level"]
+        if il is None:
+            continue
+        assert il["threshold"] >= min(r["scores"]["val"]), name
+        if il["val_call"] != "split":
+            assert f"none: {il['val_call']}" in md, name

@@ -165,7 +165,12 @@ def test_predict_writes_coco_results_pycocotools_loads(world_run, converted, tmp
     assert set(dt.getImgIds()) <= set(gt.getImgIds())
     assert {r["category_id"] for r in results} <= set(range(1, len(CLASSES) + 1))
     n_images = len(gt.getImgIds())
-    assert len(list((tmp_path / "img").glob("*.png"))) == n_images
+    drawn = sorted((tmp_path / "img").glob("*.png"))
+    assert len(drawn) == n_images
+    from defectkit.imageio import read_image
+
+    source = converted / "yolo" / "images" / "test" / drawn[0].name
+    assert (read_image(drawn[0]) != read_image(source)).any()  # boxes and labels drawn on the image
     txt = sorted((tmp_path / "txt").glob("*.txt"))
     assert len(txt) == n_images and len(txt[0].read_text().splitlines()[0].split()) == 6
     assert "detections" in capsys.readouterr().out
@@ -191,6 +196,22 @@ def test_predict_images_api_ids_and_boxes(yolov8_run, converted):
     assert {p["image_id"] for p in preds} <= {img["id"] for img in coco["images"]} and preds
     default_ids = predict_images(yolov8_run / "weights" / "best.pt", images[:2], conf=0.0, device="cpu")
     assert {p["image_id"] for p in default_ids} <= {1, 2}
+    # scores keep full precision: a weak model's tiny scores must not tie at 5 decimals
+    assert any(p["score"] != round(p["score"], 5) for p in default_ids)
+
+
+def test_predict_images_passes_ultralytics_predict_args(yolov8_run, converted):
+    weights = yolov8_run / "weights" / "best.pt"
+    images = sorted((converted / "yolo" / "images" / "val").glob("*.png"))[:3]
+    preds = predict_images(weights, images, conf=0.0, device="cpu", max_det=2)
+    per_image = [sum(p["image_id"] == i for p in preds) for i in (1, 2, 3)]
+    assert preds and max(per_image) <= 2
+    with pytest.raises(DefectkitError, match="max_dets.*not an ultralytics predict argument"):
+        predict_images(weights, images, conf=0.0, device="cpu", max_dets=2)
+    with pytest.raises(DefectkitError, match="'iou=3' is an invalid value"):
+        predict_images(weights, images, conf=0.0, device="cpu", iou=3)
+    with pytest.raises(DefectkitError, match="detect sets 'save' itself"):
+        predict_images(weights, images, conf=0.0, device="cpu", save=True)
 
 
 def test_val_writes_evaluator_report_with_ultralytics_numbers(yolov8_run, data_yaml, tmp_path, capsys):
@@ -220,6 +241,9 @@ def test_val_writes_evaluator_report_with_ultralytics_numbers(yolov8_run, data_y
     assert "ultralytics" in report and "Why they differ" in report
     assert (out / "pr_curves.png").is_file() and (out / "predictions.json").is_file()
     assert "COCO mAP50-95" in capsys.readouterr().out
+    start = time.monotonic()
+    err = _cli_error(capsys, ["val", "--model", str(yolov8_run), "--data", str(data_yaml), "--out", str(out)])
+    assert "already exists" in err and time.monotonic() - start < 2  # refused before any prediction
 
 
 def test_zero_shot_val_sets_classes_from_the_embeddings_file(data_yaml, tmp_path):
@@ -265,6 +289,47 @@ def test_offline_hub_name_fails_fast_with_advice(data_yaml, tmp_path, monkeypatc
     from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
 
     assert SETTINGS["sync"] is False and (USER_CONFIG_DIR / "Arial.ttf").is_file()
+
+
+_FRESH_USER = """
+import os, sys
+import detect._ultralytics as ul
+import ultralytics.utils as u
+from detect.cli import main
+ul.ASSETS_URL = "http://127.0.0.1:9/assets"  # nothing listens there: the download is refused at once
+print("ultralytics-offline", os.environ["YOLO_OFFLINE"], u.ONLINE, "private-weights", u.WEIGHTS_DIR == ul.weights_dir(), "sync", u.SETTINGS["sync"])
+main(["train", "--data", sys.argv[1], "--model", "yolov8s-worldv2.pt"])
+"""
+
+
+def test_without_offline_variable_nothing_waits_on_the_network(data_yaml, tmp_path):
+    """A first run (fresh cache) with DEFECTKIT_OFFLINE unset: ultralytics' DNS probe and update check are off,
+    its weights folder is the private one, and a hub name that cannot be downloaded fails fast, with advice."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DEFECTKIT_OFFLINE", "YOLO_OFFLINE", "YOLO_CONFIG_DIR")
+    }
+    env["DEFECTKIT_CACHE"] = str(tmp_path / "cache")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH_USER, str(data_yaml)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "ultralytics-offline 1 False private-weights True sync False" in proc.stdout
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "could not be downloaded" in err
+    assert "--model /path/to/yolov8s-worldv2.pt" in err
+    assert time.monotonic() - start < 60  # the import of torch + ultralytics is most of it
 
 
 def test_world_without_embeddings_file_says_how_to_make_one(data_yaml, capsys):
@@ -333,6 +398,24 @@ def _edit_yaml(path: Path, **changes) -> None:
     path.write_text(yaml.safe_dump(cfg))
 
 
+def test_ground_truth_from_yolo_labels_matches_convert_coco(data_copy, converted):
+    """`detect val` on a YOLO set without coco/: ground truth rebuilt from the labels, boxes as convert's."""
+    import numpy as np
+
+    from detect.val import coco_from_yolo_labels
+
+    gt = coco_from_yolo_labels(load_data(data_copy, splits=("val",)), "val")
+    coco = json.loads((converted / "coco" / "val.json").read_text())
+    assert [c["name"] for c in gt["categories"]] == CLASSES and len(gt["images"]) == len(coco["images"])
+
+    def boxes(anns, category):
+        return np.array(sorted(a["bbox"] for a in anns if a["category_id"] == category)).reshape(-1, 4)
+
+    for category in range(1, len(CLASSES) + 1):
+        ours, theirs = boxes(gt["annotations"], category), boxes(coco["annotations"], category)
+        assert ours.shape == theirs.shape and np.allclose(ours, theirs, atol=1.01)
+
+
 def test_names_that_disagree_with_labels(data_copy, capsys):
     _edit_yaml(data_copy, names=dict(enumerate(["hole", "combined", "color", "liquid", "scratch"])))
     err = _cli_error(capsys, ["train", "--data", str(data_copy), "--model", "yolov8n.yaml"])
@@ -390,6 +473,22 @@ def test_unknown_passthrough_argument(data_yaml, capsys):
     assert "learning_rate" in err and "not an ultralytics training argument" in err
 
 
+def test_bad_passthrough_value_and_device(data_yaml, capsys):
+    err = _cli_error(capsys, ["train", "--data", str(data_yaml), "--model", "yolov8n.yaml", "lr0=abc"])
+    assert "lr0=abc" in err and "invalid type" in err
+    err = _cli_error(capsys, ["train", "--data", str(data_yaml), "--model", "yolov8n.yaml", "epochs=3"])
+    assert "--epochs" in err
+    err = _cli_error(
+        capsys, ["train", "--data", str(data_yaml), "--model", "yolov8n.yaml", "--device", "gpu"]
+    )
+    assert "--device gpu: not a device" in err
+    if not torch.cuda.is_available():
+        err = _cli_error(
+            capsys, ["predict", "--model", "m.pt", "--source", ".", "--save-coco", "x", "--device", "0"]
+        )
+        assert "--device 0: no CUDA GPU" in err
+
+
 def test_resume_without_checkpoint(tmp_path, capsys):
     err = _cli_error(
         capsys, ["train", "--data", "x.yaml", "--project", str(tmp_path), "--name", "nope", "--resume"]
@@ -402,6 +501,10 @@ def test_resume_continues_an_interrupted_run(world_run, capsys):
     assert [int(float(r.split(",")[0])) for r in rows] == [1, 2]  # epoch 1 before the crash, epoch 2 resumed
     err = _cli_error(capsys, ["train", "--project", str(world_run.parent), "--name", "world", "--resume"])
     assert "nothing to resume" in err
+    err = _cli_error(
+        capsys, ["train", "--project", str(world_run.parent), "--name", "world", "lr0=0.1", "--resume"]
+    )
+    assert "run's own arguments" in err and "lr0=" in err
 
 
 class _NotAModel:
@@ -418,7 +521,15 @@ def test_checkpoints_load_weights_only(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "module", ["detect._ultralytics", "detect.data", "detect.embeddings", "detect.predict", "detect.train"]
+    "module",
+    [
+        "detect._ultralytics",
+        "detect.data",
+        "detect.embeddings",
+        "detect.models",
+        "detect.predict",
+        "detect.train",
+    ],
 )
 def test_docstring_examples(module):
     import doctest

@@ -55,11 +55,21 @@ def _cli_error(capsys, argv) -> str:
 
 @pytest.fixture(scope="module")
 def trained_run(sam_dir, cache_dir, tmp_path_factory) -> Path:
-    """One epoch of `segment train` on the sample (the end-to-end test and later tests share it)."""
+    """One epoch of `segment train` on the sample with the default lr and loss (the end-to-end test and
+    later tests share it)."""
     out = tmp_path_factory.mktemp("segrun") / "run"
-    _cli(["train", "--data", sam_dir, *TINY, "--epochs", 1, "--lr", 3e-3, "--out", out,
+    _cli(["train", "--data", sam_dir, *TINY, "--epochs", 1, "--out", out,
           "--cache-dir", cache_dir, "--quiet"])
     return out
+
+
+def _train_subset(sam_dir: Path, tmp_path: Path, n_images: int) -> Path:
+    """A sam/ folder whose train.jsonl holds the first ``n_images`` training images with defects."""
+    subset = tmp_path / "sam"
+    subset.mkdir()
+    lines = [ln for ln in (sam_dir / "train.jsonl").read_text().splitlines() if json.loads(ln)["instances"]]
+    (subset / "train.jsonl").write_text("\n".join(lines[:n_images]) + "\n")
+    return subset
 
 
 def _first_image_with_instances(sam_dir: Path, split: str = "val"):
@@ -160,6 +170,10 @@ def test_one_epoch_end_to_end_writes_loadable_checkpoints(trained_run, capsys):
     # best.pt exists exactly when the fine-tune beat base SAM on validation.
     best = trained_run / "best.pt"
     assert best.is_file() == (val["mean_iou"] > base["mean_iou"])
+    # The defaults for a random decoder (lr 3e-3, balanced foreground weight) do not collapse to
+    # empty masks; the former ones (lr 1e-4, weight cap 20) left most masks empty after one epoch.
+    assert last["train_config"]["lr"] == 3e-3 and last["train_config"]["max_pos_weight"] == 1000
+    assert val["empty_frac"] == 0 and val["area_ratio"] > 1, val
     if best.is_file():
         ckpt = torch.load(best, map_location="cpu", weights_only=True)
         assert "optimizer" not in ckpt and ckpt["metrics"]["mean_iou"] == val["mean_iou"]
@@ -188,10 +202,7 @@ def test_resume_continues_epoch_counter_and_optimizer_state(trained_run, sam_dir
 def test_loss_falls_on_a_tiny_fixed_set(sam_dir, cache_dir, tmp_path):
     from segment.train import TrainConfig, train
 
-    tiny = tmp_path / "sam"
-    tiny.mkdir()
-    lines = [ln for ln in (sam_dir / "train.jsonl").read_text().splitlines() if json.loads(ln)["instances"]]
-    (tiny / "train.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    tiny = _train_subset(sam_dir, tmp_path, 2)
     summary = train(TrainConfig(data=tiny, out=tmp_path / "run", model="vit_tiny", device="cpu", epochs=12,
                                 lr=3e-3, box_jitter=0.0, validate=False, cache_dir=cache_dir, progress=False))
     losses = [h["train_loss"] for h in summary["history"]]
@@ -221,10 +232,7 @@ def test_bad_jsonl_lines_are_one_line_errors(sam_dir, tmp_path, capsys):
 def test_points_focal_and_prompt_encoder_training(sam_dir, cache_dir, tmp_path):
     from segment.train import TrainConfig, train
 
-    data = tmp_path / "sam"
-    data.mkdir()
-    lines = [ln for ln in (sam_dir / "train.jsonl").read_text().splitlines() if json.loads(ln)["instances"]]
-    (data / "train.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    data = _train_subset(sam_dir, tmp_path, 3)
     out = tmp_path / "run"
     summary = train(TrainConfig(data=data, out=out, model="vit_tiny", device="cpu", epochs=1, points=2, neg_points=1,
                                 loss="dice+focal", train_prompt_encoder=True, validate=False, cache_dir=cache_dir,
@@ -246,11 +254,12 @@ def test_points_focal_and_prompt_encoder_training(sam_dir, cache_dir, tmp_path):
 def test_docstring_examples():
     import doctest
 
+    import segment.cli
     import segment.decoder
     import segment.prompts
     import segment.train
 
-    for module in (segment.decoder, segment.prompts, segment.train):
+    for module in (segment.cli, segment.decoder, segment.prompts, segment.train):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -352,6 +361,14 @@ def test_predict_bad_inputs_are_one_line_errors(sample_root, tmp_path, capsys):
     assert "point (10, 256) is outside the 256x256 image" in _cli_error(
         capsys, base + ["--point", "10,256", "--out", tmp_path / "b"])
     assert "expected x1,y1,x2,y2" in _cli_error(capsys, base + ["--box", "1,2,3", "--out", tmp_path / "c"])
+    # A negative coordinate reaches the check (argparse alone would take it for an option).
+    assert "box [-1, 0, 5, 5] is outside the 256x256 image" in _cli_error(
+        capsys, base + ["--box", "-1,0,5,5", "--out", tmp_path / "c"])
+    assert "point (-2, 1) is outside" in _cli_error(capsys, base + ["--point", "-2,1,0", "--out", tmp_path / "c"])
+    vit_b_like = tmp_path / "sam_vit_b.pth"
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, vit_b_like)
+    assert "a SAM vit_b checkpoint, but --model is vit_tiny" in _cli_error(
+        capsys, base + ["--box", "0,0,5,5", "--checkpoint", vit_b_like, "--out", tmp_path / "c"])
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     err = _cli_error(capsys, ["predict", "--image", text, "--box", "0,0,5,5", *TINY, "--out", tmp_path / "d"])
@@ -375,3 +392,22 @@ def test_val_reports_base_and_finetuned_side_by_side(trained_run, sam_dir, cache
     assert set(metrics) == {"base", "finetuned"}
     assert metrics["base"]["n_instances"] == metrics["finetuned"]["n_instances"] > 0
     assert metrics["base"] != metrics["finetuned"]
+    # Base SAM's side is really base SAM (the fine-tuned weights were swapped out, not kept).
+    base_run = tmp_path / "base"
+    _cli(["val", "--data", sam_dir, "--split", "test", *TINY, "--cache-dir", cache_dir, "--out", base_run])
+    assert json.loads((base_run / "metrics.json").read_text())["base"] == metrics["base"]
+
+
+def test_split_predicted_once_scores_like_score_split(sam_dir, cache_dir, converted):
+    from segment.data import read_sam_jsonl
+    from segment.embeddings import EmbeddingCache, ImageEncoder
+    from segment.models import build_sam
+    from segment.predict import Segmenter
+    from segment.validate import category_ids, predict_split, score_predictions, score_split
+
+    model = build_sam("vit_tiny")
+    segmenter = Segmenter(ImageEncoder(model, EmbeddingCache(cache_dir, model.identity, model.spec.img_size)))
+    records, coco = read_sam_jsonl(sam_dir / "test.jsonl"), converted / "coco" / "test.json"
+    predicted = predict_split(segmenter, records, category_ids(coco))
+    assert len(predicted.results) == len(predicted.gt_masks) == sum(len(r.instances) for r in records)
+    assert score_predictions(predicted, coco) == score_split(segmenter, records, coco)

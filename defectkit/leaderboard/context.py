@@ -38,6 +38,8 @@ class BenchmarkConfig:
     sam_model: str = "vit_b"
     sam_checkpoint: str | None = None
     sam_random_weights: bool = False  # official SAM size with random weights (speed checks only)
+    sam_lr: float | None = None  # SAM decoder learning rate; None: segment train's default
+    yolo_args: list[str] = field(default_factory=list)  # further ultralytics training args, KEY=VALUE
     classifier_arch: str = "resnet18"
     classifier_weights: str = "imagenet"  # imagenet | none | path
     epochs: int = 30

@@ -102,7 +102,8 @@ def png_bytes(image_bgr: np.ndarray) -> bytes:
 def approach_panel(image_bgr: np.ndarray, spec: dict, names: list[str]) -> np.ndarray:
     """One approach's panel. ``spec``: ``title``, ``kind`` (boxes / masks / labels), ``results`` (COCO
     entries of this image, or the classifier's record), ``threshold`` (the image-level threshold
-    chosen on val, None for ground-truth prompts) and ``score`` (the image-level score).
+    chosen on val, None for ground-truth prompts), ``call`` (its ``val_call``: ``split``, or
+    ``all defective`` / ``all good`` when it separates nothing) and ``score`` (the image-level score).
 
     Boxes and masks are drawn when scored at or above the threshold, so a drawn box means the
     image is called defective; the frame is red when it is.
@@ -117,8 +118,11 @@ def approach_panel(image_bgr: np.ndarray, spec: dict, names: list[str]) -> np.nd
         if threshold is not None:
             results = [r for r in results if float(r["score"]) >= threshold]
         scene = draw_instances(image_bgr, results[:MAX_DRAWN], names, masks=kind == "masks")
+        call = spec.get("call", "split")
         subtitle = (
-            f"{len(results)} shown" if threshold is None else f"max {score:.2f}, threshold {threshold:.2f}"
+            f"{len(results)} shown"
+            if threshold is None
+            else f"max {score:.2f}, " + (f"threshold {threshold:.2f}" if call == "split" else f"calls {call}")
         )
     if threshold is not None and score is not None and score >= threshold:
         thick = max(2, round(max(image_bgr.shape[:2]) / 100))

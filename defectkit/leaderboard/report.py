@@ -5,6 +5,7 @@ and everything needed to reproduce the run."""
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,32 @@ def leaderboard(results: dict[str, dict]) -> list[dict]:
         return (auroc is None, -(auroc or 0.0), order)
 
     return [r for _, r in sorted(enumerate(results.values()), key=key)]
+
+
+def threshold_label(level: dict) -> str | float | None:
+    """The threshold as the report shows it: the number when it splits the val images, else what
+    it does ("all defective": the scores did not separate the classes on val).
+
+    >>> threshold_label({"threshold": 0.25, "val_call": "split"}), threshold_label({"threshold": 0.0, "val_call": "all defective"})
+    (0.25, 'none: all defective')
+    """
+    call = level.get("val_call", "split")
+    return level.get("threshold") if call == "split" else f"none: {call}"
+
+
+def chance_line(ctx: RunContext) -> str:
+    """What acc@thr must beat: calling every test image by the larger class."""
+    from defectkit.leaderboard.scoring import majority_accuracy
+
+    labels = ctx.truth["test"].labels
+    n_def = sum(labels)
+    call = "defective" if 2 * n_def >= len(labels) else "good"
+    acc = majority_accuracy(labels)
+    return (
+        f"acc@thr: test accuracy at the threshold chosen on val; calling every test image {call} "
+        f"already scores {'n/a' if acc is None else f'{acc:.3f}'} ({n_def} of {len(labels)} are defective). "
+        "AUROC 0.5 is chance."
+    )
 
 
 def headline_rows(results: dict[str, dict]) -> tuple[list[str], list[list]]:
@@ -53,7 +80,7 @@ def headline_rows(results: dict[str, dict]) -> tuple[list[str], list[list]]:
                 r["task"],
                 il.get("test_auroc"),
                 il.get("test_accuracy"),
-                il.get("threshold"),
+                threshold_label(il) if il else None,
                 MAIN_LABEL[r["task"]],
                 r["metrics"].get(MAIN_METRIC[r["task"]]),
                 f"{r['train_s']:.1f}",
@@ -64,8 +91,8 @@ def headline_rows(results: dict[str, dict]) -> tuple[list[str], list[list]]:
     return headers, rows
 
 
-def headline_text(results: dict[str, dict]) -> str:
-    """The leaderboard as a fixed-width text table (what the CLI prints at the end)."""
+def headline_text(results: dict[str, dict], footer: str = "") -> str:
+    """The leaderboard as a fixed-width text table (what the CLI prints at the end), then ``footer``."""
     headers = ["approach", "task", "AUROC", "acc@thr", "main metric", "train s", "ms/img"]
     rows = []
     for r in leaderboard(results):
@@ -87,8 +114,9 @@ def headline_text(results: dict[str, dict]) -> str:
         )
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in [headers, *rows]]
+    lines = [line.rstrip() for line in lines]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join([*lines, *textwrap.wrap(footer, max(60, len(lines[0])))])
 
 
 def _task_tables(doc: Document, results: dict[str, dict], classes: list[str]) -> None:
@@ -165,28 +193,20 @@ def _gallery(doc: Document, ctx: RunContext, results: dict[str, dict]) -> None:
         specs = []
         for name, r in results.items():
             il = r.get("image_level") or {}
-            score = r["scores"]["val"][i] if r.get("scores") else None
             if r["prediction_kind"] == "labels":
-                found = [p for p in preds[name] if p["file_name"] == file_name]
-                specs.append(
-                    {
-                        "title": name,
-                        "kind": "labels",
-                        "results": found[0],
-                        "threshold": il.get("threshold"),
-                        "score": score,
-                    }
-                )
+                found = next(p for p in preds[name] if p["file_name"] == file_name)
             else:
-                specs.append(
-                    {
-                        "title": name,
-                        "kind": r["prediction_kind"],
-                        "threshold": il.get("threshold"),
-                        "score": score,
-                        "results": [p for p in preds[name] if p["image_id"] == image_id],
-                    }
-                )
+                found = [p for p in preds[name] if p["image_id"] == image_id]
+            specs.append(
+                {
+                    "title": name,
+                    "kind": r["prediction_kind"],
+                    "results": found,
+                    "threshold": il.get("threshold"),
+                    "call": il.get("val_call", "split"),
+                    "score": r["scores"]["val"][i] if r.get("scores") else None,
+                }
+            )
         png = gallery_image(val.path(file_name), val.annotations.get(image_id, []), val.class_names, specs)
         doc.image(
             f"gallery_{i:03d}_{Path(file_name).stem}_{file_name.split('/')[1]}", png, f"val `{file_name}`"
@@ -211,7 +231,9 @@ def build_report(ctx: RunContext, results: dict[str, dict], run_info: dict) -> D
         "mask predictors: the highest mask score; the classifier: 1 - p(good)) ranked by test image AUROC, "
         "and the test accuracy of the defective/good call at the threshold that was best on val. "
         "Rows prompted by ground-truth boxes have no image-level score (n/a). Train s: training wall time; "
-        "infer ms/img: test-split inference per image (detector boxes + SAM for `sam-det`)."
+        "infer ms/img: test-split inference per image (detector boxes + SAM for `sam-det`). A threshold "
+        "shown as 'none: all defective' (or good) put every val image on one side: the scores did not "
+        "separate the classes on val, so the call is the larger class. " + chance_line(ctx)
     )
     headers, rows = headline_rows(results)
     doc.table(headers, rows, digits=3)

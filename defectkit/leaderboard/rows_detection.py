@@ -57,15 +57,14 @@ def _predict_boxes(ctx: RunContext, yolo) -> tuple[dict[str, list[dict]], float]
 
 def train_yolo(ctx: RunContext, row_dir: Path, data: Path, model: str, world: bool) -> tuple[Path, float]:
     """Train with ``detect``; with --resume, an earlier attempt's ``last.pt`` is continued instead."""
-    from detect.train import train
+    from detect.train import parse_extra_args, train
 
     cfg = ctx.config
     run_dir = row_dir / "train"
     last = run_dir / "weights" / "last.pt"
     t0 = time.perf_counter()
     if cfg.resume and last.is_file():
-        if world:
-            _keep_text_embeddings(ctx, data, run_dir)
+        # a YOLO-World run folder holds its text_embeddings.pt from the start: resume reads it there
         try:
             train(data, model, resume=last, device=cfg.ultralytics_device)
         except DefectkitError as exc:
@@ -76,25 +75,9 @@ def train_yolo(ctx: RunContext, row_dir: Path, data: Path, model: str, world: bo
             data, model, epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, device=cfg.ultralytics_device,
             seed=cfg.seed, project=row_dir, name="train", exist_ok=True,
             **({"text_embeddings": cfg.text_embeddings, "prompts": cfg.prompts} if world else {}),
-            **extra_train_args(ctx),
+            **{**extra_train_args(ctx), **parse_extra_args(cfg.yolo_args)},
         )  # fmt: skip
     return run_dir / "weights" / "best.pt", time.perf_counter() - t0
-
-
-def _keep_text_embeddings(ctx: RunContext, data: Path, run_dir: Path) -> None:
-    """Put the run's text embeddings where ``detect``'s resume reads them: detect moves the file into
-    the run folder only when training ends, so an interrupted YOLO-World run has none yet."""
-    from detect import embeddings as emb
-    from detect.data import load_data
-
-    target = run_dir / "text_embeddings.pt"
-    if not target.is_file():
-        cfg = ctx.config
-        ds = load_data(data, splits=())
-        table = emb.resolve(
-            cfg.text_embeddings, ds.names, ds.yaml_path.parent, prompts_spec=cfg.prompts, seed=cfg.seed
-        )
-        table.save(target)
 
 
 def detect_train_command(ctx: RunContext, data: Path, model: str, world: bool) -> str:
@@ -118,6 +101,7 @@ def detect_train_command(ctx: RunContext, data: Path, model: str, world: bool) -
         "--seed",
         cfg.seed,
         *emb,
+        *cfg.yolo_args,
     )
 
 

@@ -45,17 +45,18 @@ def _segmenter(ctx: RunContext, finetuned: Path | None = None):
 def _sam_gt_boxes(ctx: RunContext, row_dir: Path, segmenter, title: str) -> dict:
     """SAM prompted by every ground-truth instance's box (the segment stage's protocol: `segment val`)."""
     from segment.data import read_sam_jsonl, split_jsonl
-    from segment.validate import category_ids, predict_split, score_split
+    from segment.validate import category_ids, predict_split, score_predictions
 
     test = ctx.truth["test"]
     cat_ids = category_ids(test.coco_path)
     records = {s: read_sam_jsonl(split_jsonl(ctx.sam_dir, s)) for s in ("val", "test")}
-    preds, infer_s = {}, 0.0
+    predicted, infer_s = {}, 0.0
     for split in ("val", "test"):
         t0 = time.perf_counter()
-        preds[split] = predict_split(segmenter, records[split], cat_ids, ctx.config.progress)[2]
+        predicted[split] = predict_split(segmenter, records[split], cat_ids, ctx.config.progress)
         infer_s = time.perf_counter() - t0
-    scored = score_split(segmenter, records["test"], test.coco_path)
+    preds = {split: p.results for split, p in predicted.items()}
+    scored = score_predictions(predicted["test"], test.coco_path)  # the test masks, not predicted again
     row = coco_row(ctx, row_dir, "segm", preds, infer_s, title, image_scores=False)
     n_prompted = sum(1 for r in records["test"] if r.instances)
     row["infer_s_per_image"] = infer_s / max(1, n_prompted)
@@ -127,7 +128,7 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
     tc = TrainConfig(
         data=ctx.sam_dir, out=row_dir / "train", model=cfg.sam_model,
         checkpoint=Path(cfg.sam_checkpoint) if cfg.sam_checkpoint else None, random_weights=cfg.sam_random_weights,
-        seed=cfg.seed, epochs=cfg.epochs,
+        seed=cfg.seed, epochs=cfg.epochs, **({"lr": cfg.sam_lr} if cfg.sam_lr is not None else {}),
         device=cfg.torch_device, overwrite=True, cache_dir=ctx.cache_dir / "sam_embeddings", progress=cfg.progress,
     )  # fmt: skip
     tc.resume = cfg.resume and (tc.out / "last.pt").is_file()  # continue an interrupted attempt
@@ -146,7 +147,7 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
         "train_s": train_s,
         "checkpoint": checkpoint_entry(ctx, weights),
         "beat_base": best.is_file(),
-        "command": _sam_command(ctx, "train", "--epochs", cfg.epochs, "--out", tc.out),
+        "command": _sam_command(ctx, "train", "--epochs", cfg.epochs, "--lr", tc.lr, "--out", tc.out),
     }
 
 

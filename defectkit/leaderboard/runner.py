@@ -26,7 +26,7 @@ RESULT_FILE = "result.json"
 # Settings a finished row depends on: resuming with other values would mix incomparable rows.
 SETTINGS_THAT_MATTER = (
     "root", "category", "device", "detector", "closed_detector", "seg_detector", "text_embeddings", "prompts",
-    "sam_model", "sam_checkpoint", "sam_random_weights", "classifier_arch", "classifier_weights", "epochs", "imgsz", "batch", "seed",
+    "sam_model", "sam_checkpoint", "sam_random_weights", "sam_lr", "yolo_args", "classifier_arch", "classifier_weights", "epochs", "imgsz", "batch", "seed",
     "val_frac", "test_frac", "mask_score_threshold",
 )  # fmt: skip
 
@@ -182,7 +182,7 @@ def run_rows(ctx: RunContext, rows: list[str]) -> dict[str, dict]:
 
 def run_benchmark(cfg: BenchmarkConfig) -> Path:
     """Run (or resume) a benchmark; returns the report folder (``report.md``, ``report.html``)."""
-    from defectkit.leaderboard.report import build_report, headline_text
+    from defectkit.leaderboard.report import build_report, chance_line, headline_text
 
     rows = resolve_rows(cfg.rows)
     check_device(cfg)
@@ -222,6 +222,6 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
         out / "report",
         extra_files={
             "leaderboard.json": (json.dumps(leaderboard, indent=2, allow_nan=False) + "\n").encode("utf-8"),
-            "leaderboard.txt": (headline_text(results) + "\n").encode("utf-8"),
+            "leaderboard.txt": (headline_text(results, footer=chance_line(ctx)) + "\n").encode("utf-8"),
         },
     )

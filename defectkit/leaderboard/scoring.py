@@ -13,14 +13,17 @@ import numpy as np
 def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """The score threshold (``score >= t`` means defective) with the best accuracy on ``labels``.
 
-    Candidates are the midpoints between consecutive distinct scores plus one below and one above
-    all of them; ties go to the midpoint of the best run (the widest margin on both sides).
-    With no images it returns 0.5.
+    Candidates are the midpoints between consecutive distinct scores, the lowest score (every
+    image called defective) and one step above the highest (every image called good), so the
+    threshold stays on the scores' own scale (never below the lowest score); ties go to the
+    midpoint of the best run (the widest margin on both sides). With no images it returns 0.5.
 
     >>> choose_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.6, 0.9]))
     0.4
-    >>> choose_threshold(np.array([1, 1]), np.array([0.3, 0.5]))  # all defective: below everything
-    0.2
+    >>> choose_threshold(np.array([1, 1]), np.array([0.3, 0.5]))  # all defective: the lowest score
+    0.3
+    >>> choose_threshold(np.array([0, 1, 1]), np.array([0.0, 0.0, 0.0]))  # no spread: all defective
+    0.0
     """
     labels = np.asarray(labels).astype(bool).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
@@ -28,7 +31,7 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
         return 0.5
     distinct = np.unique(scores)
     step = max(float(np.ptp(distinct)), 1.0) * 0.1 if distinct.size > 1 else 0.1
-    candidates = np.r_[distinct[0] - step, (distinct[1:] + distinct[:-1]) / 2, distinct[-1] + step]
+    candidates = np.r_[distinct[0], (distinct[1:] + distinct[:-1]) / 2, distinct[-1] + step]
     accuracies = np.array([accuracy_at(labels, scores, t) for t in candidates])
     best = np.flatnonzero(accuracies == accuracies.max())
     # The middle of the best candidates: on a tie the threshold sits in the widest gap between classes.
@@ -65,11 +68,38 @@ def image_level(
     return {
         "test_auroc": anomaly["image_auroc"],
         "threshold": threshold,
+        "val_call": val_call(val_scores, threshold),
         "val_accuracy": accuracy_at(val_labels, val_scores, threshold),
         "test_accuracy": accuracy_at(test_labels, test_scores, threshold),
         "n_test": int(np.size(test_labels)),
         "n_test_defective": int(np.sum(test_labels)),
     }
+
+
+def val_call(scores: np.ndarray, threshold: float) -> str:
+    """What the threshold does on the images it was chosen on: ``"split"`` when it puts some on each
+    side, else ``"all defective"`` or ``"all good"`` (no useful threshold: the scores did not
+    separate the classes, so the call is the majority class).
+
+    >>> val_call([0.1, 0.9], 0.5), val_call([0.0, 0.0], 0.0), val_call([0.2, 0.3], 0.4)
+    ('split', 'all defective', 'all good')
+    """
+    called = np.asarray(scores, dtype=np.float64).ravel() >= threshold
+    if called.size and called.all():
+        return "all defective"
+    return "split" if called.any() else "all good"
+
+
+def majority_accuracy(labels: np.ndarray) -> float | None:
+    """The accuracy of calling every image by the larger class: the bar an image-level call must beat.
+
+    >>> majority_accuracy([1, 1, 0, 1])
+    0.75
+    """
+    labels = np.asarray(labels).astype(bool).ravel()
+    if labels.size == 0:
+        return None
+    return float(max(labels.mean(), 1 - labels.mean()))
 
 
 def max_score_per_image(image_ids: list[int], results: list[dict]) -> list[float]:
