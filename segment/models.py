@@ -48,7 +48,7 @@ class SamSpec:
 
 
 def _build_vit_tiny() -> Sam:
-    """A ~1.5M-parameter SAM: the real classes at 256 px input, 16x16 embeddings, 64-d prompts."""
+    """A ~0.56M-parameter SAM: the real classes at 256 px input, 16x16 embeddings, 64-d prompts."""
     img_size, patch, prompt_dim = 256, 16, 64
     grid = img_size // patch
     return Sam(

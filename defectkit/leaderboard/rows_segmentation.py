@@ -79,6 +79,30 @@ def _sam_gt_boxes(ctx: RunContext, row_dir: Path, segmenter, title: str) -> dict
     return row
 
 
+def _mask_union_row(
+    ctx: RunContext, row_dir: Path, preds: dict[str, list[dict]], infer_s: float, title: str
+) -> dict:
+    """A predicted-mask row (no true prompts): COCO segm AP via :func:`coco_row`, plus mask IoU/Dice
+    and pixel precision/recall of the union of the masks scored >= ``mask_score_threshold`` per image
+    and class (``evaluate_masks``)."""
+    from evaluation import evaluate_masks
+
+    threshold = ctx.config.mask_score_threshold
+    row = coco_row(ctx, row_dir, "segm", preds, infer_s, title)
+    union = evaluate_masks(str(ctx.truth["test"].coco_path), preds["test"], score_threshold=threshold)
+    row["metrics"] = {
+        "mask_mIoU": union["mean_iou"],
+        "mask_mDice": union["mean_dice"],
+        **row["metrics"],
+        "pixel_precision": union["pixel_precision"],
+        "pixel_recall": union["pixel_recall"],
+    }
+    row["per_class"] = {c: v["iou"] for c, v in union["per_class"].items()}
+    row["per_class_metric"] = "mask IoU"
+    row["notes"] = [f"mask IoU/Dice: union of the masks scored >= {threshold} per image and class"]
+    return row
+
+
 def _sam_weights_args(cfg) -> list:
     if cfg.sam_checkpoint:
         return ["--checkpoint", cfg.sam_checkpoint]
@@ -162,7 +186,6 @@ def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
     import json
 
     from defectkit.rle import mask_to_rle
-    from evaluation import evaluate_masks
 
     detector = ctx.results["yolo-world-ft"]
     # The fine-tuned decoder only when it beat base SAM on val (segment's own advice otherwise: use base).
@@ -203,25 +226,10 @@ def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
                 )
         infer_s = time.perf_counter() - t0 + detector["infer_s_per_image"] * len(truth.image_ids)
         preds[split] = results
-    row = coco_row(ctx, row_dir, "segm", preds, infer_s, "SAM prompted by YOLO-World boxes: test masks")
-    union = evaluate_masks(
-        str(ctx.truth["test"].coco_path), preds["test"], score_threshold=ctx.config.mask_score_threshold
-    )
-    row["metrics"] = {
-        "mask_mIoU": union["mean_iou"],
-        "mask_mDice": union["mean_dice"],
-        **row["metrics"],
-        "pixel_precision": union["pixel_precision"],
-        "pixel_recall": union["pixel_recall"],
-    }
-    row["per_class"] = {c: v["iou"] for c, v in union["per_class"].items()}
-    row["per_class_metric"] = "mask IoU"
+    row = _mask_union_row(ctx, row_dir, preds, infer_s, "SAM prompted by YOLO-World boxes: test masks")
     row["prompt"] = "detector boxes"
-    row["notes"] = [
-        (
-            f"mask IoU/Dice: union of the masks scored >= {ctx.config.mask_score_threshold} per image and "
-            "class; inference time includes the detector's"
-        ),
+    row["notes"] += [
+        "inference time includes the detector's",
         "SAM: the fine-tuned decoder (best.pt)"
         if tuned
         else "SAM: base weights ("
@@ -255,7 +263,6 @@ def yolo_seg(ctx: RunContext, row_dir: Path) -> dict:
     from defectkit.rle import mask_to_rle
     from detect.models import open_model
     from detect.predict import iter_results
-    from evaluation import evaluate_masks
 
     cfg = ctx.config
     weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_seg_yaml, cfg.seg_detector, world=False)
@@ -298,23 +305,8 @@ def yolo_seg(ctx: RunContext, row_dir: Path) -> dict:
                 )
         infer_s = time.perf_counter() - t0
         preds[split] = results
-    row = coco_row(ctx, row_dir, "segm", preds, infer_s, "YOLO-seg: test masks")
-    union = evaluate_masks(
-        str(ctx.truth["test"].coco_path), preds["test"], score_threshold=cfg.mask_score_threshold
-    )
-    row["metrics"] = {
-        "mask_mIoU": union["mean_iou"],
-        "mask_mDice": union["mean_dice"],
-        **row["metrics"],
-        "pixel_precision": union["pixel_precision"],
-        "pixel_recall": union["pixel_recall"],
-    }
-    row["per_class"] = {c: v["iou"] for c, v in union["per_class"].items()}
-    row["per_class_metric"] = "mask IoU"
+    row = _mask_union_row(ctx, row_dir, preds, infer_s, "YOLO-seg: test masks")
     row["prompt"] = "none"
-    row["notes"] = [
-        f"mask IoU/Dice: union of the masks scored >= {cfg.mask_score_threshold} per image and class"
-    ]
     return {
         **row,
         "train_s": train_s,
