@@ -42,6 +42,12 @@ def load_weights_only(path: str | Path, what: str = "checkpoint") -> Any:
         raise DefectkitError(f"{path}: no such {what}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message is a page of advice to load the file unsafely; the user needs one line.
+        raise DefectkitError(
+            f"{path}: not a loadable {what} (it holds Python objects, not plain tensors: "
+            f"written by another tool?)"
+        ) from None
     except LOAD_ERRORS as exc:
         first = (str(exc).splitlines() or [""])[0][:160]
         raise DefectkitError(f"{path}: not a loadable {what} ({type(exc).__name__}: {first})") from None
