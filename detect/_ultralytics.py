@@ -171,13 +171,14 @@ def resolve_model(model: str | Path) -> str:
     path = Path(text).expanduser()
     if path.suffix.lower() in (".yaml", ".yml"):
         return text
-    if path.is_file():
-        return str(path)
-    if path.suffix.lower() != ".pt" and path.suffix.lower() not in (".onnx", ".engine", ".torchscript"):
+    if path.suffix.lower() not in (".pt", ".onnx", ".engine", ".torchscript"):
+        # Checked before opening: ultralytics guesses a task for any file and fails late on an assert.
         raise DefectkitError(
             f"{text}: not a model file; give a .pt checkpoint, a hub name such as yolov8s-worldv2.pt, "
             "or an architecture such as yolov8s-worldv2.yaml"
         )
+    if path.is_file():
+        return str(path)
     if path.parent != Path(".") or path.suffix.lower() != ".pt":
         raise DefectkitError(f"{text}: no such model file")
     from defectkit.weights import fetch

@@ -24,7 +24,9 @@ def open_model(model, *, verbose: bool = False):
         return YOLO(source, verbose=verbose)
     except FileNotFoundError as exc:
         raise DefectkitError(f"{model}: {exc}") from None
-    except (TypeError, RuntimeError, KeyError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
+    except (
+        TypeError, RuntimeError, KeyError, ValueError, AttributeError, AssertionError, pickle.UnpicklingError
+    ) as exc:  # ultralytics asserts on files it cannot read (a .pth of another tool, say)
         raise DefectkitError(
             f"{model}: not a YOLO model ({type(exc).__name__}: {str(exc).splitlines()[0]})"
         ) from None

@@ -466,6 +466,16 @@ def test_model_of_the_wrong_task(data_yaml, capsys):
     assert "polygon labels" in err and "yolo-seg" in err
 
 
+def test_a_weights_file_of_another_tool_is_refused_before_opening(converted, tmp_path, capsys):
+    pth = tmp_path / "sam_decoder.pth"
+    torch.save({"w": torch.zeros(2)}, pth)
+    image = next((converted / "yolo" / "images" / "test").iterdir())
+    argv = ["predict", "--model", str(pth), "--source", str(image), "--save-coco", str(tmp_path / "p.json")]
+    err = _cli_error(capsys, argv)
+    assert err.startswith(f"error: {pth}: not a model file") and err.count("\n") == 1
+    assert not (tmp_path / "p.json").exists()
+
+
 def test_unknown_passthrough_argument(data_yaml, capsys):
     err = _cli_error(
         capsys, ["train", "--data", str(data_yaml), "--model", "yolov8n.yaml", "learning_rate=3"]
