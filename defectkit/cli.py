@@ -34,12 +34,27 @@ def _sample(args: argparse.Namespace) -> int:
 
 DEFAULT_SAMPLE = Path("datasets/sample")
 # The demo's small settings, measured on the bundled sample on a 2-core CPU (see the leaderboard README):
-# with --fast, 1 epoch at 64 px; else enough epochs for SAM's decoder and the classifier to learn.
+# with --fast, 1 epoch at 64 px; else 15 epochs, in which SAM's decoder learns (YOLO-World from a
+# random start does not, at any setting that fits a few CPU minutes) and the whole demo takes 2-4 min.
 DEMO_EPOCHS, DEMO_IMGSZ = 15, 128
 FAST_EPOCHS, FAST_IMGSZ = 1, 64
-# A random-start SAM decoder collapses to empty masks at segment's default lr (1e-4); at 1e-3 it
-# recovers within ~10 epochs and beats base SAM on val.
-DEMO_SAM_LR = 1e-3
+BENCHMARK_EPOCHS, BENCHMARK_IMGSZ = 30, 640
+# Models: the benchmark's (pretrained, downloaded once) and the small random-start ones the demo and
+# any --fast run use (nothing to download).
+REAL_MODELS = {
+    "detector": "yolov8s-worldv2.pt",
+    "closed_detector": "yolov8n.pt",
+    "seg_detector": "yolov8n-seg.pt",
+    "sam_model": "vit_b",
+    "classifier_weights": "imagenet",
+}
+SMALL_MODELS = {
+    "detector": "yolov8s-worldv2.yaml",
+    "closed_detector": "yolov8n.yaml",
+    "seg_detector": "yolov8n-seg.yaml",
+    "sam_model": "vit_tiny",
+    "classifier_weights": "none",
+}
 
 
 def _rows(text: str) -> list[str]:
@@ -60,17 +75,14 @@ def _default_device() -> str:
 def _run(args: argparse.Namespace, command: str) -> int:
     from defectkit.leaderboard import BenchmarkConfig, run_benchmark
 
-    if command == "demo":
-        if args.root == DEFAULT_SAMPLE and not (args.root / args.category).is_dir():
-            from defectkit.sample import write_sample
-
-            print(f"writing the bundled sample to {args.root}")
-            write_sample(args.root)
-        epochs = args.epochs or (FAST_EPOCHS if args.fast else DEMO_EPOCHS)
-        imgsz = args.imgsz or (FAST_IMGSZ if args.fast else DEMO_IMGSZ)
-        sam_lr = DEMO_SAM_LR if args.sam_lr is None else args.sam_lr
-    else:
-        epochs, imgsz, sam_lr = args.epochs, args.imgsz, args.sam_lr
+    demo = command == "demo"
+    small = demo or args.fast  # the small random-start models, unless named
+    for name, default in (SMALL_MODELS if small else REAL_MODELS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    epochs = args.epochs or (FAST_EPOCHS if args.fast else DEMO_EPOCHS if demo else BENCHMARK_EPOCHS)
+    imgsz = args.imgsz or (FAST_IMGSZ if args.fast else DEMO_IMGSZ if demo else BENCHMARK_IMGSZ)
+    sam_lr = args.sam_lr  # None: segment train picks it (higher for random-start weights)
     for name, value in (("epochs", epochs), ("imgsz", imgsz), ("batch", args.batch)):
         if value < 1:
             raise DefectkitError(f"--{name} must be at least 1, got {value}")
@@ -80,6 +92,11 @@ def _run(args: argparse.Namespace, command: str) -> int:
         from detect.train import parse_extra_args
 
         parse_extra_args(args.yolo_arg)  # a misspelt argument fails now, not after the data is converted
+    if demo and args.root == DEFAULT_SAMPLE and not (args.root / args.category).is_dir():
+        from defectkit.sample import write_sample
+
+        print(f"writing the bundled sample to {args.root}")
+        write_sample(args.root)
     embeddings = args.text_embeddings or ("random" if str(args.detector).endswith(".yaml") else None)
     cfg = BenchmarkConfig(
         root=args.root, category=args.category, out=args.out or Path("runs/benchmark") / args.category,
@@ -151,21 +168,26 @@ def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-row lines")
     m = p.add_argument_group("models and training")
+
+    def model_default(name: str) -> str:
+        small = SMALL_MODELS[name]
+        return f"default: {small})" if demo else f"default: {REAL_MODELS[name]}; with --fast {small})"
+
     m.add_argument(
         "--detector",
-        default="yolov8s-worldv2.yaml" if demo else "yolov8s-worldv2.pt",
-        help="YOLO-World weights (.pt, hub names downloaded once) or a .yaml for a random start "
-        "(default: %(default)s)",
+        default=None,
+        help="YOLO-World weights (.pt, hub names downloaded once) or a .yaml for a random start ("
+        + model_default("detector"),
     )
     m.add_argument(
         "--closed-detector",
-        default="yolov8n.yaml" if demo else "yolov8n.pt",
-        help="closed-set YOLO for the yolo-closed row (default: %(default)s)",
+        default=None,
+        help="closed-set YOLO for the yolo-closed row (" + model_default("closed_detector"),
     )
     m.add_argument(
         "--seg-detector",
-        default="yolov8n-seg.yaml" if demo else "yolov8n-seg.pt",
-        help="YOLO segmentation model for the yolo-seg row (default: %(default)s)",
+        default=None,
+        help="YOLO segmentation model for the yolo-seg row (" + model_default("seg_detector"),
     )
     m.add_argument(
         "--text-embeddings",
@@ -176,8 +198,9 @@ def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
     m.add_argument("--prompts", default=None, help='YOLO-World class prompts, e.g. "hole=a hole in wood"')
     m.add_argument(
         "--sam-model",
-        default="vit_tiny" if demo else "vit_b",
-        help="SAM size: vit_tiny (small, random; demos and tests), vit_b, vit_l, vit_h (default: %(default)s)",
+        default=None,
+        help="SAM size: vit_tiny (small, random; demos and tests), vit_b, vit_l, vit_h ("
+        + model_default("sam_model"),
     )
     m.add_argument(
         "--sam-checkpoint",
@@ -195,12 +218,8 @@ def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
         "--sam-lr",
         type=float,
         default=None,
-        help="learning rate of SAM's decoder fine-tune (default: "
-        + (
-            f"{DEMO_SAM_LR:g}: a random-start decoder collapses at 1e-4)"
-            if demo
-            else "segment train's, 1e-4)"
-        ),
+        help="learning rate of SAM's decoder fine-tune (default: segment train's: 3e-3 for random-start "
+        "weights such as vit_tiny, 1e-4 from a checkpoint)",
     )
     m.add_argument(
         "--yolo-arg",
@@ -213,24 +232,37 @@ def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
     m.add_argument("--classifier-arch", default="resnet18", help="torchvision ResNet (default: %(default)s)")
     m.add_argument(
         "--classifier-weights",
-        default="none" if demo else "imagenet",
-        help="classifier start: imagenet, none (random) or a state-dict path (default: %(default)s)",
+        default=None,
+        help="classifier start: imagenet, none (random) or a state-dict path ("
+        + model_default("classifier_weights"),
     )
     m.add_argument(
         "--epochs",
         type=int,
-        default=None if demo else 30,
+        default=None,
         help="training epochs of every trained row (default: "
-        + (f"{DEMO_EPOCHS}, {FAST_EPOCHS} with --fast)" if demo else "%(default)s)"),
+        + f"{DEMO_EPOCHS if demo else BENCHMARK_EPOCHS}, {FAST_EPOCHS} with --fast)",
     )
     m.add_argument(
         "--imgsz",
         type=int,
-        default=None if demo else 640,
+        default=None,
         help="YOLO input size; the classifier uses min(imgsz, 224) (default: "
-        + (f"{DEMO_IMGSZ}, {FAST_IMGSZ} with --fast)" if demo else "%(default)s)"),
+        + f"{DEMO_IMGSZ if demo else BENCHMARK_IMGSZ}, {FAST_IMGSZ} with --fast)",
     )
-    m.add_argument("--batch", type=int, default=8 if demo else 16, help="batch size (default: %(default)s)")
+    m.add_argument(
+        "--batch",
+        type=int,
+        default=8 if demo else 16,
+        help="batch size of the YOLO and classifier training (default: %(default)s)",
+    )
+    m.add_argument(
+        "--fast",
+        action="store_true",
+        help=f"the quickest end-to-end check: {FAST_EPOCHS} epoch at {FAST_IMGSZ} px"
+        + ("" if demo else ", with the demo's small random-start models unless named (nothing is downloaded)")
+        + "; nothing learns, the numbers only show the pipeline runs",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,11 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--root", type=Path, default=DEFAULT_SAMPLE, help="MVTec AD-layout data root (default: %(default)s)"
     )
     p.add_argument("--category", default="wood", help="category folder under --root (default: %(default)s)")
-    p.add_argument(
-        "--fast",
-        action="store_true",
-        help=f"{FAST_EPOCHS} epoch at {FAST_IMGSZ} px: the quickest end-to-end check (nothing learns)",
-    )
     _add_run_options(p, demo=True)
     p.set_defaults(func=lambda args: _run(args, "demo"))
 

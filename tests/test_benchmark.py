@@ -179,11 +179,17 @@ def test_threshold_and_rank_errors():
     assert accuracy_at(labels, 100 * scores, choose_threshold(labels, 100 * scores)) == 0.8
     m = image_level(labels, scores, [0, 1], [0.3, 0.2])
     assert m["test_auroc"] == 0.0 and m["test_accuracy"] == 0.5
+    # Every val image scored the same (an untrained detector's one box): the threshold is that very
+    # score, so every image is called defective, the larger class; not "all good" by a rounding.
+    same = 0.0024926685728132725
+    m = image_level([0, 1, 1, 1, 1, 1], [same] * 6, [0, 1, 1], [same] * 3)
+    assert m["val_call"] == "all defective" and m["threshold"] <= same
+    assert m["val_accuracy"] == pytest.approx(5 / 6) and m["test_accuracy"] == pytest.approx(2 / 3)
     errors = rank_errors(labels, scores)
     assert errors.argmax() in (1, 2) and errors[3] == errors[4] == 0
 
 
-@pytest.mark.parametrize("module", ["scoring", "gallery", "document", "context", "rows"])
+@pytest.mark.parametrize("module", ["scoring", "gallery", "document", "context", "rows", "report"])
 def test_doctests(module):
     import importlib
 
@@ -193,7 +199,7 @@ def test_doctests(module):
 
 
 def test_missing_data_fails_fast_and_leaves_no_run_folder(tmp_path, capsys):
-    out = tmp_path / "run"
+    out = tmp_path / "runs" / "benchmark" / "wood"  # parents it made go too
     with pytest.raises(SystemExit) as exc:
         main(
             [
@@ -210,7 +216,7 @@ def test_missing_data_fails_fast_and_leaves_no_run_folder(tmp_path, capsys):
         )
     assert exc.value.code == 2
     assert f"{tmp_path / 'nowhere'}: not found" in capsys.readouterr().err
-    assert not out.exists()  # so the same command works once the data is there
+    assert not (tmp_path / "runs").exists()  # so the same command works once the data is there
 
 
 def test_world_rows_without_embeddings_say_what_to_pass(sample_root, tmp_path, capsys):

@@ -66,7 +66,11 @@ def test_demo_ends_with_the_report_path_and_a_row_per_approach(demo):
     for name in ("yolo-world-ft", "sam-gt-ft", "classifier"):
         ck = rows[name]["checkpoint"]
         assert hashlib.sha256((out / ck["path"]).read_bytes()).hexdigest() == ck["sha256"]
-    assert "--lr 0.001" in rows["sam-gt-ft"]["command"]  # the demo's SAM learning rate reached segment train
+    # No --sam-lr: segment train picks its rate for random-start SAM (1e-4 collapses it to empty masks).
+    from segment.train import LR_RANDOM_INIT
+
+    sam_last = torch.load(out / "rows" / "sam-gt-ft" / "train" / "last.pt", weights_only=True)
+    assert sam_last["train_config"]["lr"] == LR_RANDOM_INIT and "--lr" not in rows["sam-gt-ft"]["command"]
     # sam-det prompts SAM with the fine-tuned decoder only when it beat base SAM on val.
     tuned = rows["sam-gt-ft"]
     assert tuned["beat_base"] == (out / "rows" / "sam-gt-ft" / "train" / "best.pt").is_file()
@@ -190,10 +194,9 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
         and cfg.text_embeddings == "random"
         and cfg.classifier_weights == "none"
     )
-    from defectkit.cli import DEMO_EPOCHS, DEMO_IMGSZ, DEMO_SAM_LR
+    from defectkit.cli import DEMO_EPOCHS, DEMO_IMGSZ
 
-    assert (cfg.epochs, cfg.imgsz, cfg.sam_lr, cfg.yolo_args) == (DEMO_EPOCHS, DEMO_IMGSZ, DEMO_SAM_LR, [])
-    assert DEMO_SAM_LR > 1e-4  # segment's default lr collapses a random-start decoder to empty masks
+    assert (cfg.epochs, cfg.imgsz, cfg.sam_lr, cfg.yolo_args) == (DEMO_EPOCHS, DEMO_IMGSZ, None, [])
     assert "report: runs/demo/report/report.html" in capsys.readouterr().out
     # A real run swaps in real weights; a .pt detector reads the data set's embeddings file, not random ones.
     main(["demo", "--detector", "yolov8s-worldv2.pt", "--epochs", "2", "--device", "0", "--out", "x",
@@ -201,6 +204,23 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
     assert seen["cfg"].text_embeddings is None and seen["cfg"].epochs == 2
     assert seen["cfg"].sam_lr == 5e-5 and seen["cfg"].yolo_args == ["mosaic=0"]
     assert seen["cfg"].ultralytics_device == "0" and seen["cfg"].torch_device == "cuda:0"
+    # benchmark: pretrained models at full size, and with --fast the demo's small random-start ones.
+    main(["benchmark", "wood", "--out", "b"])
+    real = seen["cfg"]
+    assert (real.detector, real.sam_model, real.classifier_weights) == (
+        "yolov8s-worldv2.pt",
+        "vit_b",
+        "imagenet",
+    )
+    assert (real.epochs, real.imgsz, real.sam_lr, real.text_embeddings) == (30, 640, None, None)
+    main(["benchmark", "wood", "--out", "c", "--fast", "--closed-detector", "mine.pt"])
+    fast = seen["cfg"]
+    assert (fast.detector, fast.sam_model, fast.classifier_weights) == (
+        "yolov8s-worldv2.yaml",
+        "vit_tiny",
+        "none",
+    )
+    assert (fast.closed_detector, fast.epochs, fast.imgsz, fast.sam_lr) == ("mine.pt", 1, 64, None)
 
 
 def test_image_level_threshold_comes_from_val(demo):

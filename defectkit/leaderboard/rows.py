@@ -50,11 +50,8 @@ def register(name: str, title: str, task: str, about: str, needs: tuple[str, ...
 
 
 def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def checkpoint_entry(ctx: RunContext, path: Path) -> dict:

@@ -109,6 +109,10 @@ def _sam_weights_args(cfg) -> list:
     return ["--random-weights"] if cfg.sam_random_weights else []
 
 
+def _lr_args(cfg) -> list:
+    return ["--lr", cfg.sam_lr] if cfg.sam_lr is not None else []  # else segment train's own default
+
+
 def _sam_command(ctx: RunContext, verb: str, *extra) -> str:
     cfg = ctx.config
     ck = _sam_weights_args(cfg)
@@ -171,7 +175,7 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
         "train_s": train_s,
         "checkpoint": checkpoint_entry(ctx, weights),
         "beat_base": best.is_file(),
-        "command": _sam_command(ctx, "train", "--epochs", cfg.epochs, "--lr", tc.lr, "--out", tc.out),
+        "command": _sam_command(ctx, "train", "--epochs", cfg.epochs, *_lr_args(cfg), "--out", tc.out),
     }
 
 

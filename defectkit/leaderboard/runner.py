@@ -188,6 +188,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
     check_device(cfg)
     earlier = prepare_run_folder(cfg)
     out = Path(cfg.out)
+    # The top folder this run creates (out or a missing parent): what a failed fresh start removes.
+    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), out)
     out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(cfg.command) if cfg.command else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     run_info = {
@@ -203,7 +205,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
             ensure_text_embeddings(ctx)
     except BaseException:
         if earlier is None:  # a fresh run that could not even prepare its data leaves nothing behind
-            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(created, ignore_errors=True)
         raise
     manifest = ctx.data / "split.json"
     run_info["split_manifest"] = {"path": str(manifest.resolve()), "sha256": sha256_of(manifest)}

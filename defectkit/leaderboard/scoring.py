@@ -35,7 +35,7 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     accuracies = np.array([accuracy_at(labels, scores, t) for t in candidates])
     best = np.flatnonzero(accuracies == accuracies.max())
     # The middle of the best candidates: on a tie the threshold sits in the widest gap between classes.
-    return float(round(candidates[best[len(best) // 2]], 10))
+    return float(candidates[best[len(best) // 2]])  # not rounded: the lowest score must stay >= itself
 
 
 def accuracy_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float | None:
