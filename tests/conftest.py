@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # Never touch the network from tests: weight fetches fail at once with a clear message.
 os.environ.setdefault("DEFECTKIT_OFFLINE", "1")
@@ -32,3 +33,14 @@ def converted(sample_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("converted")
     convert_category(sample_root, "wood", out, to=("all",), progress=False)
     return out / "wood"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module: on a small shared box, two threads fighting other
+    jobs for two cores run tiny models several times slower than one (use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

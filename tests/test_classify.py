@@ -20,14 +20,7 @@ from classify.training import TrainConfig, train
 TINY = {"weights": "none", "arch": "resnet18", "image_size": 32, "eval_batch": 64, "decode_workers": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared CI box, two threads fighting other jobs for two cores
-    run these tiny models several times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

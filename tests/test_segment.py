@@ -18,14 +18,7 @@ from defectkit.rle import rle_to_mask
 TINY = ["--model", "vit_tiny", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two shared cores: torch's default thread pool spins against the other processes and makes
-    # the small decoder 10-20x slower; one thread is both faster and fair.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,5 @@
 # with `detect val` and exports ONNX. Offline. Budget: <= 150 s on one H200.
 # CPU smoke test: GPU_CHECK_DEVICE=cpu GPU_CHECK_SMOKE=1 scripts/gpu/detect_check.sh
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-if [ -d .whl ] && [ ! -d /tmp/site/ultralytics ] && ! python3 -c "import ultralytics" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-fi
-export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export DEFECTKIT_OFFLINE=1 PYTHONUNBUFFERED=1
-export DEFECTKIT_CACHE="${DEFECTKIT_CACHE:-/tmp/detect_gpu_cache}"
-timeout 300 python3 scripts/gpu/detect_check.py
+source "$(dirname "$0")/_env.sh" detect_check
+exec timeout 300 python3 scripts/gpu/detect_check.py

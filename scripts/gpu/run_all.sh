@@ -5,15 +5,12 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-${OUT:-/tmp/gpu_checks}}
 mkdir -p "$out"
-if [ -d .whl ] && [ ! -d /tmp/site/ultralytics ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-fi
-export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 DEFECTKIT_OFFLINE=1
+source scripts/gpu/_env.sh gpu_checks
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
 status=0
-for stage in classify segment detect; do
+for stage in classify segment detect benchmark; do
   echo "=== $stage ($(date -u +%FT%TZ))"
-  timeout 170 bash "scripts/gpu/${stage}_check.sh" 2>&1 | tee "$out/${stage}.log" || status=1
+  bash "scripts/gpu/${stage}_check.sh" 2>&1 | tee "$out/${stage}.log" || status=1
 done
 exit $status
