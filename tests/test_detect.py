@@ -266,16 +266,31 @@ def test_zero_shot_val_sets_classes_from_the_embeddings_file(data_yaml, tmp_path
     assert metrics["run"]["zero_shot"] and "AP" in metrics["bbox"]
 
 
-def test_export_torchscript_and_clear_onnx_error(yolov8_run, tmp_path, capsys):
+def test_export_torchscript_and_clear_error_for_a_missing_exporter(yolov8_run, tmp_path, capsys, monkeypatch):
     import importlib.util
 
     weights = tmp_path / "best.pt"
     shutil.copy(yolov8_run / "weights" / "best.pt", weights)
     main(["export", "--model", str(weights), "--format", "torchscript", "--imgsz", "64", "--device", "cpu"])
     assert weights.with_suffix(".torchscript").is_file()
-    if importlib.util.find_spec("onnx") is None:
-        err = _cli_error(capsys, ["export", "--model", str(weights), "--format", "onnx"])
-        assert "onnx" in err and "pip install" in err
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real_find_spec(name, *a)
+    )
+    err = _cli_error(capsys, ["export", "--model", str(weights), "--format", "onnx"])
+    assert "onnx" in err and "pip install" in err
+
+
+def test_export_onnx_bakes_the_world_prompts_in(world_run, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    weights = tmp_path / "world.pt"
+    shutil.copy(world_run / "weights" / "best.pt", weights)
+    main(["export", "--model", str(weights), "--format", "onnx", "--imgsz", "64", "--device", "cpu"])
+    graph = onnx.load(str(weights.with_suffix(".onnx"))).graph
+    (output,) = graph.output
+    channels = output.type.tensor_type.shape.dim[1].dim_value
+    assert channels == 4 + 5  # box + one score per defect class: the text embeddings are constants now
+    assert not [i.name for i in graph.input if i.name != "images"]  # no text input left to feed
 
 
 def test_offline_hub_name_fails_fast_with_advice(data_yaml, tmp_path, monkeypatch, capsys):
