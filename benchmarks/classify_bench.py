@@ -26,15 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch
 from torch.utils.data import DataLoader
 
-from classify.data import IMAGENET_MEAN, IMAGENET_STD, CachedImages, ImageCache, scan_split
-from classify.engine import train_one_epoch
-from classify.models import apply_freeze, build_model
-from defectkit.torchio import resolve_device
+from defectkit.classify.data import IMAGENET_MEAN, IMAGENET_STD, CachedImages, ImageCache, scan_split
+from defectkit.classify.engine import train_one_epoch
+from defectkit.classify.models import apply_freeze, build_model
+from defectkit.core.torchio import resolve_device
 
 
 def make_data(root: Path, n_good: int, n_per_defect: int) -> Path:
     """A generated 1024x1024 category, converted by the project's converter; returns classify/."""
-    from convert import convert_category
+    from defectkit.convert import convert_category
     from defectkit.sample import write_category
 
     write_category(root / "mvtec", "wood", size=(1024, 1024), n_train_good=n_good, n_test_good=4,

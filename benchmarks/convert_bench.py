@@ -1,7 +1,7 @@
 """convert-mvtec ``--to all`` against the I/O floor: decoding every image and mask once.
 
 Both are measured in the same run, alternating, several repeats; the medians and their ratios are
-printed. The floor decodes with the same reader (defectkit.imageio) the converter uses, one file
+printed. The floor decodes with the same reader (defectkit.core.imageio) the converter uses, one file
 after another (a bare ``cv2.imdecode`` floor is timed too, to show what the reader's checks cost); the converter is timed with 1 decoding thread (like for like) and with its default
 (up to 2 threads), and the 2-thread floor is printed too so the parallel figure is not flattered.
 
@@ -25,16 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import cv2
 import numpy as np
 
-from convert import convert_category
-from convert.reader import scan_category
-from defectkit.imageio import read_image, read_mask
+from defectkit.convert import convert_category
+from defectkit.convert.reader import scan_category
+from defectkit.core.imageio import read_image, read_mask
 from defectkit.sample import write_category
 
 
 def decode_all(folder: Path, threads: int = 1, bare: bool = False) -> int:
     """The I/O floor: decode every image and every mask of the category once.
 
-    ``bare`` decodes with plain ``cv2.imdecode`` instead of defectkit.imageio, leaving out its
+    ``bare`` decodes with plain ``cv2.imdecode`` instead of defectkit.core.imageio, leaving out its
     structure checks (PNG CRCs), so their cost shows and cannot flatter the ratio.
     """
     source = scan_category(folder)
@@ -115,7 +115,7 @@ def main() -> None:
         return statistics.median(x / y for x, y in zip(t[a], t[b]))
 
     print(
-        f"decode floor (defectkit.imageio) / bare cv2.imdecode  : wall {ratio('floor', 'floor-cv2', wall):.2f}x"
+        f"decode floor (defectkit.core.imageio) / bare cv2.imdecode  : wall {ratio('floor', 'floor-cv2', wall):.2f}x"
         f"  cpu {ratio('floor', 'floor-cv2', cpu):.2f}x"
     )
     print(

@@ -31,11 +31,11 @@ kind, data, model, project, name, epochs, imgsz = sys.argv[1:8]
 args = dict(epochs=int(epochs), imgsz=int(imgsz), batch=8, device="cpu", seed=0, project=project, name=name,
             workers=0, plots=False, verbose=False)
 if kind == "ours":
-    from detect.train import train
+    from defectkit.detect.train import train
     t, c = time.perf_counter(), time.process_time()
     train(data, model, **args)
 else:
-    import detect._ultralytics  # the same offline settings and config folder, so only the layer differs
+    import defectkit.detect._ultralytics  # the same offline settings and config folder, so only the layer differs
     from ultralytics import YOLO
     t, c = time.perf_counter(), time.process_time()
     YOLO(model).train(data=data, **args)
@@ -71,9 +71,9 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     os.environ["DEFECTKIT_OFFLINE"] = "1"
-    from convert import convert_category
+    from defectkit.convert import convert_category
     from defectkit.sample import write_sample
-    from detect.data import load_data
+    from defectkit.detect.data import load_data
 
     with tempfile.TemporaryDirectory(prefix="detect-bench-") as tmp:
         tmp = Path(tmp)

@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import faster_coco_eval  # noqa: F401  (imported before forking: no method pays the import)
 import pycocotools.cocoeval  # noqa: F401
 
-from evaluation.detection import STAT_NAMES, evaluate_detection
-from evaluation.synthetic import make_coco_case
+from defectkit.evaluation.detection import STAT_NAMES, evaluate_detection
+from defectkit.evaluation.synthetic import make_coco_case
 
 _DATA: dict = {}  # filled in the parent before forking; children read it copy-on-write
 

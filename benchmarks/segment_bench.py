@@ -38,7 +38,7 @@ def median_time(fn, repeats: int) -> tuple[float, list[float]]:
 
 def make_data(work: Path, n_images: int) -> Path:
     """Converted sample, SAM JSONL cut to the first ``n_images`` training images that have defects."""
-    from convert import convert_category
+    from defectkit.convert import convert_category
     from defectkit.sample import write_sample
 
     write_sample(work / "sample")
@@ -52,7 +52,7 @@ def make_data(work: Path, n_images: int) -> Path:
 
 
 def bench_epoch(args, work: Path, data: Path) -> float:
-    from segment.train import TrainConfig, train
+    from defectkit.segment.train import TrainConfig, train
 
     def epoch_time(no_cache: bool, name: str) -> float:
         """The timed part is the epoch itself (train_one_epoch), as `segment train` logs it."""
@@ -77,10 +77,10 @@ def bench_predict(args, work: Path, data: Path) -> float:
 
     from segment_anything import SamPredictor
 
-    from defectkit.imageio import read_image
-    from segment.embeddings import ImageEncoder
-    from segment.models import build_sam
-    from segment.predict import ImagePrompts, Segmenter, predict_folder
+    from defectkit.core.imageio import read_image
+    from defectkit.segment.embeddings import ImageEncoder
+    from defectkit.segment.models import build_sam
+    from defectkit.segment.predict import ImagePrompts, Segmenter, predict_folder
 
     rec = json.loads((data / "train.jsonl").read_text().splitlines()[0])
     image_path, box = Path(rec["image"]), rec["instances"][0]["box_xyxy"]

@@ -2,8 +2,9 @@
 folders, compare the course's experiments, handle the long tail, predict and score with the shared
 evaluator. See classify/README.md."""
 
-from classify.predict import evaluate_split, predict_source
-from classify.presets import PRESETS, run_experiments
-from classify.training import TrainConfig, train
+from defectkit.classify.predict import evaluate_split, predict_source
+from defectkit.classify.presets import PRESETS, run_experiments
+from defectkit.classify.train import TrainConfig
 
-__all__ = ["PRESETS", "TrainConfig", "evaluate_split", "predict_source", "run_experiments", "train"]
+# (the function ``train`` is not re-exported: ``defectkit.classify.train`` stays the module, as in segment)
+__all__ = ["PRESETS", "TrainConfig", "evaluate_split", "predict_source", "run_experiments"]

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from defectkit.atomic import atomic_torch_save
-from defectkit.errors import DefectkitError
-from defectkit.torchio import load_weights_only
+from defectkit.core.atomic import atomic_torch_save
+from defectkit.core.errors import DefectkitError
+from defectkit.core.torchio import load_weights_only
 
 KIND = "defectkit-classify"
 VERSION = 1
@@ -41,7 +41,7 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """The trained model (eval mode, on ``device``) and its checkpoint dict."""
-    from classify.models import build_model
+    from defectkit.classify.models import build_model
 
     ckpt = read_checkpoint(path)
     with torch.device("meta"):  # no random init: every tensor comes from the checkpoint

@@ -16,11 +16,11 @@ import os
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from classify.longtail import LOSSES
-from classify.models import ARCHITECTURES, FREEZE_CHOICES
-from classify.presets import PRESET_HELP, PRESETS
-from classify.training import OPTIMIZERS, TrainConfig
-from defectkit.errors import DefectkitError, cli_entry
+from defectkit.classify.longtail import LOSSES
+from defectkit.classify.models import ARCHITECTURES, FREEZE_CHOICES
+from defectkit.classify.presets import PRESET_HELP, PRESETS
+from defectkit.classify.train import OPTIMIZERS, TrainConfig
+from defectkit.core.errors import DefectkitError, cli_entry
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
@@ -122,8 +122,8 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from classify.presets import preset_config
-    from classify.training import train
+    from defectkit.classify.presets import preset_config
+    from defectkit.classify.train import train
 
     if args.resume is not None:
         train(resume=args.resume, progress=not args.quiet, device=args.device)
@@ -143,7 +143,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _experiments(args: argparse.Namespace) -> int:
-    from classify.presets import comparison_markdown, run_experiments
+    from defectkit.classify.presets import comparison_markdown, run_experiments
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()] if args.presets else None
     summaries = run_experiments(
@@ -157,8 +157,8 @@ def _experiments(args: argparse.Namespace) -> int:
 
 
 def _val(args: argparse.Namespace) -> int:
-    from classify.predict import evaluate_split
-    from defectkit.atomic import atomic_dir
+    from defectkit.classify.predict import evaluate_split
+    from defectkit.core.atomic import atomic_dir
 
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         metrics = evaluate_split(
@@ -181,7 +181,7 @@ def _val(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from classify.predict import predict_source
+    from defectkit.classify.predict import predict_source
 
     records, metrics = predict_source(
         args.model, args.source, out=args.out, report=args.report, device=args.device,

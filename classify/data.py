@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from defectkit.atomic import atomic_write_bytes
-from defectkit.errors import DefectkitError
-from defectkit.imageio import is_image_file, read_image
-from defectkit.weights import cache_dir
+from defectkit.core.atomic import atomic_write_bytes
+from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import is_image_file, read_image
+from defectkit.core.weights import cache_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from classify.data import normalize_batch
-from defectkit.torchio import resolve_device
+from defectkit.classify.data import normalize_batch
+from defectkit.core.torchio import resolve_device
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """ResNet builders: a registry of torchvision architectures, their ImageNet weights (fetched through
-``defectkit.weights.fetch`` into torchvision's own hub cache, so offline runs fail fast), a new head
+``defectkit.core.weights.fetch`` into torchvision's own hub cache, so offline runs fail fast), a new head
 for the data set's classes, and the freezing choices of the course."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torchvision import models
 
-from defectkit.errors import DefectkitError
-from defectkit.torchio import load_weights_only
-from defectkit.weights import fetch
+from defectkit.core.errors import DefectkitError
+from defectkit.core.torchio import load_weights_only
+from defectkit.core.weights import fetch
 
 # name -> (builder, ImageNet weights). IMAGENET1K_V1 is what ``pretrained=True`` gave, i.e. what the
 # course's transfer-learning results were measured with.

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from classify.checkpoint import load_classifier
-from classify.data import ImageCache, list_class_folders, list_source_images, scan_split
-from classify.engine import predict_logits
-from classify.longtail import posthoc_adjust
-from classify.models import check_classes
-from defectkit.atomic import atomic_write_json, atomic_write_text
-from defectkit.errors import DefectkitError
-from defectkit.torchio import resolve_device
+from defectkit.classify.checkpoint import load_classifier
+from defectkit.classify.data import ImageCache, list_class_folders, list_source_images, scan_split
+from defectkit.classify.engine import predict_logits
+from defectkit.classify.longtail import posthoc_adjust
+from defectkit.classify.models import check_classes
+from defectkit.core.atomic import atomic_write_json, atomic_write_text
+from defectkit.core.errors import DefectkitError
+from defectkit.core.torchio import resolve_device
 
 GOOD = "good"
 
@@ -152,7 +152,7 @@ def score(
     probs: torch.Tensor, labels: Sequence[int], classes: Sequence[str], out_dir: str | Path | None
 ) -> dict:
     """The shared evaluator on predictions (arg-max of ``probs``) against ``labels``."""
-    from classify.training import classification_metrics
+    from defectkit.classify.train import classification_metrics
 
     return classification_metrics(labels, probs.argmax(1), classes, probs=probs, out_dir=out_dir)
 
@@ -195,7 +195,7 @@ def evaluate_split(
 def defective_ranking(labels: Sequence[int], probs: torch.Tensor, classes: Sequence[str]) -> dict:
     """Image AUROC of the ``defective`` score (1 - p(good)) for good-vs-defect, by the shared
     evaluator: how well the classifier ranks as an anomaly detector."""
-    from evaluation import evaluate_anomaly
+    from defectkit.evaluation import evaluate_anomaly
 
     good = list(classes).index(GOOD)
     return evaluate_anomaly([int(label != good) for label in labels], defective_scores(probs, classes))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from classify.data import dataset_name
-from classify.training import TrainConfig, image_cache, load_history, train
-from defectkit.errors import DefectkitError
+from defectkit.classify.data import dataset_name
+from defectkit.classify.train import TrainConfig, image_cache, load_history, train
+from defectkit.core.errors import DefectkitError
 
 _BASELINE = {
     "optimizer": "adam",
@@ -64,15 +64,15 @@ def comparison_table(summaries: dict[str, dict]) -> tuple[list[str], list[list]]
 
 def comparison_markdown(summaries: dict[str, dict]) -> str:
     """The comparison table as Markdown (what ``classify experiments`` prints)."""
-    from evaluation.report import Report
+    from defectkit.evaluation.report import Report
 
     return Report("").add_table(*comparison_table(summaries)).blocks[-1]
 
 
 def experiments_report(summaries: dict[str, dict], data: str | Path, histories: dict[str, list[dict]]):
     """The comparison Report: table, per-class test recall, validation curves."""
-    from evaluation.plots import new_figure
-    from evaluation.report import Report
+    from defectkit.evaluation.plots import new_figure
+    from defectkit.evaluation.report import Report
 
     first = next(iter(summaries.values()))
     select = first.get("select", "loss")

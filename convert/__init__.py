@@ -1,12 +1,12 @@
 """convert-mvtec: MVTec AD-layout defect data -> YOLO, YOLO-seg, COCO, SAM prompts and class folders.
 
->>> from convert import convert_category  # doctest: +SKIP
+>>> from defectkit.convert import convert_category  # doctest: +SKIP
 >>> convert_category("datasets/sample", "wood", "datasets/converted", to=("all",))  # doctest: +SKIP
 """
 
-from convert.layout import Manifest, flat_name
-from convert.pipeline import ConvertSummary, convert_category
-from convert.registry import MVTEC_AD_CATEGORIES, known_categories
+from defectkit.core.layout import Manifest, flat_name
+from defectkit.convert.pipeline import ConvertSummary, convert_category
+from defectkit.convert.registry import MVTEC_AD_CATEGORIES, known_categories
 
 __all__ = [
     "MVTEC_AD_CATEGORIES",

@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from convert.instances import DEFAULT_MIN_AREA
-from convert.layout import FORMATS
-from convert.pipeline import convert_category
-from convert.reader import default_root
-from convert.registry import MVTEC_AD_URL, known_categories
-from defectkit.errors import cli_entry
+from defectkit.convert.instances import DEFAULT_MIN_AREA
+from defectkit.core.layout import FORMATS
+from defectkit.convert.pipeline import convert_category
+from defectkit.convert.reader import default_root
+from defectkit.convert.registry import MVTEC_AD_URL, known_categories
+from defectkit.core.errors import cli_entry
 
 EPILOG = f"""\
 outputs (under OUT/CATEGORY/, see docs/FORMATS.md):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from defectkit.rle import mask_to_rle
+from defectkit.core.rle import mask_to_rle
 
 DEFAULT_MIN_AREA = 10
 """Components under 10 pixels (a 3x3 blob) are dropped by default: stray pixels left by mask drawing

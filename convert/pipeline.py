@@ -1,7 +1,7 @@
 """``convert_category``: scan, split, decode each image and mask once, write the asked formats.
 
 The whole ``<out>/<category>/`` folder is written in a temporary folder beside it and moved into
-place at the end (``defectkit.atomic.atomic_dir``): an interrupted or failed run leaves the previous
+place at the end (``defectkit.core.atomic.atomic_dir``): an interrupted or failed run leaves the previous
 output as it was, and an existing output is replaced only with ``overwrite=True``.
 """
 
@@ -15,14 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convert.instances import DEFAULT_MIN_AREA, extract_instances
-from convert.layout import FORMATS, MANIFEST, SPLITS, Manifest, check_unique_flat_names, classify_classes
-from convert.reader import SourceImage, extract_category, is_archive, locate_category, scan_category
-from convert.split import assign_splits, check_fractions
-from convert.writers import WRITERS, ImageRecord, WriteContext
-from defectkit.atomic import atomic_dir
-from defectkit.errors import DefectkitError
-from defectkit.imageio import read_image, read_mask
+from defectkit.convert.instances import DEFAULT_MIN_AREA, extract_instances
+from defectkit.core.layout import FORMATS, MANIFEST, SPLITS, Manifest, check_unique_flat_names, classify_classes
+from defectkit.convert.reader import SourceImage, extract_category, is_archive, locate_category, scan_category
+from defectkit.convert.split import assign_splits, check_fractions
+from defectkit.convert.writers import WRITERS, ImageRecord, WriteContext
+from defectkit.core.atomic import atomic_dir
+from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import read_image, read_mask
 
 SOURCE_DIR = "source"
 """Where an archive's category is extracted: ``<out>/<category>/source/<category>/``."""

@@ -18,10 +18,10 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from convert.layout import GOOD
-from convert.registry import MVTEC_AD_URL, defect_types, known_categories
-from defectkit.errors import DefectkitError
-from defectkit.imageio import is_image_file
+from defectkit.core.layout import GOOD
+from defectkit.convert.registry import MVTEC_AD_URL, defect_types, known_categories
+from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import is_image_file
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.xz", ".txz", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2")
 MASK_SUFFIX = "_mask"

@@ -11,8 +11,8 @@ import zlib
 
 import numpy as np
 
-from convert.layout import SPLITS
-from defectkit.errors import DefectkitError
+from defectkit.core.layout import SPLITS
+from defectkit.core.errors import DefectkitError
 
 
 def split_counts(n: int, val_frac: float, test_frac: float) -> tuple[int, int, int]:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from convert.instances import Instance
-from convert.layout import SPLITS, Manifest, category_ids, class_of, classify_classes, flat_name, label_name
+from defectkit.convert.instances import Instance
+from defectkit.core.layout import SPLITS, Manifest, category_ids, class_of, classify_classes, flat_name, label_name
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """defectkit: MVTec AD-style defect data -> fine-tuned, evaluated detectors, segmenters and classifiers.
 
-The stages live in their own top-level packages (``convert``, ``detect``, ``segment``, ``classify``,
-``evaluation``); this package holds what they share: errors, atomic output, image and mask I/O,
-RLE helpers, weight fetching and the bundled synthetic sample.
+One namespace, in layers (docs/ARCHITECTURE.md):
+
+- ``defectkit.core``: errors, atomic output, image I/O, RLE, weights, torch helpers, the file-format
+  contract and the result model; it imports no stage.
+- ``defectkit.convert`` and ``defectkit.evaluation``: import only the core.
+- ``defectkit.detect``, ``defectkit.segment``, ``defectkit.classify``: the core and evaluation.
+- ``defectkit.leaderboard`` and ``defectkit.cli``: on top, wiring the stages.
+
+Importing ``defectkit`` imports nothing else, so ``--help`` of every command stays fast.
 """
 
 __version__ = "0.1.0"
-
-from defectkit.errors import DefectkitError
-
-__all__ = ["DefectkitError", "__version__"]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from defectkit.errors import DefectkitError, cli_entry
+from defectkit.core.errors import DefectkitError, cli_entry
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
     if sam_lr is not None and not sam_lr > 0:
         raise DefectkitError(f"--sam-lr must be above 0, got {sam_lr}")
     if args.yolo_arg:
-        from detect.train import parse_extra_args
+        from defectkit.detect.train import parse_extra_args
 
         parse_extra_args(args.yolo_arg)  # a misspelt argument fails now, not after the data is converted
     if demo and args.root == DEFAULT_SAMPLE and not (args.root / args.category).is_dir():
@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report.html (plots inlined), leaderboard.json; --resume skips finished rows.",
     )
     p.add_argument("category", help="category folder under --root (e.g. wood)")
-    from convert.reader import default_root
+    from defectkit.convert.reader import default_root
 
     p.add_argument(
         "--root",

@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from defectkit.atomic import atomic_dir
-from defectkit.imageio import write_png
+from defectkit.core.atomic import atomic_dir
+from defectkit.core.imageio import write_png
 
 WOOD_DEFECTS = ("color", "combined", "hole", "liquid", "scratch")
 

@@ -4,7 +4,7 @@ ultralytics does the training and inference; this package adds data checks, offl
 text embeddings from a file, COCO results for the shared evaluator, and the ``detect`` command.
 """
 
-import detect._ultralytics  # noqa: F401  (must run before anything imports ultralytics)
-from detect.predict import predict_images
+import defectkit.detect._ultralytics  # noqa: F401  (must run before anything imports ultralytics)
+from defectkit.detect.predict import predict_images
 
 __all__ = ["predict_images"]

@@ -7,7 +7,7 @@ What ultralytics would otherwise do on its own, and how it is stopped (all of it
   settings ``sync=False`` (no analytics/events), integrations (MLflow, ClearML, Comet, DVC, W&B) off;
 - ``YOLO_OFFLINE=1`` (unless set otherwise): ultralytics' DNS probe at import (which can stall for
   many seconds where name resolution times out), its PyPI update check on every ``train`` and its
-  own downloads are off; every download defectkit needs goes through ``defectkit.weights.fetch``
+  own downloads are off; every download defectkit needs goes through ``defectkit.core.weights.fetch``
   (timeout, clear error). ``YOLO_AUTOINSTALL=false`` always: no ``pip install`` behind the user's
   back (missing ``onnx`` or ``clip`` becomes a clear error instead);
 - fonts: ultralytics' plots and its data check call ``check_font("Arial.ttf")``, which downloads the
@@ -19,7 +19,7 @@ What ultralytics would otherwise do on its own, and how it is stopped (all of it
 - checkpoints: ``ULTRALYTICS_SAFE_LOAD=1`` (unless set otherwise), so ``.pt`` files load with
   ``torch.load(weights_only=True)`` and ultralytics' allow-list of its layer classes, never arbitrary pickles;
 - hub weight names (``yolov8s-worldv2.pt``) are resolved by :func:`resolve_model` through
-  ``defectkit.weights.fetch`` (cache, or download with a timeout, or an offline error naming the
+  ``defectkit.core.weights.fetch`` (cache, or download with a timeout, or an offline error naming the
   fix) before ultralytics sees them, so its own silent download never runs.
 """
 
@@ -30,8 +30,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from defectkit.errors import DefectkitError
-from defectkit.weights import cache_dir
+from defectkit.core.errors import DefectkitError
+from defectkit.core.weights import cache_dir
 
 ASSETS_URL = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
 MODEL_SUFFIXES = (".pt", ".yaml", ".yml")
@@ -131,7 +131,7 @@ def check_args(
     {'max_det': 100, 'lr0': 0.001}
     >>> check_args({"learning_rate": 3})
     Traceback (most recent call last):
-    defectkit.errors.DefectkitError: learning_rate=3: 'learning_rate' is not an ultralytics training argument
+    defectkit.core.errors.DefectkitError: learning_rate=3: 'learning_rate' is not an ultralytics training argument
     """
     from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg
 
@@ -181,7 +181,7 @@ def resolve_model(model: str | Path) -> str:
         return str(path)
     if path.parent != Path(".") or path.suffix.lower() != ".pt":
         raise DefectkitError(f"{text}: no such model file")
-    from defectkit.weights import fetch
+    from defectkit.core.weights import fetch
 
     local = fetch(
         f"{ASSETS_URL}/{path.name}",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import detect._ultralytics  # noqa: F401  (offline settings first)
-from defectkit.errors import DefectkitError, cli_entry
+import defectkit.detect._ultralytics  # noqa: F401  (offline settings first)
+from defectkit.core.errors import DefectkitError, cli_entry
 
 EMB_HELP = (
     "YOLO-World only: the text embeddings file (made by `detect embed`), or 'random' (deterministic by --seed; "
@@ -18,9 +18,9 @@ PROMPTS_HELP = (
 
 
 def _embed(args) -> int:
-    from defectkit.torchio import resolve_device
-    from detect import embeddings as emb
-    from detect.data import load_data
+    from defectkit.core.torchio import resolve_device
+    from defectkit.detect import embeddings as emb
+    from defectkit.detect.data import load_data
 
     ds = load_data(args.data, splits=(), check_labels=False)
     out = (
@@ -42,7 +42,7 @@ def _embed(args) -> int:
 
 
 def _train(args) -> int:
-    from detect.train import parse_extra_args, train
+    from defectkit.detect.train import parse_extra_args, train
 
     if not args.data and not args.resume:
         raise DefectkitError("--data is required (except with --resume)")
@@ -67,8 +67,8 @@ def _train(args) -> int:
 
 
 def _predict(args) -> int:
-    from detect.models import run_dir_weights
-    from detect.predict import predict_to_files
+    from defectkit.detect.models import run_dir_weights
+    from defectkit.detect.predict import predict_to_files
 
     if not (args.save_coco or args.save_txt or args.save_images):
         raise DefectkitError("nothing to save: give --save-coco, --save-txt and/or --save-images")
@@ -93,8 +93,8 @@ def _predict(args) -> int:
 
 
 def _val(args) -> int:
-    from detect.models import run_dir_weights
-    from detect.val import validate
+    from defectkit.detect.models import run_dir_weights
+    from defectkit.detect.val import validate
 
     metrics = validate(
         run_dir_weights(args.model),
@@ -120,8 +120,8 @@ def _val(args) -> int:
 
 
 def _export(args) -> int:
-    from detect.export import export
-    from detect.models import run_dir_weights
+    from defectkit.detect.export import export
+    from defectkit.detect.models import run_dir_weights
 
     out = export(
         run_dir_weights(args.model),
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "batch", None) is not None and float(args.batch).is_integer():
         args.batch = int(args.batch)
     if args.command != "embed":  # embed's --device is CLIP's torch device, checked where it is used
-        from detect.models import check_device
+        from defectkit.detect.models import check_device
 
         check_device(args.device)
     return args.func(args)

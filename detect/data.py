@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from defectkit.errors import DefectkitError
-from defectkit.imageio import is_image_file
+from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import is_image_file
 
 SPLITS = ("train", "val", "test")
 
@@ -22,7 +22,7 @@ SPLITS = ("train", "val", "test")
 def _flat_name(file_name: str) -> str:
     """The YOLO image name of an MVTec file (convert's rule: ``test/hole/000.png`` -> ``test_hole_000.png``)."""
     try:
-        from convert.layout import flat_name
+        from defectkit.core.layout import flat_name
     except ImportError:  # convert not installed alongside: same documented rule (docs/FORMATS.md)
         return file_name.replace("/", "_")
     return flat_name(file_name)

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 
-import detect._ultralytics  # noqa: F401  (offline settings before ultralytics loads)
-from defectkit.atomic import atomic_torch_save
-from defectkit.errors import DefectkitError
-from defectkit.torchio import load_weights_only
+import defectkit.detect._ultralytics  # noqa: F401  (offline settings before ultralytics loads)
+from defectkit.core.atomic import atomic_torch_save
+from defectkit.core.errors import DefectkitError
+from defectkit.core.torchio import load_weights_only
 
 CLIP_VARIANT = "clip:ViT-B/32"
 # OpenAI's ViT-B/32 file, the one clip.load("ViT-B/32") downloads (its SHA-256 is in the path; clip checks it).
@@ -152,8 +152,8 @@ def clip_embeddings(names: list[str], prompts: list[str], *, device: str = "cpu"
             "there is internet and run `detect embed --data DATA.yaml` there, copy the .pt file it writes, or "
             "pass --text-embeddings random"
         )
-    from defectkit.weights import fetch
-    from detect._ultralytics import weights_dir
+    from defectkit.core.weights import fetch
+    from defectkit.detect._ultralytics import weights_dir
 
     # ultralytics loads CLIP with clip.load(download_root=<weights>/clip), whose own download has no
     # timeout: fetch the file there first (cache, or download with a timeout, or a clear offline error).

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from defectkit.errors import DefectkitError
-from detect import embeddings as emb
-from detect.models import is_world, open_model
+from defectkit.core.errors import DefectkitError
+from defectkit.detect import embeddings as emb
+from defectkit.detect.models import is_world, open_model
 
 # Formats whose Python package ultralytics would otherwise try to pip-install on the spot.
 NEEDS = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from defectkit.errors import DefectkitError
-from detect._ultralytics import resolve_model
-from detect.data import YoloData
+from defectkit.core.errors import DefectkitError
+from defectkit.detect._ultralytics import resolve_model
+from defectkit.detect.data import YoloData
 
 SUPPORTED_TASKS = ("detect", "segment")
 
@@ -71,7 +71,7 @@ def check_device(device: str | int | None) -> None:
     >>> check_device("cpu")
     >>> check_device("gpu")
     Traceback (most recent call last):
-    defectkit.errors.DefectkitError: --device gpu: not a device (cpu, mps, 0, 0,1,2,3)
+    defectkit.core.errors.DefectkitError: --device gpu: not a device (cpu, mps, 0, 0,1,2,3)
     """
     import torch
 

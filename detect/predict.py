@@ -14,11 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from defectkit.atomic import atomic_dir
-from defectkit.errors import DefectkitError
-from defectkit.imageio import is_image_file
-from detect._ultralytics import check_args
-from detect.models import check_device, model_names, open_model
+from defectkit.core.atomic import atomic_dir
+from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import is_image_file
+from defectkit.detect._ultralytics import check_args
+from defectkit.detect.models import check_device, model_names, open_model
 
 CHUNK = 16  # images handed to ultralytics per call (its batch); results come back in input order
 
@@ -168,7 +168,7 @@ def coco_image_ids(coco_json: str | Path) -> tuple[dict[str, int], list[str]]:
 
     Returns (path -> id, category names in id order).
     """
-    from detect.data import _flat_name
+    from defectkit.detect.data import _flat_name
 
     path = Path(coco_json)
     try:
@@ -259,7 +259,7 @@ def predict_to_files(
 
     ``predict_args``: further ultralytics predict arguments (``max_det``, ``iou`` ...), unchanged.
     """
-    from defectkit.atomic import atomic_write_json
+    from defectkit.core.atomic import atomic_write_json
 
     yolo = open_model(model)
     names = model_names(yolo)

@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from defectkit.errors import DefectkitError
-from detect import embeddings as emb
-from detect._ultralytics import check_args
-from detect.data import load_data
-from detect.models import check_device, check_task, is_world, open_model
+from defectkit.core.errors import DefectkitError
+from defectkit.detect import embeddings as emb
+from defectkit.detect._ultralytics import check_args
+from defectkit.detect.data import load_data
+from defectkit.detect.models import check_device, check_task, is_world, open_model
 
 # Arguments defectkit sets itself: passing them as KEY=VALUE extras would be ambiguous.
 OWN_ARGS = (

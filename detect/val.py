@@ -12,13 +12,13 @@ import json
 import tempfile
 from pathlib import Path
 
-from defectkit.atomic import atomic_dir, atomic_write_json, atomic_write_text
-from defectkit.errors import DefectkitError
-from defectkit.imageio import read_image
-from detect import embeddings as emb
-from detect.data import YoloData, labels_dir_for, load_data, read_label_file
-from detect.models import is_world, model_names, open_model
-from detect.predict import coco_image_ids, predict_images
+from defectkit.core.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import read_image
+from defectkit.detect import embeddings as emb
+from defectkit.detect.data import YoloData, labels_dir_for, load_data, read_label_file
+from defectkit.detect.models import is_world, model_names, open_model
+from defectkit.detect.predict import coco_image_ids, predict_images
 
 WHY_THEY_DIFFER = (
     "Why they differ: COCO AP (shared evaluator) samples the precision envelope at 101 recall points, matches "
@@ -159,7 +159,7 @@ def validate(
     ``confusion_matrix.png``; ``metrics.json`` gains an ``"ultralytics"`` entry. Returns the metrics.
     ``seed`` seeds ``text_embeddings="random"``.
     """
-    from evaluation import evaluate_detection
+    from defectkit.evaluation import evaluate_detection
 
     if Path(out).exists() and not overwrite:  # before minutes of prediction, not after
         raise DefectkitError(f"{out}: already exists; pass --overwrite to replace it")

@@ -1,5 +1,5 @@
 """``python -m evaluation`` = the ``evaluate`` command."""
 
-from evaluation.cli import main
+from defectkit.evaluation.cli import main
 
 main()

@@ -17,8 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from defectkit.errors import DefectkitError
-from evaluation.ranking import auroc, roc_curve, trapezoid_up_to
+from defectkit.core.errors import DefectkitError
+from defectkit.evaluation.ranking import auroc, roc_curve, trapezoid_up_to
 
 
 def pro_curve(
@@ -176,8 +176,8 @@ def evaluate_anomaly(
 
 
 def anomaly_report(metrics: dict, curves: dict, title: str | None = None):
-    from evaluation.plots import roc_figure
-    from evaluation.report import Report
+    from defectkit.evaluation.plots import roc_figure
+    from defectkit.evaluation.report import Report
 
     report = Report(title or "Anomaly detection evaluation")
     report.add_text(

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from defectkit.errors import DefectkitError, cli_entry
+from defectkit.core.errors import DefectkitError, cli_entry
 
 
 def _print_table(rows: list[tuple[str, object]]) -> None:
-    from evaluation.report import format_value
+    from defectkit.evaluation.report import format_value
 
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -27,7 +27,7 @@ def _print_table(rows: list[tuple[str, object]]) -> None:
 
 
 def _detection(args: argparse.Namespace) -> int:
-    from evaluation.detection import STAT_NAMES, evaluate_detection
+    from defectkit.evaluation.detection import STAT_NAMES, evaluate_detection
 
     out = evaluate_detection(
         args.gt,
@@ -47,7 +47,7 @@ def _detection(args: argparse.Namespace) -> int:
 
 
 def _masks(args: argparse.Namespace) -> int:
-    from evaluation.masks import evaluate_masks
+    from defectkit.evaluation.masks import evaluate_masks
 
     out = evaluate_masks(
         args.gt,
@@ -80,7 +80,7 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 
 def read_classification_file(path: Path, classes: list[str] | None):
     """(y_true, y_pred, class_names, probs or None) from a CSV or JSON file (see --help)."""
-    from evaluation.coco_io import load_json
+    from defectkit.evaluation.coco_io import load_json
 
     if path.suffix.lower() == ".json":
         data = load_json(path, "classification")
@@ -111,7 +111,7 @@ def read_classification_file(path: Path, classes: list[str] | None):
 
 
 def _classification(args: argparse.Namespace) -> int:
-    from evaluation.classification import evaluate_classification
+    from defectkit.evaluation.classification import evaluate_classification
 
     classes = args.classes.split(",") if args.classes else None
     y_true, y_pred, names, probs = read_classification_file(args.input, classes)
@@ -164,7 +164,7 @@ def read_anomaly_file(path: Path):
 
 
 def _anomaly(args: argparse.Namespace) -> int:
-    from evaluation.anomaly import evaluate_anomaly
+    from defectkit.evaluation.anomaly import evaluate_anomaly
 
     labels, scores, masks, maps = read_anomaly_file(args.input)
     out = evaluate_anomaly(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from defectkit.errors import DefectkitError
+from defectkit.core.errors import DefectkitError
 
 IOU_TYPES = ("bbox", "segm")
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from defectkit.errors import DefectkitError
-from evaluation.coco_io import (
+from defectkit.core.errors import DefectkitError
+from defectkit.evaluation.coco_io import (
     IOU_TYPES,
     category_names,
     load_ground_truth,
@@ -306,8 +306,8 @@ def _gc_paused():
 
 def detection_report(out: dict, result: CocoResult, names: dict[int, str], title: str | None = None):
     """The Markdown report of :func:`evaluate_detection` (tables, PR curves, confusion matrix)."""
-    from evaluation.plots import confusion_matrix_figure, pr_curves_figure
-    from evaluation.report import Report
+    from defectkit.evaluation.plots import confusion_matrix_figure, pr_curves_figure
+    from defectkit.evaluation.report import Report
 
     info = out["info"]
     iou_type = info["iou_type"]

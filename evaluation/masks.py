@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from defectkit.errors import DefectkitError
-from defectkit.imageio import is_image_file, read_mask
+from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import is_image_file, read_mask
 
 
 @dataclass
@@ -163,7 +163,7 @@ def _from_folders(
 
 
 def _from_coco(gt: Any, predictions: Any, score_threshold: float) -> tuple[Triples, list[str]]:
-    from evaluation.coco_io import category_names, load_ground_truth, load_predictions, segmentation_to_rle
+    from defectkit.evaluation.coco_io import category_names, load_ground_truth, load_predictions, segmentation_to_rle
 
     gt_data, gt_name = load_ground_truth(gt, "segm")
     preds, _ = load_predictions(predictions, gt_data, "segm", gt_name)
@@ -310,8 +310,8 @@ def evaluate_masks(
 
 
 def masks_report(metrics: dict, title: str | None = None):
-    from evaluation.plots import new_figure
-    from evaluation.report import Report
+    from defectkit.evaluation.plots import new_figure
+    from defectkit.evaluation.report import Report
 
     report = Report(title or "Mask evaluation")
     report.add_text(

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from defectkit.atomic import atomic_dir
-from defectkit.errors import DefectkitError
+from defectkit.core.atomic import atomic_dir
+from defectkit.core.errors import DefectkitError
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from defectkit.rle import mask_to_bbox_xywh, mask_to_rle
+from defectkit.core.rle import mask_to_bbox_xywh, mask_to_rle
 
 
 def _random_mask(rng: np.random.Generator, h: int, w: int, size_class: int) -> np.ndarray:

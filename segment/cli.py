@@ -13,8 +13,8 @@ import re
 import sys
 from pathlib import Path
 
-from defectkit.errors import DefectkitError, cli_entry
-from segment.models import CHECKPOINT_URLS, model_names
+from defectkit.core.errors import DefectkitError, cli_entry
+from defectkit.segment.models import CHECKPOINT_URLS, model_names
 
 
 def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> None:
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from segment.train import TrainConfig, train
+    from defectkit.segment.train import TrainConfig, train
 
     cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model, checkpoint=args.checkpoint,
@@ -142,10 +142,10 @@ def load_segmenter(args: argparse.Namespace, use_cache: bool):
     """Build the model named by --model/--checkpoint (and --finetuned) with its encoder. Returns
     (segmenter, base SAM's own decoder and prompt-encoder weights when --finetuned replaced them,
     else None)."""
-    from defectkit.torchio import resolve_device
-    from segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
-    from segment.models import apply_finetuned, build_sam, load_finetuned, trainable_state
-    from segment.predict import Segmenter
+    from defectkit.core.torchio import resolve_device
+    from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
+    from defectkit.segment.models import apply_finetuned, build_sam, load_finetuned, trainable_state
+    from defectkit.segment.predict import Segmenter
 
     tuned = load_finetuned(args.finetuned) if args.finetuned else None
     name = args.model or (tuned["config"]["name"] if tuned else "vit_b")
@@ -162,10 +162,10 @@ def load_segmenter(args: argparse.Namespace, use_cache: bool):
 
 
 def _val(args: argparse.Namespace) -> int:
-    from defectkit.atomic import atomic_dir
-    from segment.data import coco_json_for, read_sam_jsonl, split_jsonl
-    from segment.train import format_metrics
-    from segment.validate import comparison_report, score_split
+    from defectkit.core.atomic import atomic_dir
+    from defectkit.segment.data import coco_json_for, read_sam_jsonl, split_jsonl
+    from defectkit.segment.train import format_metrics
+    from defectkit.segment.val import comparison_report, score_split
 
     if args.out.exists() and not args.overwrite:
         raise DefectkitError(f"{args.out}: already exists; pass --overwrite to replace it")
@@ -191,8 +191,8 @@ def _val(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from defectkit.atomic import atomic_dir, atomic_write_json
-    from segment.predict import (
+    from defectkit.core.atomic import atomic_dir, atomic_write_json
+    from defectkit.segment.predict import (
         ImagePrompts,
         attach_boxes,
         image_ids_from_coco,
@@ -200,7 +200,7 @@ def _predict(args: argparse.Namespace) -> int:
         predict_folder,
         read_results,
     )
-    from segment.prompts import parse_box, parse_point
+    from defectkit.segment.prompts import parse_box, parse_point
 
     kinds = [bool(args.box or args.point), args.boxes_from is not None, args.detector is not None]
     if sum(kinds) != 1:
@@ -216,7 +216,7 @@ def _predict(args: argparse.Namespace) -> int:
         attach_boxes(prompts, read_results(args.boxes_from), args.min_score, str(args.boxes_from))
     elif args.detector is not None:
         try:
-            from detect import predict_images
+            from defectkit.detect import predict_images
         except ImportError:
             raise DefectkitError("--detector needs the detect stage (`from detect import predict_images`)") from None
         detections = predict_images(args.detector, [str(p) for p in images], conf=args.conf,
@@ -235,7 +235,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _ultralytics_device(name: str) -> str:
-    from defectkit.torchio import resolve_device
+    from defectkit.core.torchio import resolve_device
 
     dev = resolve_device(name)
     return "cpu" if dev.type == "cpu" else str(dev.index or 0)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from defectkit.errors import DefectkitError
-from defectkit.rle import rle_to_mask
-from segment.prompts import check_box
+from defectkit.core.errors import DefectkitError
+from defectkit.core.rle import rle_to_mask
+from defectkit.segment.prompts import check_box
 
 
 @dataclass

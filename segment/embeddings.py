@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from defectkit.imageio import read_image
-from segment.models import LoadedSam
+from defectkit.core.imageio import read_image
+from defectkit.segment.models import LoadedSam
 
 
 def default_cache_dir() -> Path:
-    from defectkit.weights import cache_dir
+    from defectkit.core.weights import cache_dir
 
     return cache_dir() / "sam_embeddings"
 
@@ -153,7 +153,7 @@ class ImageEncoder:
     def _sizes(path: str | Path, image: np.ndarray | None) -> tuple[int, int]:
         if image is not None:
             return image.shape[:2]
-        from segment.data import image_size
+        from defectkit.segment.data import image_size
 
         w, h = image_size(Path(path), str(path))
         return h, w

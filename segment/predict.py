@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defectkit.errors import DefectkitError
-from defectkit.imageio import IMAGE_EXTENSIONS, is_image_file, read_image, write_png
-from defectkit.rle import mask_to_bbox_xywh, mask_to_rle
-from segment.decoder import PromptDecoder, prompts_to_model_frame, upscale_logits
-from segment.embeddings import ImageEncoder
-from segment.prompts import check_box, check_point
+from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import IMAGE_EXTENSIONS, is_image_file, read_image, write_png
+from defectkit.core.rle import mask_to_bbox_xywh, mask_to_rle
+from defectkit.segment.decoder import PromptDecoder, prompts_to_model_frame, upscale_logits
+from defectkit.segment.embeddings import ImageEncoder
+from defectkit.segment.prompts import check_box, check_point
 
 
 class Segmenter:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from defectkit.errors import DefectkitError
+from defectkit.core.errors import DefectkitError
 
 
 def parse_box(text: str) -> list[float]:
@@ -51,7 +51,7 @@ def check_box(box: list[float], width: int, height: int, where: str) -> None:
     >>> check_box([-5, 0, 10, 10], 256, 256, "a.png")
     Traceback (most recent call last):
     ...
-    defectkit.errors.DefectkitError: a.png: box [-5, 0, 10, 10] is outside the 256x256 image
+    defectkit.core.errors.DefectkitError: a.png: box [-5, 0, 10, 10] is outside the 256x256 image
     """
     x1, y1, x2, y2 = box
     if x1 < 0 or y1 < 0 or x2 > width or y2 > height or x2 <= x1 or y2 <= y1:
@@ -66,7 +66,7 @@ def check_point(x: float, y: float, width: int, height: int, where: str) -> None
     >>> check_point(256, 0, 256, 256, "a.png")
     Traceback (most recent call last):
     ...
-    defectkit.errors.DefectkitError: a.png: point (256, 0) is outside the 256x256 image
+    defectkit.core.errors.DefectkitError: a.png: point (256, 0) is outside the 256x256 image
     """
     if not (0 <= x < width and 0 <= y < height):
         shown = tuple(int(v) if float(v).is_integer() else round(v, 2) for v in (x, y))

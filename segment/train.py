@@ -28,15 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defectkit.atomic import atomic_savefig, atomic_torch_save, atomic_write_text
-from defectkit.errors import DefectkitError
-from defectkit.torchio import resolve_device
-from segment.data import SamImage, coco_json_for, read_sam_jsonl, split_jsonl
-from segment.decoder import PromptDecoder, prompts_to_model_frame, segmentation_loss, upscale_logits
-from segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
-from segment.models import FINETUNE_FORMAT, LoadedSam, build_sam, load_finetuned, trainable_state
-from segment.predict import Segmenter
-from segment.prompts import jitter_boxes, sample_points
+from defectkit.core.atomic import atomic_savefig, atomic_torch_save, atomic_write_text
+from defectkit.core.errors import DefectkitError
+from defectkit.core.torchio import resolve_device
+from defectkit.segment.data import SamImage, coco_json_for, read_sam_jsonl, split_jsonl
+from defectkit.segment.decoder import PromptDecoder, prompts_to_model_frame, segmentation_loss, upscale_logits
+from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
+from defectkit.segment.models import FINETUNE_FORMAT, LoadedSam, build_sam, load_finetuned, trainable_state
+from defectkit.segment.predict import Segmenter
+from defectkit.segment.prompts import jitter_boxes, sample_points
 
 SELECT_METRICS = ("mean_iou", "mean_dice", "segm_AP")
 
@@ -113,7 +113,7 @@ def barrier(world: int) -> None:
 def instance_batches(records: list[SamImage], batch: int) -> list[tuple[int, list[int]]]:
     """(record index, instance indices) per decoder call: an image's instances, ``batch`` at a time.
 
-    >>> from segment.data import SamInstance
+    >>> from defectkit.segment.data import SamInstance
     >>> rec = SamImage("a.png", "a.png", 1, 8, 8, [SamInstance("x", [0, 0, 1, 1], {})] * 5)
     >>> instance_batches([rec], 2)
     [(0, [0, 1]), (0, [2, 3]), (0, [4])]
@@ -395,7 +395,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def segmenter_metrics(segmenter: Segmenter, records, coco_json, progress: bool) -> dict:
-    from segment.validate import score_split
+    from defectkit.segment.val import score_split
 
     was_training = segmenter.decoder.training
     segmenter.decoder.eval()

@@ -28,7 +28,7 @@ def sample_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def converted(sample_root, tmp_path_factory) -> Path:
     """``convert-mvtec wood --to all`` on the sample; returns ``<out>/wood`` (split.json, yolo/, coco/, ...)."""
-    from convert import convert_category
+    from defectkit.convert import convert_category
 
     out = tmp_path_factory.mktemp("converted")
     convert_category(sample_root, "wood", out, to=("all",), progress=False)

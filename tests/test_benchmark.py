@@ -37,11 +37,11 @@ def _replace_row(mp: pytest.MonkeyPatch, name: str, run) -> None:
 def interrupted_then_resumed(sample_root, tmp_path_factory) -> dict:
     """A benchmark Ctrl-C'd after the first of two training epochs of its last row (YOLO-seg), then
     continued with --resume."""
-    import detect.train
+    import defectkit.detect.train as detect_train
 
     out = tmp_path_factory.mktemp("bench") / "run"
     state: dict = {"out": out, "resumed_epochs": []}
-    real_train = detect.train.train
+    real_train = detect_train.train
 
     def ctrl_c_after_first_epoch(data, model=None, **kw):
         if "yolo-seg" in str(data):
@@ -53,7 +53,7 @@ def interrupted_then_resumed(sample_root, tmp_path_factory) -> dict:
         return real_train(data, model, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(detect.train, "train", ctrl_c_after_first_epoch)
+        mp.setattr(detect_train, "train", ctrl_c_after_first_epoch)
         with pytest.raises(SystemExit) as exc:
             main(_argv(sample_root, out))
         state["interrupt_code"] = exc.value.code
@@ -77,7 +77,7 @@ def interrupted_then_resumed(sample_root, tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         for name in state["after_interrupt"]:
             _replace_row(mp, name, must_not_run)
-        mp.setattr(detect.train, "train", count_epochs)
+        mp.setattr(detect_train, "train", count_epochs)
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             assert main(_argv(sample_root, out, "--resume")) == 0

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from classify.cli import main
-from classify.training import TrainConfig, train
+from defectkit.classify.cli import main
+from defectkit.classify.train import TrainConfig, train
 
 TINY = {"weights": "none", "arch": "resnet18", "image_size": 32, "eval_batch": 64, "decode_workers": 2}
 
@@ -139,7 +139,7 @@ def test_predict_image_and_folder(trained, data, tmp_path, capsys):
 
 
 def _interrupt_after(monkeypatch, n_epochs: int) -> None:
-    import classify.training as train_module
+    import defectkit.classify.train as train_module
 
     real = train_module.train_one_epoch
     calls = {"n": 0}
@@ -180,7 +180,7 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
 
 
 def test_experiments_write_the_comparison_table(data, tmp_path, capsys):
-    from classify.presets import PRESETS
+    from defectkit.classify.presets import PRESETS
 
     out = tmp_path / "exp"
     argv = ["experiments", "--data", str(data), "--out", str(out), "--epochs", "1", "--limit-per-class", "1",
@@ -217,7 +217,7 @@ def test_experiments_write_the_comparison_table(data, tmp_path, capsys):
 
 
 def test_presets_are_the_course_experiments():
-    from classify.presets import PRESETS
+    from defectkit.classify.presets import PRESETS
 
     def settings(name):
         c = TrainConfig(data="d", out="o", **PRESETS[name])
@@ -299,7 +299,7 @@ def test_tiny_category_with_empty_val_and_test_folders_from_convert(tmp_path, ca
     """convert-mvtec writes every class folder in every split; a defect type with 2 images gets no
     val/test image, and --test-frac 0 leaves test/ all empty. That trains (with a note); only an
     empty *train* class folder is the user's error."""
-    from convert import convert_category
+    from defectkit.convert import convert_category
     from defectkit.sample import write_category
 
     write_category(tmp_path / "mvtec", "tiny", size=(48, 48), n_train_good=3, n_test_good=3, n_per_defect=2,
@@ -347,8 +347,8 @@ def test_checkpoint_class_mismatch_and_bad_checkpoints(trained, tmp_path, png, c
 
 
 def test_weights_from_a_checkpoint_of_another_arch_fail_clearly(trained):
-    from classify.models import build_model
-    from defectkit.errors import DefectkitError
+    from defectkit.classify.models import build_model
+    from defectkit.core.errors import DefectkitError
 
     out, _ = trained
     with pytest.raises(DefectkitError, match="do not fit this architecture"):
@@ -385,8 +385,8 @@ def test_help_explains_every_subcommand(capsys):
 
 
 def test_long_tail_options_reach_the_training_config():
-    from classify.cli import build_parser, config_overrides
-    from classify.longtail import FocalLoss, LogitAdjustedLoss, build_loss
+    from defectkit.classify.cli import build_parser, config_overrides
+    from defectkit.classify.longtail import FocalLoss, LogitAdjustedLoss, build_loss
 
     cases = [
         (["--loss", "weighted-ce", "--beta", "0.99"], {"loss": "weighted-ce", "beta": 0.99}),

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classify import data as data_module
-from classify.data import ImageCache, scan_split, train_transform
-from classify.longtail import (
+from defectkit.classify import data as data_module
+from defectkit.classify.data import ImageCache, scan_split, train_transform
+from defectkit.classify.longtail import (
     FocalLoss,
     LogitAdjustedLoss,
     balanced_sample_weights,
@@ -20,8 +20,8 @@ from classify.longtail import (
     effective_number_weights,
     posthoc_adjust,
 )
-from classify.models import apply_freeze, build_model, frozen_batchnorm_eval
-from defectkit.imageio import write_png
+from defectkit.classify.models import apply_freeze, build_model, frozen_batchnorm_eval
+from defectkit.core.imageio import write_png
 
 
 def test_effective_number_weights_follow_cui_et_al():
@@ -138,7 +138,7 @@ def test_freeze_choices(freeze, trainable):
 
 
 @pytest.mark.parametrize(
-    "name", ["classify.data", "classify.longtail", "classify.models", "classify.predict"]
+    "name", ["defectkit.classify.data", "defectkit.classify.longtail", "defectkit.classify.models", "defectkit.classify.predict"]
 )
 def test_docstring_examples(name):
     import doctest

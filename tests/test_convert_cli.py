@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
-from convert import convert_category
-from convert.cli import main
-from convert.instances import extract_instances
-from convert.layout import SPLITS, Manifest
-from defectkit.atomic import DIR_MODE, FILE_MODE
-from defectkit.errors import DefectkitError
-from defectkit.rle import rle_to_mask
+from defectkit.convert import convert_category
+from defectkit.convert.cli import main
+from defectkit.convert.instances import extract_instances
+from defectkit.core.layout import SPLITS, Manifest
+from defectkit.core.atomic import DIR_MODE, FILE_MODE
+from defectkit.core.errors import DefectkitError
+from defectkit.core.rle import rle_to_mask
 from defectkit.sample import write_category
 
 SMALL = {
@@ -222,7 +222,7 @@ def test_overwrite_semantics(part, tmp_path, capsys):
 
 
 def test_interrupted_run_leaves_the_previous_output(part, tmp_path, monkeypatch):
-    from convert import writers
+    from defectkit.convert import writers
 
     out = tmp_path / "out"
     convert_category(part, "part", out, to="all", progress=False)
@@ -416,7 +416,7 @@ def test_polygon_round_trip_on_random_blobs():
     """Random blobs with holes and thin parts: the YOLO-seg polygon rasterises back to the component."""
     from ultralytics.data.utils import polygon2mask
 
-    from convert.writers import yolo_polygon_line
+    from defectkit.convert.writers import yolo_polygon_line
 
     rng = np.random.default_rng(1)
     ious = []

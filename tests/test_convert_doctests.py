@@ -7,15 +7,15 @@ import importlib
 import pytest
 
 MODULES = [
-    "convert.instances",
-    "convert.layout",
-    "convert.pipeline",
-    "convert.reader",
-    "convert.registry",
-    "convert.split",
-    "convert.writers",
-    "defectkit.imageio",
-    "defectkit.rle",
+    "defectkit.convert.instances",
+    "defectkit.core.layout",
+    "defectkit.convert.pipeline",
+    "defectkit.convert.reader",
+    "defectkit.convert.registry",
+    "defectkit.convert.split",
+    "defectkit.convert.writers",
+    "defectkit.core.imageio",
+    "defectkit.core.rle",
 ]
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import yaml
 
-from convert.instances import DEFAULT_MIN_AREA
-from convert.layout import SPLITS, Manifest, flat_name, label_name
-from defectkit.imageio import read_image, read_mask
-from defectkit.rle import rle_to_mask
+from defectkit.convert.instances import DEFAULT_MIN_AREA
+from defectkit.core.layout import SPLITS, Manifest, flat_name, label_name
+from defectkit.core.imageio import read_image, read_mask
+from defectkit.core.rle import rle_to_mask
 
 
 def components(mask: np.ndarray, min_area: int = DEFAULT_MIN_AREA) -> list[np.ndarray]:

@@ -67,7 +67,7 @@ def test_demo_ends_with_the_report_path_and_a_row_per_approach(demo):
         ck = rows[name]["checkpoint"]
         assert hashlib.sha256((out / ck["path"]).read_bytes()).hexdigest() == ck["sha256"]
     # No --sam-lr: segment train picks its rate for random-start SAM (1e-4 collapses it to empty masks).
-    from segment.train import LR_RANDOM_INIT
+    from defectkit.segment.train import LR_RANDOM_INIT
 
     sam_last = torch.load(out / "rows" / "sam-gt-ft" / "train" / "last.pt", weights_only=True)
     assert sam_last["train_config"]["lr"] == LR_RANDOM_INIT and "--lr" not in rows["sam-gt-ft"]["command"]
@@ -79,7 +79,7 @@ def test_demo_ends_with_the_report_path_and_a_row_per_approach(demo):
 
 
 def test_numbers_are_the_shared_evaluators(demo):
-    from evaluation import evaluate_anomaly, evaluate_detection
+    from defectkit.evaluation import evaluate_anomaly, evaluate_detection
 
     out, _ = demo
     rows = _leaderboard(out)["rows"]

@@ -17,11 +17,11 @@ import yaml
 
 pytest.importorskip("ultralytics")
 
-from defectkit.errors import DefectkitError
-from detect import embeddings as emb
-from detect import predict_images
-from detect.cli import main
-from detect.data import load_data
+from defectkit.core.errors import DefectkitError
+from defectkit.detect import embeddings as emb
+from defectkit.detect import predict_images
+from defectkit.detect.cli import main
+from defectkit.detect.data import load_data
 
 CLASSES = ["color", "combined", "hole", "liquid", "scratch"]
 FAST = ["workers=0", "plots=False", "warmup_epochs=0", "val=True"]
@@ -78,7 +78,7 @@ def _crash(trainer):
 @pytest.fixture(scope="module")
 def world_run(data_yaml, tmp_path_factory) -> Path:
     """YOLO-World from a random start, 2 epochs: killed after epoch 1's checkpoint, then `detect train --resume`."""
-    from detect.train import train
+    from defectkit.detect.train import train
 
     project = tmp_path_factory.mktemp("runs")
     args = {
@@ -167,7 +167,7 @@ def test_predict_writes_coco_results_pycocotools_loads(world_run, converted, tmp
     n_images = len(gt.getImgIds())
     drawn = sorted((tmp_path / "img").glob("*.png"))
     assert len(drawn) == n_images
-    from defectkit.imageio import read_image
+    from defectkit.core.imageio import read_image
 
     source = converted / "yolo" / "images" / "test" / drawn[0].name
     assert (read_image(drawn[0]) != read_image(source)).any()  # boxes and labels drawn on the image
@@ -185,7 +185,7 @@ def test_predict_images_api_ids_and_boxes(yolov8_run, converted):
         _, _, w, h = p["bbox"]
         assert w >= 0 and h >= 0 and 0 <= p["score"] <= 1 and 1 <= p["category_id"] <= len(CLASSES)
     # the original MVTec images map to the ids of convert's COCO split file too
-    from detect.predict import coco_image_ids
+    from defectkit.detect.predict import coco_image_ids
 
     coco_ids, _ = coco_image_ids(converted / "coco" / "val.json")
     coco = json.loads((converted / "coco" / "val.json").read_text())
@@ -215,7 +215,7 @@ def test_predict_images_passes_ultralytics_predict_args(yolov8_run, converted):
 
 
 def test_val_writes_evaluator_report_with_ultralytics_numbers(yolov8_run, data_yaml, tmp_path, capsys):
-    pytest.importorskip("evaluation.detection")
+    pytest.importorskip("defectkit.evaluation.detection")
     out = tmp_path / "report"
     main(
         [
@@ -247,8 +247,8 @@ def test_val_writes_evaluator_report_with_ultralytics_numbers(yolov8_run, data_y
 
 
 def test_zero_shot_val_sets_classes_from_the_embeddings_file(data_yaml, tmp_path):
-    pytest.importorskip("evaluation.detection")
-    from detect.val import validate
+    pytest.importorskip("defectkit.evaluation.detection")
+    from defectkit.detect.val import validate
 
     file = tmp_path / "emb.pt"
     emb.random_embeddings(CLASSES, seed=1).save(file)
@@ -308,9 +308,9 @@ def test_offline_hub_name_fails_fast_with_advice(data_yaml, tmp_path, monkeypatc
 
 _FRESH_USER = """
 import os, sys
-import detect._ultralytics as ul
+import defectkit.detect._ultralytics as ul
 import ultralytics.utils as u
-from detect.cli import main
+from defectkit.detect.cli import main
 ul.ASSETS_URL = "http://127.0.0.1:9/assets"  # nothing listens there: the download is refused at once
 print("ultralytics-offline", os.environ["YOLO_OFFLINE"], u.ONLINE, "private-weights", u.WEIGHTS_DIR == ul.weights_dir(), "sync", u.SETTINGS["sync"])
 main(["train", "--data", sys.argv[1], "--model", "yolov8s-worldv2.pt"])
@@ -417,7 +417,7 @@ def test_ground_truth_from_yolo_labels_matches_convert_coco(data_copy, converted
     """`detect val` on a YOLO set without coco/: ground truth rebuilt from the labels, boxes as convert's."""
     import numpy as np
 
-    from detect.val import coco_from_yolo_labels
+    from defectkit.detect.val import coco_from_yolo_labels
 
     gt = coco_from_yolo_labels(load_data(data_copy, splits=("val",)), "val")
     coco = json.loads((converted / "coco" / "val.json").read_text())
@@ -548,12 +548,12 @@ def test_checkpoints_load_weights_only(tmp_path, capsys):
 @pytest.mark.parametrize(
     "module",
     [
-        "detect._ultralytics",
-        "detect.data",
-        "detect.embeddings",
-        "detect.models",
-        "detect.predict",
-        "detect.train",
+        "defectkit.detect._ultralytics",
+        "defectkit.detect.data",
+        "defectkit.detect.embeddings",
+        "defectkit.detect.models",
+        "defectkit.detect.predict",
+        "defectkit.detect.train",
     ],
 )
 def test_docstring_examples(module):

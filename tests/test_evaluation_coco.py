@@ -10,11 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from defectkit.errors import DefectkitError
-from defectkit.rle import mask_to_rle
-from evaluation import evaluate_detection
-from evaluation.detection import STAT_NAMES, detection_confusion_matrix
-from evaluation.synthetic import make_coco_case
+from defectkit.core.errors import DefectkitError
+from defectkit.core.rle import mask_to_rle
+from defectkit.evaluation import evaluate_detection
+from defectkit.evaluation.detection import STAT_NAMES, detection_confusion_matrix
+from defectkit.evaluation.synthetic import make_coco_case
 
 
 def pycocotools_stats(gt: dict, preds: list, iou_type: str, cat_ids=None) -> np.ndarray:
@@ -229,7 +229,7 @@ def test_errors_name_the_file(tmp_path):
 
 
 def test_cli_detection(tmp_path, capsys):
-    from evaluation.cli import main
+    from defectkit.evaluation.cli import main
 
     gt, preds = _tiny_gt()
     (tmp_path / "gt.json").write_text(json.dumps(gt))

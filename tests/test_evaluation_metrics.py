@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from defectkit.errors import DefectkitError
-from defectkit.imageio import write_png
-from evaluation import Report, evaluate_anomaly, evaluate_classification, evaluate_masks
-from evaluation.anomaly import aupro, pro_curve
-from evaluation.ranking import auroc, roc_curve, trapezoid_up_to
+from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import write_png
+from defectkit.evaluation import Report, evaluate_anomaly, evaluate_classification, evaluate_masks
+from defectkit.evaluation.anomaly import aupro, pro_curve
+from defectkit.evaluation.ranking import auroc, roc_curve, trapezoid_up_to
 
 
 # -- masks ----------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_mask_folders_match_mvtec_names(tmp_path):
     with pytest.raises(DefectkitError, match="002.png: mask is 5x5 but the ground truth"):
         evaluate_masks(tmp_path / "gt", tmp_path / "pred")
     # Flat folders through the CLI: --classes names their one class.
-    from evaluation.cli import main
+    from defectkit.evaluation.cli import main
 
     write_png(tmp_path / "flat_gt" / "000_mask.png", gt)
     write_png(tmp_path / "flat_pred" / "000.png", pred)
@@ -82,11 +82,11 @@ def test_mask_folders_match_mvtec_names(tmp_path):
 
 def test_mask_coco_rle_equals_dense_arrays():
     """COCO input (counted on RLEs, instances merged per class) agrees with the decoded masks."""
-    from evaluation.synthetic import make_coco_case
+    from defectkit.evaluation.synthetic import make_coco_case
 
     gt, preds = make_coco_case(6, size=(64, 80), seed=5, many_dets_image=False, crowd=False)
     m = evaluate_masks(gt, preds, score_threshold=0.5)
-    from defectkit.rle import rle_to_mask
+    from defectkit.core.rle import rle_to_mask
 
     names = {c["id"]: c["name"] for c in gt["categories"]}
     for cat_id, name in names.items():
@@ -198,7 +198,7 @@ def test_evaluate_anomaly_and_report(tmp_path):
     m = evaluate_anomaly([0, 1], [0.2, 0.7], gt, maps, out_dir=tmp_path / "a")
     assert m["image_auroc"] == 1.0 and m["pixel_auroc"] == 1.0 and m["aupro"] == 1.0 and m["n_regions"] == 1
     assert (tmp_path / "a" / "roc_curves.png").is_file()
-    from evaluation.plots import roc_figure
+    from defectkit.evaluation.plots import roc_figure
 
     line = {"model": (np.array([0.0, 1.0]), np.array([0.0, 1.0]))}
     assert roc_figure(line, "t").axes[0].get_ylabel() == "true positive rate"  # both axes named
@@ -211,7 +211,7 @@ def test_evaluate_anomaly_and_report(tmp_path):
 
 
 def test_cli_anomaly_npz_and_csv(tmp_path, capsys):
-    from evaluation.cli import main
+    from defectkit.evaluation.cli import main
 
     gt = np.zeros((3, 6, 6), bool)
     gt[2, 1:3, 1:3] = True
@@ -249,7 +249,7 @@ def test_classification_hand_checked(tmp_path):
 
 
 def test_classification_probs_and_cli_csv(tmp_path):
-    from evaluation.cli import main
+    from defectkit.evaluation.cli import main
 
     (tmp_path / "p.csv").write_text(
         "image,true,pred,prob_good,prob_hole\n"
@@ -268,7 +268,7 @@ def test_classification_probs_and_cli_csv(tmp_path):
 
 # -- report ---------------------------------------------------------------------------------------
 def test_report_writes_everything_atomically(tmp_path):
-    from evaluation.plots import new_figure
+    from defectkit.evaluation.plots import new_figure
 
     fig = new_figure()
     fig.add_subplot(1, 1, 1).plot([0, 1], [0, 1])

@@ -1,6 +1,6 @@
 import numpy as np
 
-from defectkit.imageio import read_image, read_mask
+from defectkit.core.imageio import read_image, read_mask
 from defectkit.sample import WOOD_DEFECTS, write_category
 
 
@@ -49,7 +49,7 @@ def test_read_image_reports_damaged_files_without_decoder_noise(tmp_path, capfd)
     import cv2
     import pytest
 
-    from defectkit.errors import DefectkitError
+    from defectkit.core.errors import DefectkitError
 
     img = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     encoded = {ext: cv2.imencode(ext, img)[1].tobytes() for ext in (".png", ".jpg", ".bmp", ".tif")}
@@ -87,7 +87,7 @@ def test_cli_entry_stops_quietly_on_a_closed_pipe(tmp_path):
 
     script = tmp_path / "many_lines.py"
     script.write_text(
-        "from defectkit.errors import cli_entry\n"
+        "from defectkit.core.errors import cli_entry\n"
         "@cli_entry\n"
         "def main():\n"
         "    for i in range(200000):\n"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from defectkit.errors import DefectkitError
-from defectkit.imageio import read_image, read_mask
-from defectkit.rle import rle_to_mask
+from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import read_image, read_mask
+from defectkit.core.rle import rle_to_mask
 
 TINY = ["--model", "vit_tiny", "--device", "cpu"]
 
@@ -32,7 +32,7 @@ def sam_dir(converted) -> Path:
 
 
 def _cli(argv):
-    from segment.cli import main
+    from defectkit.segment.cli import main
 
     return main([str(a) for a in argv])
 
@@ -66,7 +66,7 @@ def _train_subset(sam_dir: Path, tmp_path: Path, n_images: int) -> Path:
 
 
 def _first_image_with_instances(sam_dir: Path, split: str = "val"):
-    from segment.data import read_sam_jsonl
+    from defectkit.segment.data import read_sam_jsonl
 
     return next(r for r in read_sam_jsonl(sam_dir / f"{split}.jsonl") if r.instances)
 
@@ -77,7 +77,7 @@ def _first_image_with_instances(sam_dir: Path, split: str = "val"):
 def test_registry_builds_real_sam_classes_and_offline_checkpoint_fails_fast(tmp_path, monkeypatch):
     from segment_anything.modeling import MaskDecoder, Sam
 
-    from segment.models import build_sam
+    from defectkit.segment.models import build_sam
 
     tiny = build_sam("vit_tiny")
     assert isinstance(tiny.sam, Sam) and isinstance(tiny.sam.mask_decoder, MaskDecoder)
@@ -92,7 +92,7 @@ def test_registry_builds_real_sam_classes_and_offline_checkpoint_fails_fast(tmp_
 
 
 def test_wrong_checkpoints_get_clear_errors(tmp_path, trained_run):
-    from segment.models import build_sam
+    from defectkit.segment.models import build_sam
 
     vit_b_like = tmp_path / "sam_vit_b.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, vit_b_like)
@@ -114,9 +114,9 @@ def test_wrong_checkpoints_get_clear_errors(tmp_path, trained_run):
 
 
 def test_cached_embeddings_give_the_same_masks_as_fresh_ones(sam_dir, tmp_path):
-    from segment.embeddings import EmbeddingCache, ImageEncoder
-    from segment.models import build_sam
-    from segment.predict import Segmenter
+    from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder
+    from defectkit.segment.models import build_sam
+    from defectkit.segment.predict import Segmenter
 
     model = build_sam("vit_tiny", seed=1)
     rec = _first_image_with_instances(sam_dir)
@@ -171,7 +171,7 @@ def test_one_epoch_end_to_end_writes_loadable_checkpoints(trained_run, capsys):
 
 
 def test_default_loss_and_lr_do_not_collapse_to_empty_masks(sam_dir, cache_dir, tmp_path):
-    from segment.train import TrainConfig, train
+    from defectkit.segment.train import TrainConfig, train
 
     # The former defaults (lr 1e-4, foreground weight capped at 20) ended epoch 2 at a train area
     # ratio of 0.14 and val IoU 0 on this sample (segment/README.md, "Why these defaults").
@@ -203,7 +203,7 @@ def test_resume_continues_epoch_counter_and_optimizer_state(trained_run, sam_dir
 
 
 def test_loss_falls_on_a_tiny_fixed_set(sam_dir, cache_dir, tmp_path):
-    from segment.train import TrainConfig, train
+    from defectkit.segment.train import TrainConfig, train
 
     tiny = _train_subset(sam_dir, tmp_path, 2)
     summary = train(TrainConfig(data=tiny, out=tmp_path / "run", model="vit_tiny", device="cpu", epochs=12,
@@ -233,7 +233,7 @@ def test_bad_jsonl_lines_are_one_line_errors(sam_dir, tmp_path, capsys):
 
 
 def test_points_focal_and_prompt_encoder_training(sam_dir, cache_dir, tmp_path):
-    from segment.train import TrainConfig, train
+    from defectkit.segment.train import TrainConfig, train
 
     data = _train_subset(sam_dir, tmp_path, 3)
     out = tmp_path / "run"
@@ -244,7 +244,7 @@ def test_points_focal_and_prompt_encoder_training(sam_dir, cache_dir, tmp_path):
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert "prompt_encoder" in ckpt and ckpt["train_config"]["points"] == 2
     # The trained prompt encoder is what predict loads with --finetuned.
-    from segment.models import apply_finetuned, build_sam
+    from defectkit.segment.models import apply_finetuned, build_sam
 
     model = build_sam("vit_tiny")
     before = model.sam.prompt_encoder.point_embeddings[1].weight.clone()
@@ -257,18 +257,18 @@ def test_points_focal_and_prompt_encoder_training(sam_dir, cache_dir, tmp_path):
 def test_docstring_examples():
     import doctest
 
-    import segment.cli
-    import segment.decoder
-    import segment.prompts
-    import segment.train
+    import defectkit.segment.cli
+    import defectkit.segment.decoder
+    import defectkit.segment.prompts
+    import defectkit.segment.train
 
-    for module in (segment.cli, segment.decoder, segment.prompts, segment.train):
+    for module in (defectkit.segment.cli, defectkit.segment.decoder, defectkit.segment.prompts, defectkit.segment.train):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
 
 def test_sampled_points_and_jitter_stay_valid():
-    from segment.prompts import jitter_boxes, sample_points
+    from defectkit.segment.prompts import jitter_boxes, sample_points
 
     rng = np.random.default_rng(0)
     mask = np.zeros((40, 40), bool)
@@ -343,7 +343,7 @@ def test_predict_boxes_from_results_on_a_folder_keeps_ids(converted, sample_root
 def test_predict_with_detector(sample_root, tmp_path):
     detect = pytest.importorskip("detect")
     if not hasattr(detect, "predict_images"):
-        pytest.skip("detect.predict_images is not there yet")
+        pytest.skip("defectkit.detect.predict_images is not there yet")
     from ultralytics import YOLO
 
     weights = tmp_path / "det.pt"
@@ -402,11 +402,11 @@ def test_val_reports_base_and_finetuned_side_by_side(trained_run, sam_dir, cache
 
 
 def test_split_predicted_once_scores_like_score_split(sam_dir, cache_dir, converted):
-    from segment.data import read_sam_jsonl
-    from segment.embeddings import EmbeddingCache, ImageEncoder
-    from segment.models import build_sam
-    from segment.predict import Segmenter
-    from segment.validate import category_ids, predict_split, score_predictions, score_split
+    from defectkit.segment.data import read_sam_jsonl
+    from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder
+    from defectkit.segment.models import build_sam
+    from defectkit.segment.predict import Segmenter
+    from defectkit.segment.val import category_ids, predict_split, score_predictions, score_split
 
     model = build_sam("vit_tiny")
     segmenter = Segmenter(ImageEncoder(model, EmbeddingCache(cache_dir, model.identity, model.spec.img_size)))

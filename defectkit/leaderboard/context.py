@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from defectkit.errors import DefectkitError
+from defectkit.core.errors import DefectkitError
 
 
 @dataclass
@@ -108,7 +108,7 @@ class SplitTruth:
     @cached_property
     def labels(self) -> list[int]:
         """1 for an image from a defect folder, 0 for a good one (MVTec's image-level label)."""
-        from convert.layout import GOOD, class_of
+        from defectkit.core.layout import GOOD, class_of
 
         return [int(class_of(name) != GOOD) for name in self.file_names]
 

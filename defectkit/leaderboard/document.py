@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from defectkit.atomic import atomic_dir
+from defectkit.core.atomic import atomic_dir
 
 _CODE = re.compile(r"`([^`]+)`")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -37,7 +37,7 @@ def format_cell(value: Any, digits: int = 4) -> str:
     >>> format_cell(0.123456), format_cell(None), format_cell("a|b")
     ('0.1235', 'n/a', 'a\\\\|b')
     """
-    from evaluation.report import format_value
+    from defectkit.evaluation.report import format_value
 
     return format_value(value, digits)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from defectkit.imageio import read_image
-from defectkit.rle import rle_to_mask
+from defectkit.core.imageio import read_image
+from defectkit.core.rle import rle_to_mask
 
 TILE = 224  # panel height and width in pixels
 HEADER = 34  # two text lines above each panel

@@ -142,9 +142,9 @@ def _task_tables(doc: Document, results: dict[str, dict], classes: list[str]) ->
 
 
 def _roc_figure(ctx: RunContext, results: dict[str, dict]) -> bytes | None:
-    from evaluation.plots import roc_figure
-    from evaluation.ranking import roc_curve
-    from evaluation.report import figure_to_png
+    from defectkit.evaluation.plots import roc_figure
+    from defectkit.evaluation.ranking import roc_curve
+    from defectkit.evaluation.report import figure_to_png
 
     labels = np.asarray(ctx.truth["test"].labels)
     curves = {}

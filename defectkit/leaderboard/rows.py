@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from defectkit.atomic import atomic_write_json
-from defectkit.errors import DefectkitError
+from defectkit.core.atomic import atomic_write_json
+from defectkit.core.errors import DefectkitError
 from defectkit.leaderboard.context import RunContext, SplitTruth
 from defectkit.leaderboard.scoring import max_score_per_image
 
@@ -86,7 +86,7 @@ def coco_row(
 ) -> dict:
     """Score COCO results of the test split with the shared evaluator (report with PR curves and
     confusion matrix in ``row_dir/eval``) and package what every box/mask row returns."""
-    from evaluation import evaluate_detection
+    from defectkit.evaluation import evaluate_detection
 
     test = ctx.truth["test"]
     out = evaluate_detection(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from defectkit.errors import DefectkitError
+from defectkit.core.errors import DefectkitError
 from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.rows import (
     CLASSIFICATION,
@@ -24,11 +24,11 @@ from defectkit.leaderboard.rows import (
     "a torchvision ResNet trained on classify/ (good + each defect type); defective = 1 - p(good)",
 )
 def resnet_classifier(ctx: RunContext, row_dir: Path) -> dict:
-    from classify.checkpoint import read_checkpoint
-    from classify.data import scan_split
-    from classify.predict import defective_scores, run_model, score
-    from classify.training import TrainConfig, train
-    from convert.layout import Manifest
+    from defectkit.classify.checkpoint import read_checkpoint
+    from defectkit.classify.data import scan_split
+    from defectkit.classify.predict import defective_scores, run_model, score
+    from defectkit.classify.train import TrainConfig, train
+    from defectkit.core.layout import Manifest
 
     cfg = ctx.config
     size = min(cfg.imgsz, 224)  # ResNets see 224 px in the course's setup; smaller for tiny demo runs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from defectkit.errors import DefectkitError
+from defectkit.core.errors import DefectkitError
 from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.rows import (
     DETECTION,
@@ -25,8 +25,8 @@ def ensure_text_embeddings(ctx: RunContext) -> None:
     """YOLO-World rows read the class prompts' text embeddings from the converted data set's default
     file (``--text-embeddings`` unset): make it once, as ``detect embed`` does (CLIP; needs the
     ``clip`` package and, the first time, internet; offline it stops with what to pass instead)."""
-    from detect import embeddings as emb
-    from detect.data import load_data
+    from defectkit.detect import embeddings as emb
+    from defectkit.detect.data import load_data
 
     cfg = ctx.config
     if cfg.text_embeddings is not None or emb.default_path(ctx.yolo_yaml.parent).is_file():
@@ -40,7 +40,7 @@ def ensure_text_embeddings(ctx: RunContext) -> None:
 
 def _predict_boxes(ctx: RunContext, yolo) -> tuple[dict[str, list[dict]], float]:
     """COCO results for val and test (ids of coco/<split>.json); returns them and the test seconds."""
-    from detect.predict import predict_images
+    from defectkit.detect.predict import predict_images
 
     cfg = ctx.config
     preds, infer_s = {}, 0.0
@@ -57,7 +57,7 @@ def _predict_boxes(ctx: RunContext, yolo) -> tuple[dict[str, list[dict]], float]
 
 def train_yolo(ctx: RunContext, row_dir: Path, data: Path, model: str, world: bool) -> tuple[Path, float]:
     """Train with ``detect``; with --resume, an earlier attempt's ``last.pt`` is continued instead."""
-    from detect.train import parse_extra_args, train
+    from defectkit.detect.train import parse_extra_args, train
 
     cfg = ctx.config
     run_dir = row_dir / "train"
@@ -112,8 +112,8 @@ def detect_train_command(ctx: RunContext, data: Path, model: str, world: bool) -
     "YOLO-World trained on the train split (detect train); boxes scored by COCO mAP",
 )
 def yolo_world_finetuned(ctx: RunContext, row_dir: Path) -> dict:
-    from detect.data import load_data
-    from detect.val import prepare_model
+    from defectkit.detect.data import load_data
+    from defectkit.detect.val import prepare_model
 
     weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_yaml, ctx.config.detector, world=True)
     yolo = prepare_model(
@@ -135,8 +135,8 @@ def yolo_world_finetuned(ctx: RunContext, row_dir: Path) -> dict:
     "the same YOLO-World, not trained: classes set from the prompts' text embeddings",
 )
 def yolo_world_zero_shot(ctx: RunContext, row_dir: Path) -> dict:
-    from detect.data import load_data
-    from detect.val import prepare_model
+    from defectkit.detect.data import load_data
+    from defectkit.detect.val import prepare_model
 
     cfg = ctx.config
     yolo = prepare_model(
@@ -179,7 +179,7 @@ def yolo_world_zero_shot(ctx: RunContext, row_dir: Path) -> dict:
 )
 def yolo_closed_set(ctx: RunContext, row_dir: Path) -> dict:
     weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_yaml, ctx.config.closed_detector, world=False)
-    from detect.models import open_model
+    from defectkit.detect.models import open_model
 
     preds, infer_s = _predict_boxes(ctx, open_model(weights))
     return {

@@ -24,9 +24,9 @@ SAM_TOP_BOXES = 20  # detector boxes per image handed to SAM (the highest-scorin
 
 def _segmenter(ctx: RunContext, finetuned: Path | None = None):
     """SAM as ``segment`` builds it (same seed, same base weights), with the run's embedding cache."""
-    from segment.embeddings import EmbeddingCache, ImageEncoder
-    from segment.models import apply_finetuned, build_sam, load_finetuned
-    from segment.predict import Segmenter
+    from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder
+    from defectkit.segment.models import apply_finetuned, build_sam, load_finetuned
+    from defectkit.segment.predict import Segmenter
 
     cfg = ctx.config
     model = build_sam(
@@ -44,8 +44,8 @@ def _segmenter(ctx: RunContext, finetuned: Path | None = None):
 
 def _sam_gt_boxes(ctx: RunContext, row_dir: Path, segmenter, title: str) -> dict:
     """SAM prompted by every ground-truth instance's box (the segment stage's protocol: `segment val`)."""
-    from segment.data import read_sam_jsonl, split_jsonl
-    from segment.validate import category_ids, predict_split, score_predictions
+    from defectkit.segment.data import read_sam_jsonl, split_jsonl
+    from defectkit.segment.val import category_ids, predict_split, score_predictions
 
     test = ctx.truth["test"]
     cat_ids = category_ids(test.coco_path)
@@ -85,7 +85,7 @@ def _mask_union_row(
     """A predicted-mask row (no true prompts): COCO segm AP via :func:`coco_row`, plus mask IoU/Dice
     and pixel precision/recall of the union of the masks scored >= ``mask_score_threshold`` per image
     and class (``evaluate_masks``)."""
-    from evaluation import evaluate_masks
+    from defectkit.evaluation import evaluate_masks
 
     threshold = ctx.config.mask_score_threshold
     row = coco_row(ctx, row_dir, "segm", preds, infer_s, title)
@@ -150,7 +150,7 @@ def sam_gt_base(ctx: RunContext, row_dir: Path) -> dict:
     "SAM's mask decoder fine-tuned on the train split (segment train), prompted by the true boxes",
 )
 def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
-    from segment.train import TrainConfig, train
+    from defectkit.segment.train import TrainConfig, train
 
     cfg = ctx.config
     tc = TrainConfig(
@@ -189,7 +189,7 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
 def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
     import json
 
-    from defectkit.rle import mask_to_rle
+    from defectkit.core.rle import mask_to_rle
 
     detector = ctx.results["yolo-world-ft"]
     # The fine-tuned decoder only when it beat base SAM on val (segment's own advice otherwise: use base).
@@ -264,9 +264,9 @@ def _sam_predict_command(ctx: RunContext, detector: dict, tuned: dict | None) ->
     "a YOLOv8/YOLO11 instance-segmentation model trained on yolo-seg/ (polygons)",
 )
 def yolo_seg(ctx: RunContext, row_dir: Path) -> dict:
-    from defectkit.rle import mask_to_rle
-    from detect.models import open_model
-    from detect.predict import iter_results
+    from defectkit.core.rle import mask_to_rle
+    from defectkit.detect.models import open_model
+    from defectkit.detect.predict import iter_results
 
     cfg = ctx.config
     weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_seg_yaml, cfg.seg_detector, world=False)

@@ -13,13 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-from defectkit.atomic import atomic_write_json
-from defectkit.errors import DefectkitError
+from defectkit.core.atomic import atomic_write_json
+from defectkit.core.errors import DefectkitError
 from defectkit.leaderboard.context import BenchmarkConfig, RunContext
 from defectkit.leaderboard.rows import ROWS, resolve_rows, sha256_of
 from defectkit.leaderboard.rows_detection import WORLD_ROWS, ensure_text_embeddings
 from defectkit.leaderboard.scoring import image_level
-from evaluation.report import to_jsonable
+from defectkit.evaluation.report import to_jsonable
 
 RUN_FILE = "run.json"
 RESULT_FILE = "result.json"
@@ -63,7 +63,7 @@ def versions() -> dict[str, str]:
 
 def check_device(cfg: BenchmarkConfig) -> None:
     """Fail before any work when a GPU is asked for and there is none (each stage would fail later)."""
-    from defectkit.torchio import resolve_device
+    from defectkit.core.torchio import resolve_device
 
     resolve_device(cfg.torch_device)
 
@@ -101,7 +101,7 @@ def prepare_run_folder(cfg: BenchmarkConfig) -> dict | None:
 
 def convert_data(cfg: BenchmarkConfig) -> Path:
     """``convert-mvtec <category> --to all`` into ``<out>/data`` (kept across --resume)."""
-    from convert import convert_category
+    from defectkit.convert import convert_category
 
     data = Path(cfg.out) / "data" / cfg.category
     if (data / "split.json").is_file():

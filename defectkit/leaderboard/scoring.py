@@ -61,7 +61,7 @@ def image_level(
     >>> m["test_auroc"], m["threshold"], round(m["test_accuracy"], 3)
     (1.0, 0.45, 0.667)
     """
-    from evaluation import evaluate_anomaly
+    from defectkit.evaluation import evaluate_anomaly
 
     threshold = choose_threshold(np.asarray(val_labels), np.asarray(val_scores))
     anomaly = evaluate_anomaly(np.asarray(test_labels, int), np.asarray(test_scores, np.float64))

@@ -1,7 +1,7 @@
 """GPU check for classify (run by classify_check.sh): a short real fine-tune of a randomly initialised
 ResNet-50 on a generated 1024x1024 set, through the project's own code, then figures:
 
-  * the fine-tune itself (classify.training.train: decode once into the cache, train, validate,
+  * the fine-tune itself (classify.train.train: decode once into the cache, train, validate,
     checkpoints, test score by the shared evaluator);
   * training throughput (images/s) and peak GPU memory on the cached images with the augment
     preset's transform, batch 64, bf16 autocast;
@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from classify.data import IMAGENET_MEAN, IMAGENET_STD, CachedImages, ImageCache, scan_split, train_transform
-from classify.engine import train_one_epoch
-from classify.models import apply_freeze, build_model
-from classify.training import TrainConfig, train
-from defectkit.torchio import resolve_device
+from defectkit.classify.data import IMAGENET_MEAN, IMAGENET_STD, CachedImages, ImageCache, scan_split, train_transform
+from defectkit.classify.engine import train_one_epoch
+from defectkit.classify.models import apply_freeze, build_model
+from defectkit.classify.train import TrainConfig, train
+from defectkit.core.torchio import resolve_device
 
 SMOKE = os.environ.get("GPU_CHECK_SMOKE", "") not in ("", "0")
 DEVICE = os.environ.get("GPU_CHECK_DEVICE", "cuda")
@@ -48,7 +48,7 @@ def stamp(t0: float, text: str) -> None:
 
 
 def main() -> int:
-    from convert import convert_category
+    from defectkit.convert import convert_category
     from defectkit.sample import write_category
 
     t0 = time.perf_counter()

@@ -22,11 +22,11 @@ os.environ.setdefault("DEFECTKIT_OFFLINE", "1")
 
 import torch
 
-from convert import convert_category
+from defectkit.convert import convert_category
 from defectkit.sample import write_category
-from detect.export import export
-from detect.train import train
-from detect.val import validate
+from defectkit.detect.export import export
+from defectkit.detect.train import train
+from defectkit.detect.val import validate
 
 SMOKE = os.environ.get("GPU_CHECK_SMOKE", "") not in ("", "0")
 DEVICE = os.environ.get("GPU_CHECK_DEVICE", "0")

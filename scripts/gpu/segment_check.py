@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from convert import convert_category
-from defectkit.imageio import read_image
+from defectkit.convert import convert_category
+from defectkit.core.imageio import read_image
 from defectkit.sample import write_category
-from segment.embeddings import ImageEncoder
-from segment.models import build_sam
-from segment.train import TrainConfig, train
+from defectkit.segment.embeddings import ImageEncoder
+from defectkit.segment.models import build_sam
+from defectkit.segment.train import TrainConfig, train
 
 
 def sync(device: torch.device) -> None:

@@ -14,9 +14,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from defectkit.errors import DefectkitError
-from segment.data import SamImage
-from segment.predict import Segmenter
+from defectkit.core.errors import DefectkitError
+from defectkit.segment.data import SamImage
+from defectkit.segment.predict import Segmenter
 
 
 def category_ids(coco_json: str | Path) -> dict[str, int]:
@@ -39,7 +39,7 @@ def predict_split(
     """Prompt every ground-truth instance of ``records`` with its exact box (one decoder call per image)."""
     from tqdm import tqdm
 
-    from defectkit.rle import mask_to_bbox_xywh, mask_to_rle
+    from defectkit.core.rle import mask_to_bbox_xywh, mask_to_rle
 
     out = SplitPredictions([], [], [])
     for rec in tqdm(records, desc="validate", unit="img", disable=not progress):
@@ -67,7 +67,7 @@ def score_predictions(predictions: SplitPredictions, coco_json: str | Path) -> d
     """Score ``predict_split``'s output with the shared evaluator: mean_iou / mean_dice (per-class
     pooled, averaged over classes: mIoU), instance_iou (mean per instance), segm_AP / segm_AP50,
     area_ratio (predicted / true pixels, mean per instance), empty_frac, n_instances, per_class_iou."""
-    from evaluation import evaluate_detection, evaluate_masks
+    from defectkit.evaluation import evaluate_detection, evaluate_masks
 
     gts, preds, results = predictions
     if not gts:
@@ -105,7 +105,7 @@ def score_split(
 
 def comparison_report(split: str, base: dict, tuned: dict | None, title: str):
     """A Report with base SAM and the fine-tuned one side by side (and per class)."""
-    from evaluation.report import Report
+    from defectkit.evaluation.report import Report
 
     report = Report(title)
     report.add_text(

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from defectkit.errors import DefectkitError
+from defectkit.core.errors import DefectkitError
 
 
 def _current_umask() -> int:

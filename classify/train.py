@@ -20,8 +20,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
-from classify.checkpoint import read_checkpoint, save_checkpoint
-from classify.data import (
+from defectkit.classify.checkpoint import read_checkpoint, save_checkpoint
+from defectkit.classify.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CachedImages,
@@ -33,9 +33,9 @@ from classify.data import (
     split_has_images,
     train_transform,
 )
-from classify.engine import init_distributed, predict_logits, seed_epoch, train_one_epoch
-from classify.longtail import LOSSES, balanced_sample_weights, build_loss
-from classify.models import (
+from defectkit.classify.engine import init_distributed, predict_logits, seed_epoch, train_one_epoch
+from defectkit.classify.longtail import LOSSES, balanced_sample_weights, build_loss
+from defectkit.classify.models import (
     ARCHITECTURES,
     FREEZE_CHOICES,
     apply_freeze,
@@ -43,8 +43,8 @@ from classify.models import (
     check_classes,
     frozen_batchnorm_eval,
 )
-from defectkit.atomic import atomic_dir, atomic_savefig, atomic_write_json
-from defectkit.errors import DefectkitError
+from defectkit.core.atomic import atomic_dir, atomic_savefig, atomic_write_json
+from defectkit.core.errors import DefectkitError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 OUTPUT_NAMES = ("last.pt", "best.pt", "history.json", "curves.png", "summary.json", "test")
@@ -157,7 +157,7 @@ def limit_per_class(images: ImageList, limit: int) -> ImageList:
 def classification_metrics(labels, preds, classes, probs=None, out_dir=None, title=None) -> dict:
     """Accuracy, balanced accuracy and per-class figures from the shared evaluator (recall is None
     for a class absent from ``labels``)."""
-    from evaluation import evaluate_classification
+    from defectkit.evaluation import evaluate_classification
 
     return evaluate_classification(
         [int(v) for v in labels], [int(v) for v in preds], list(classes),
@@ -183,7 +183,7 @@ def validate(model, images: torch.Tensor, labels: list[int], classes, cfg: Train
 
 def curves_figure(history: list[dict], title: str):
     """Loss and accuracy per epoch, train vs val."""
-    from evaluation.plots import new_figure
+    from defectkit.evaluation.plots import new_figure
 
     fig = new_figure(10, 4)
     epochs = [h["epoch"] for h in history]
@@ -415,7 +415,7 @@ def finish(
     if not has_test and progress:
         print(f"note: {test_dir} has no images; best.pt is not scored on a test split")
     if has_test and (out / "best.pt").is_file():
-        from classify.predict import evaluate_split
+        from defectkit.classify.predict import evaluate_split
 
         with atomic_dir(out / "test", overwrite=True) as tmp:
             test = evaluate_split(

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from defectkit.errors import DefectkitError
+from defectkit.core.errors import DefectkitError
 
 # What torch.load raises for a file that is not a (safe) checkpoint: bad zip, bad pickle, a global
 # refused under weights_only, truncated data.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from defectkit.errors import DefectkitError
+from defectkit.core.errors import DefectkitError
 
 SPLITS = ("train", "val", "test")
 GOOD = "good"
@@ -50,7 +50,7 @@ def check_unique_flat_names(file_names: list[str], folder: str | Path = "") -> N
     >>> check_unique_flat_names(["test/a_b/0.png", "test/a/b_0.png"])
     Traceback (most recent call last):
     ...
-    defectkit.errors.DefectkitError: test/a/b_0.png: its flat name test_a_b_0.txt clashes with test/a_b/0.png; rename one
+    defectkit.core.errors.DefectkitError: test/a/b_0.png: its flat name test_a_b_0.txt clashes with test/a_b/0.png; rename one
     """
     seen: dict[str, str] = {}
     for name in file_names:

@@ -11,8 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from defectkit.atomic import atomic_write_bytes
-from defectkit.errors import DefectkitError
+from defectkit.core.atomic import atomic_write_bytes
+from defectkit.core.errors import DefectkitError
 
 
 def cache_dir() -> Path:
