@@ -1,0 +1,305 @@
+"""The layer rules of docs/ARCHITECTURE.md, checked on the source (an AST walk, no extra dependency)
+and, for the lower layers, on what importing them really loads.
+
+    defectkit.core                         imports no other defectkit package
+    defectkit.convert, defectkit.evaluation  the core only
+    defectkit.detect / segment / classify  the core and evaluation; never convert, never each other,
+                                           except segment -> detect's public predict API (--detector)
+    defectkit.sample                       the core only (a sample writer every stage's tests use)
+    defectkit.leaderboard, defectkit.cli   anything: they wire the stages together
+
+Imports sit at the top of a module. A function-level import is allowed only for a heavy optional
+library in a CLI entry point (so ``--help`` stays fast), listed in LAZY_IMPORTS with the reason; a
+first-party import is never function-level. Each rule is one test, and a failure lists every
+offending ``file:line``.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# pyproject's [tool.setuptools.package-dir]: the card's top-level folders install as defectkit.<folder>.
+PACKAGE_DIRS = {
+    "defectkit": "defectkit",
+    "defectkit.convert": "convert",
+    "defectkit.evaluation": "evaluation",
+    "defectkit.detect": "detect",
+    "defectkit.segment": "segment",
+    "defectkit.classify": "classify",
+}
+STAGES = ("convert", "evaluation", "detect", "segment", "classify")
+# Scripts that are not part of the package but must follow the import rules too.
+SCRIPT_DIRS = ("benchmarks", "scripts")
+
+# Function-level imports allowed, (importing module, imported top-level library) -> why. Only heavy
+# optional libraries in CLI entry points belong here; first-party modules never do.
+LAZY_IMPORTS: dict[tuple[str, str], str] = {
+    ("defectkit.cli", "torch"): "only `demo`/`benchmark` without --device ask torch for a GPU; "
+    "`defectkit --help` and `defectkit sample` should not pay torch's import",
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    file: Path
+    line: int
+    importer: str  # dotted name of the importing module (or the script's path)
+    target: str  # absolute dotted name of what is imported (a module, or the module holding `names`)
+    names: tuple[str, ...]  # the names taken by `from target import ...`; () for `import target`
+    top_level: bool  # outside any function or class body
+
+    def where(self) -> str:
+        what = f"from {self.target} import {', '.join(self.names)}" if self.names else f"import {self.target}"
+        return f"{self.file.relative_to(REPO)}:{self.line}: {self.importer}: {what}"
+
+
+def _module_name(path: Path) -> str | None:
+    """The dotted name a first-party file is installed under, or None for a file outside the package."""
+    rel = path.relative_to(REPO)
+    for package, folder in PACKAGE_DIRS.items():
+        if rel.parts[0] == folder:
+            parts = [package, *rel.with_suffix("").parts[1:]]
+            if parts[-1] == "__init__":
+                parts.pop()
+            return ".".join(parts)
+    return None
+
+
+def _package_files() -> list[Path]:
+    return sorted(p for folder in PACKAGE_DIRS.values() for p in (REPO / folder).rglob("*.py"))
+
+
+def _script_files() -> list[Path]:
+    return sorted(p for folder in SCRIPT_DIRS for p in (REPO / folder).rglob("*.py"))
+
+
+def _resolve(module: str | None, level: int, importer: str, is_package: bool) -> str:
+    """The absolute name of ``from <level dots><module> import ...`` written in ``importer``."""
+    if level == 0:
+        return module or ""
+    base = importer.split(".") if is_package else importer.split(".")[:-1]
+    base = base[: len(base) - (level - 1)]
+    return ".".join([*base, module] if module else base)
+
+
+class _Collector(ast.NodeVisitor):
+    def __init__(self, file: Path, importer: str, is_package: bool):
+        self.file, self.importer, self.is_package = file, importer, is_package
+        self.depth = 0  # function/class nesting
+        self.found: list[Import] = []
+
+    def _nested(self, node):
+        self.depth += 1
+        self.generic_visit(node)
+        self.depth -= 1
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = visit_Lambda = _nested
+
+    def visit_Import(self, node: ast.Import):
+        for alias in node.names:
+            self.found.append(Import(self.file, node.lineno, self.importer, alias.name, (), self.depth == 0))
+
+    def visit_ImportFrom(self, node: ast.ImportFrom):
+        target = _resolve(node.module, node.level, self.importer, self.is_package)
+        names = tuple(a.name for a in node.names)
+        self.found.append(Import(self.file, node.lineno, self.importer, target, names, self.depth == 0))
+
+    def visit_Call(self, node: ast.Call):
+        # importlib.import_module("x"), pytest.importorskip("x"), __import__("x"): imports by string.
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if name in ("import_module", "importorskip", "__import__") and node.args:
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                self.found.append(Import(self.file, node.lineno, self.importer, arg.value, (), self.depth == 0))
+        self.generic_visit(node)
+
+
+def _imports(files: list[Path]) -> list[Import]:
+    found: list[Import] = []
+    for file in files:
+        importer = _module_name(file) or str(file.relative_to(REPO))
+        collector = _Collector(file, importer, file.name == "__init__.py")
+        collector.visit(ast.parse(file.read_text(), filename=str(file)))
+        found += collector.found
+    return found
+
+
+PACKAGE_IMPORTS = _imports(_package_files())
+SCRIPT_IMPORTS = _imports(_script_files())
+TEST_IMPORTS = _imports(sorted((REPO / "tests").rglob("*.py")))
+FIRST_PARTY = {_module_name(p) for p in _package_files()}
+
+
+def _targets(imp: Import) -> list[str]:
+    """The first-party modules an import reaches: `from defectkit import detect` reaches defectkit.detect."""
+    if imp.target != "defectkit" and not imp.target.startswith("defectkit."):
+        return []
+    subs = [f"{imp.target}.{n}" for n in imp.names if f"{imp.target}.{n}" in FIRST_PARTY]
+    return subs or [imp.target]
+
+
+def _layer(module: str) -> str:
+    """defectkit.core.rle -> core; defectkit.detect.cli -> detect; defectkit.leaderboard.rows -> leaderboard."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "defectkit"
+
+
+def _is_detect_public_predict_api(imp: Import) -> bool:
+    """segment -> detect is allowed only as `from defectkit.detect[.predict] import <public names>`."""
+    if imp.target not in ("defectkit.detect", "defectkit.detect.predict") or not imp.names:
+        return False
+    return not any(
+        n.startswith("_") or f"{imp.target}.{n}" in FIRST_PARTY - {"defectkit.detect.predict"} for n in imp.names
+    )
+
+
+# layer -> the first-party layers it may import (besides itself and the bare `defectkit`, which holds
+# only __version__). None: anything.
+ALLOWED = {
+    "defectkit": set(),  # defectkit/__init__.py: importing any defectkit.x runs it, so it imports nothing
+    "core": set(),
+    "convert": {"core"},
+    "evaluation": {"core"},
+    "detect": {"core", "evaluation"},
+    "segment": {"core", "evaluation"},  # + detect's public predict API, below
+    "classify": {"core", "evaluation"},
+    "sample": {"core"},
+    "leaderboard": None,
+    "cli": None,
+}
+
+
+def _layer_offenders(layer: str) -> list[str]:
+    offenders = []
+    for imp in PACKAGE_IMPORTS:
+        if _layer(imp.importer) != layer or ALLOWED[layer] is None:
+            continue
+        for target in _targets(imp):
+            to = _layer(target)
+            if to in (layer, "defectkit") or to in ALLOWED[layer]:
+                continue
+            if layer == "segment" and to == "detect" and _is_detect_public_predict_api(imp):
+                continue
+            offenders.append(imp.where())
+    return offenders
+
+
+def test_every_package_module_has_a_layer():
+    assert {_layer(m) for m in FIRST_PARTY} <= set(ALLOWED), sorted({_layer(m) for m in FIRST_PARTY} - set(ALLOWED))
+
+
+@pytest.mark.parametrize("layer", [layer for layer, allowed in ALLOWED.items() if allowed is not None])
+def test_layer_imports_only_the_layers_below(layer):
+    offenders = _layer_offenders(layer)
+    allowed = ", ".join(sorted(ALLOWED[layer] | {layer})) if ALLOWED[layer] else "nothing first-party"
+    assert not offenders, f"defectkit.{layer} may import only {allowed}; offenders:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize(
+    "code, allowed",
+    [
+        ("from defectkit.detect import predict_images", True),
+        ("from defectkit.detect.predict import predict_images", True),
+        ("from defectkit.detect.predict import _flat_name", False),  # private
+        ("from defectkit.detect import predict", True),
+        ("from defectkit.detect import train", False),  # a submodule, not the predict API
+        ("from defectkit.detect.data import load_data", False),
+        ("import defectkit.detect.predict", False),
+    ],
+)
+def test_the_segment_to_detect_rule_itself(code, allowed):
+    """The one stage-to-stage arrow is as narrow as documented (a check of the checker)."""
+    file = REPO / "segment" / "_example.py"
+    collector = _Collector(file, "defectkit.segment._example", False)
+    collector.visit(ast.parse(code))
+    (imp,) = collector.found
+    assert _is_detect_public_predict_api(imp) is allowed
+
+
+@pytest.mark.parametrize(
+    "where, imports",
+    [("package", PACKAGE_IMPORTS), ("benchmarks and scripts", SCRIPT_IMPORTS), ("tests", TEST_IMPORTS)],
+    ids=["package", "scripts", "tests"],
+)
+def test_nobody_imports_the_bare_stage_names(where, imports):
+    """convert, detect, ... are installed only as defectkit.convert, defectkit.detect, ...: a bare
+    `import detect` finds another distribution's package, or nothing."""
+    offenders = [imp.where() for imp in imports if imp.target.split(".")[0] in STAGES]
+    assert not offenders, f"bare stage imports in the {where} (use defectkit.<stage>):\n" + "\n".join(offenders)
+
+
+def _function_level_offenders(imports: list[Import]) -> list[str]:
+    offenders = []
+    for imp in imports:
+        if imp.top_level:
+            continue
+        library = imp.target.split(".")[0]
+        if library != "defectkit" and (imp.importer, library) in LAZY_IMPORTS:
+            continue
+        offenders.append(imp.where())
+    return offenders
+
+
+@pytest.mark.parametrize(
+    "where, imports", [("package", PACKAGE_IMPORTS), ("benchmarks and scripts", SCRIPT_IMPORTS)], ids=["package", "scripts"]
+)
+def test_imports_sit_at_the_top_of_each_module(where, imports):
+    offenders = _function_level_offenders(imports)
+    assert not offenders, (
+        f"function-level imports in the {where}: move them to the top of the module (heavy optional libraries "
+        "in a CLI entry point go in LAZY_IMPORTS with the reason):\n" + "\n".join(offenders)
+    )
+
+
+def test_lazy_import_allowlist_is_for_cli_entry_points_and_still_used():
+    used = {(imp.importer, imp.target.split(".")[0]) for imp in PACKAGE_IMPORTS if not imp.top_level}
+    for (module, library), reason in LAZY_IMPORTS.items():
+        assert module.rsplit(".", 1)[-1] in ("cli", "__main__"), f"{module} is not a CLI entry point"
+        assert library != "defectkit" and reason
+        assert (module, library) in used, f"stale LAZY_IMPORTS entry: {module} no longer imports {library} lazily"
+
+
+# What importing a lower layer may load at run time (the AST rules above miss dynamic imports).
+_LOADS_ONLY = {
+    "defectkit": ("defectkit", "defectkit.core"),
+    "defectkit.core": ("defectkit", "defectkit.core"),
+    "defectkit.convert": ("defectkit", "defectkit.core", "defectkit.convert"),
+    "defectkit.evaluation": ("defectkit", "defectkit.core", "defectkit.evaluation"),
+    "defectkit.sample": ("defectkit", "defectkit.core", "defectkit.sample"),
+}
+_IMPORT_ALL = """
+import importlib, pkgutil, sys
+root, allowed = sys.argv[1], tuple(sys.argv[2:])
+package = importlib.import_module(root)
+for info in pkgutil.walk_packages(getattr(package, "__path__", []), root + "."):
+    if not info.name.endswith(".__main__"):  # `python -m` entry points run their CLI on import
+        importlib.import_module(info.name)
+loaded = sorted(m for m in sys.modules if m.startswith("defectkit"))
+bad = [m for m in loaded if not any(m == a or m.startswith(a + ".") for a in allowed)]
+print("\\n".join(bad))
+"""
+
+
+@pytest.mark.parametrize("root", list(_LOADS_ONLY))
+def test_importing_a_lower_layer_loads_no_stage_above_it(root):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALL, root, *_LOADS_ONLY[root]],
+        cwd=REPO / "tests",  # not the repo root, where convert/ would be importable as a bare name
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not proc.stdout.strip(), f"importing all of {root} also loaded:\n{proc.stdout}"
