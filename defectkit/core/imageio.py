@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -34,6 +34,54 @@ def is_image_file(path: str | Path) -> bool:
     (True, False)
     """
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(sources: str | Path | Iterable[str | Path]) -> list[Path]:
+    """The image files of a file, a folder (recursive, sorted) or a list of files and folders.
+
+    The one source lister of every stage's ``predict`` (and ``convert``'s extension list, through
+    :func:`is_image_file`). Hidden files and folders (a name starting with ``.``, such as macOS'
+    ``._000.png`` or ``.ipynb_checkpoints``) are skipped below a folder, as ``convert-mvtec`` skips
+    them. A folder's files are sorted by their path parts, so the order is the same on every
+    platform and Python version. Raises DefectkitError naming the path for a missing path, a file
+    that is not an image, or a folder with no image anywhere below it.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("b.PNG", "a/2.jpg", "a/1.tif", "notes.txt", ".hidden/3.png", "a/._1.png"):
+    ...     (root / name).parent.mkdir(parents=True, exist_ok=True); (root / name).touch()
+    >>> [p.relative_to(root).as_posix() for p in list_images(root)]
+    ['a/1.tif', 'a/2.jpg', 'b.PNG']
+    >>> [p.name for p in list_images([root / "b.PNG", root / "a"])]
+    ['b.PNG', '1.tif', '2.jpg']
+    >>> list_images(root / "notes.txt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    defectkit.core.errors.DefectkitError: .../notes.txt: not an image file (expected .png, .jpg, .jpeg, .bmp, .tif, .tiff)
+    >>> import shutil; shutil.rmtree(root)
+    """
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    found: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            below = [p for p in source.rglob("*") if _listed(p, source)]
+            if not below:
+                raise DefectkitError(f"{source}: no images in this folder or below ({', '.join(IMAGE_EXTENSIONS)})")
+            found += sorted(below, key=lambda p: p.relative_to(source).parts)
+        elif source.is_file():
+            if not is_image_file(source):
+                raise DefectkitError(f"{source}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)})")
+            found.append(source)
+        else:
+            raise DefectkitError(f"{source}: no such file or folder")
+    return found
+
+
+def _listed(path: Path, root: Path) -> bool:
+    """Whether :func:`list_images` takes ``path`` found below ``root``: an image file, nothing hidden."""
+    if not is_image_file(path) or any(part.startswith(".") for part in path.relative_to(root).parts):
+        return False
+    return path.is_file()
 
 
 def _png_problem(raw: memoryview) -> str | None:
