@@ -13,9 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from defectkit.core.atomic import atomic_torch_save
 from defectkit.core.errors import DefectkitError
-from defectkit.core.torchio import load_weights_only
+from defectkit.core.torchio import atomic_torch_save, load_weights_only
 
 KIND = "defectkit-classify"
 VERSION = 1

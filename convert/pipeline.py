@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from defectkit.convert.instances import DEFAULT_MIN_AREA, extract_instances
 from defectkit.core.layout import FORMATS, MANIFEST, SPLITS, Manifest, check_unique_flat_names, classify_classes
 from defectkit.convert.reader import SourceImage, extract_category, is_archive, locate_category, scan_category
@@ -182,8 +184,6 @@ def convert_category(
     >>> s.instances["train"]["hole"]  # doctest: +SKIP
     3
     """
-    from tqdm import tqdm
-
     formats = parse_formats(to)
     opts = ConvertOptions(min_area, connectivity, merge_distance, mask_threshold, strict)
     opts.check()

@@ -18,6 +18,8 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from tqdm import tqdm
+
 from defectkit.core.layout import GOOD
 from defectkit.convert.registry import MVTEC_AD_URL, defect_types, known_categories
 from defectkit.core.errors import DefectkitError
@@ -205,8 +207,6 @@ def extract_category(archive: str | Path, category: str, dest: str | Path, progr
     (``mvtec_anomaly_detection.tar.xz``); the archive is read once, as a stream, and only the
     category's regular files are written (no links, nothing outside ``dest``).
     """
-    from tqdm import tqdm
-
     archive = Path(archive)
     if not archive.is_file():
         raise DefectkitError(missing_data_message(archive, category))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.imageio import write_png
@@ -166,8 +167,6 @@ def write_category(
     >>> write_category("/tmp/sample", "wood", size=(128, 128), overwrite=True)  # doctest: +SKIP
     PosixPath('/tmp/sample/wood')
     """
-    from tqdm import tqdm
-
     height, width = size
     final = Path(out) / category
     jobs = [("train", "good", i) for i in range(n_train_good)]

@@ -30,9 +30,8 @@ from pathlib import Path
 import torch
 
 import defectkit.detect._ultralytics  # noqa: F401  (offline settings before ultralytics loads)
-from defectkit.core.atomic import atomic_torch_save
 from defectkit.core.errors import DefectkitError
-from defectkit.core.torchio import load_weights_only
+from defectkit.core.torchio import atomic_torch_save, load_weights_only
 
 CLIP_VARIANT = "clip:ViT-B/32"
 # OpenAI's ViT-B/32 file, the one clip.load("ViT-B/32") downloads (its SHA-256 is in the path; clip checks it).

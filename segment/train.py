@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defectkit.core.atomic import atomic_savefig, atomic_torch_save, atomic_write_text
+from defectkit.core.atomic import atomic_savefig, atomic_write_text
 from defectkit.core.errors import DefectkitError
-from defectkit.core.torchio import resolve_device
+from defectkit.core.torchio import atomic_torch_save, resolve_device
 from defectkit.segment.data import SamImage, coco_json_for, read_sam_jsonl, split_jsonl
 from defectkit.segment.decoder import PromptDecoder, prompts_to_model_frame, segmentation_loss, upscale_logits
 from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir

@@ -4,6 +4,7 @@ half-written dataset, checkpoint or report behind (and the previous output stays
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -93,21 +94,8 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Pat
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` through a temporary file, so a checkpoint is either complete or absent."""
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:
     """Save a matplotlib figure atomically (PNG unless the suffix says otherwise)."""
-    import io
-
     path = Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format=path.suffix.lstrip(".") or "png", **kwargs)

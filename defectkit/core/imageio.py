@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from defectkit.core.atomic import atomic_write_bytes
 from defectkit.core.errors import DefectkitError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -226,8 +227,6 @@ def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
     """Write an RGB (HxWx3) or grey (HxW, bool or uint8) array as PNG, atomically."""
-    from defectkit.core.atomic import atomic_write_bytes
-
     arr = image
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255

@@ -1,8 +1,9 @@
 """Torch helpers every training stage shares: the ``--device`` parser, the multi-GPU (torchrun) set-up
-and safe checkpoint loading."""
+and safe checkpoint saving and loading."""
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from defectkit.core.atomic import atomic_write_bytes
 from defectkit.core.errors import DefectkitError
 
 # What torch.load raises for a file that is not a (safe) checkpoint: bad zip, bad pickle, a global
@@ -156,6 +158,13 @@ def init_distributed(device: str | int | None) -> Distributed:
 # (the legacy format). Anything else (a text file, an image, an empty file) is refused before
 # torch.load, whose legacy reader fails on such input with errors like "pop from empty list".
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through a temporary file, so a checkpoint is either complete or absent."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def check_torch_file(path: str | Path, what: str = "checkpoint") -> None:
