@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 
 from defectkit.core.errors import DefectkitError
+from defectkit.evaluation.plots import roc_figure
 from defectkit.evaluation.ranking import auroc, roc_curve, trapezoid_up_to
+from defectkit.evaluation.report import Report
 
 
 def pro_curve(
@@ -176,9 +178,6 @@ def evaluate_anomaly(
 
 
 def anomaly_report(metrics: dict, curves: dict, title: str | None = None):
-    from defectkit.evaluation.plots import roc_figure
-    from defectkit.evaluation.report import Report
-
     report = Report(title or "Anomaly detection evaluation")
     report.add_text(
         f"{metrics['n_images']} images, {metrics['n_anomalous']} with a defect"

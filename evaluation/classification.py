@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from defectkit.core.errors import DefectkitError
+from defectkit.evaluation.plots import confusion_matrix_figure
 from defectkit.evaluation.ranking import auroc
+from defectkit.evaluation.report import Report
 
 
 def _to_indices(labels: Sequence[Any], class_names: list[str], what: str) -> np.ndarray:
@@ -115,9 +117,6 @@ def evaluate_classification(
 
 
 def classification_report(metrics: dict, title: str | None = None):
-    from defectkit.evaluation.plots import confusion_matrix_figure
-    from defectkit.evaluation.report import Report
-
     report = Report(title or "Classification evaluation")
     report.add_text(f"{metrics['n_images']} images, {len(metrics['class_names'])} classes.")
     report.add_table(

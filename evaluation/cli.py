@@ -16,19 +16,21 @@ from pathlib import Path
 import numpy as np
 
 from defectkit.core.errors import DefectkitError, cli_entry
+from defectkit.evaluation.anomaly import evaluate_anomaly
+from defectkit.evaluation.classification import evaluate_classification
+from defectkit.evaluation.coco_io import load_json
+from defectkit.evaluation.detection import STAT_NAMES, evaluate_detection
+from defectkit.evaluation.masks import evaluate_masks
+from defectkit.evaluation.report import format_value
 
 
 def _print_table(rows: list[tuple[str, object]]) -> None:
-    from defectkit.evaluation.report import format_value
-
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {format_value(value)}")
 
 
 def _detection(args: argparse.Namespace) -> int:
-    from defectkit.evaluation.detection import STAT_NAMES, evaluate_detection
-
     out = evaluate_detection(
         args.gt,
         args.pred,
@@ -47,8 +49,6 @@ def _detection(args: argparse.Namespace) -> int:
 
 
 def _masks(args: argparse.Namespace) -> int:
-    from defectkit.evaluation.masks import evaluate_masks
-
     out = evaluate_masks(
         args.gt,
         args.pred,
@@ -80,8 +80,6 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 
 def read_classification_file(path: Path, classes: list[str] | None):
     """(y_true, y_pred, class_names, probs or None) from a CSV or JSON file (see --help)."""
-    from defectkit.evaluation.coco_io import load_json
-
     if path.suffix.lower() == ".json":
         data = load_json(path, "classification")
         if not isinstance(data, dict) or not {"y_true", "y_pred"} <= set(data):
@@ -111,8 +109,6 @@ def read_classification_file(path: Path, classes: list[str] | None):
 
 
 def _classification(args: argparse.Namespace) -> int:
-    from defectkit.evaluation.classification import evaluate_classification
-
     classes = args.classes.split(",") if args.classes else None
     y_true, y_pred, names, probs = read_classification_file(args.input, classes)
     out = evaluate_classification(
@@ -164,8 +160,6 @@ def read_anomaly_file(path: Path):
 
 
 def _anomaly(args: argparse.Namespace) -> int:
-    from defectkit.evaluation.anomaly import evaluate_anomaly
-
     labels, scores, masks, maps = read_anomaly_file(args.input)
     out = evaluate_anomaly(
         labels, scores, masks, maps, fpr_limit=args.fpr_limit, out_dir=args.out, overwrite=args.overwrite

@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from faster_coco_eval import COCO as FasterCOCO
+from faster_coco_eval import COCOeval_faster
 from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from defectkit.core.errors import DefectkitError
 from defectkit.evaluation.coco_io import (
@@ -28,6 +32,8 @@ from defectkit.evaluation.coco_io import (
     load_predictions,
     segmentation_to_rle,
 )
+from defectkit.evaluation.plots import confusion_matrix_figure, pr_curves_figure
+from defectkit.evaluation.report import Report
 
 BACKENDS = ("faster-coco-eval", "pycocotools")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -90,10 +96,8 @@ def run_coco_eval(
     0.3512...
     """
     if backend == "faster-coco-eval":
-        from faster_coco_eval import COCO, COCOeval_faster
-
-        coco_gt = COCO(gt)
-        coco_dt = coco_gt.loadRes(predictions) if predictions else _empty_results(COCO, gt)
+        coco_gt = FasterCOCO(gt)
+        coco_dt = coco_gt.loadRes(predictions) if predictions else _empty_results(FasterCOCO, gt)
         # separate_eval: evaluate and accumulate as two C++ calls; the same arrays (the tests
         # check), and markedly faster than the fused call on thousands of images.
         evaluator = COCOeval_faster(
@@ -103,9 +107,6 @@ def run_coco_eval(
         evaluator.accumulate()
         evaluator.summarize()
     elif backend == "pycocotools":
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
             coco_gt = COCO()
             coco_gt.dataset = gt
@@ -306,9 +307,6 @@ def _gc_paused():
 
 def detection_report(out: dict, result: CocoResult, names: dict[int, str], title: str | None = None):
     """The Markdown report of :func:`evaluate_detection` (tables, PR curves, confusion matrix)."""
-    from defectkit.evaluation.plots import confusion_matrix_figure, pr_curves_figure
-    from defectkit.evaluation.report import Report
-
     info = out["info"]
     iou_type = info["iou_type"]
     metrics = out[iou_type]

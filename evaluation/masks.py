@@ -21,9 +21,13 @@ from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from tqdm import tqdm
 
 from defectkit.core.errors import DefectkitError
 from defectkit.core.imageio import is_image_file, read_mask
+from defectkit.evaluation.coco_io import category_names, load_ground_truth, load_predictions, segmentation_to_rle
+from defectkit.evaluation.plots import new_figure
+from defectkit.evaluation.report import Report
 
 
 @dataclass
@@ -163,8 +167,6 @@ def _from_folders(
 
 
 def _from_coco(gt: Any, predictions: Any, score_threshold: float) -> tuple[Triples, list[str]]:
-    from defectkit.evaluation.coco_io import category_names, load_ground_truth, load_predictions, segmentation_to_rle
-
     gt_data, gt_name = load_ground_truth(gt, "segm")
     preds, _ = load_predictions(predictions, gt_data, "segm", gt_name)
     names = category_names(gt_data)
@@ -257,8 +259,6 @@ def evaluate_masks(
     per_class_image_ious: dict[str, list[float]] = {n: [] for n in names}
     per_class_images: dict[str, int] = {n: 0 for n in names}
     per_image: dict[str, PixelCounts] = {}
-    from tqdm import tqdm
-
     for image, name, counts in tqdm(triples, desc="masks", unit="pair", disable=not progress, leave=False):
         per_class_counts[name] += counts
         iou = ratios(counts)["iou"]
@@ -310,9 +310,6 @@ def evaluate_masks(
 
 
 def masks_report(metrics: dict, title: str | None = None):
-    from defectkit.evaluation.plots import new_figure
-    from defectkit.evaluation.report import Report
-
     report = Report(title or "Mask evaluation")
     report.add_text(
         f"{metrics['n_images']} images ({metrics['source']}), {len(metrics['per_class'])} class(es)."
