@@ -6,12 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
+from defectkit.convert.reader import default_root
 from defectkit.core.errors import DefectkitError, cli_entry
+from defectkit.detect.train import parse_extra_args
+from defectkit.leaderboard import ALL_ROWS, DEMO_ROWS, BenchmarkConfig, run_benchmark
+from defectkit.sample import write_category, write_sample
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from defectkit.sample import write_category, write_sample
-
     if args.size is None and args.n_per_defect is None:
         paths = write_sample(args.out, overwrite=args.overwrite, seed=args.seed)
     else:
@@ -58,8 +62,6 @@ SMALL_MODELS = {
 
 
 def _rows(text: str) -> list[str]:
-    from defectkit.leaderboard import ALL_ROWS, DEMO_ROWS
-
     names: list[str] = []
     for item in filter(None, (t.strip() for t in text.split(","))):
         names += list(ALL_ROWS) if item == "all" else list(DEMO_ROWS) if item == "demo" else [item]
@@ -67,14 +69,10 @@ def _rows(text: str) -> list[str]:
 
 
 def _default_device() -> str:
-    import torch
-
     return "0" if torch.cuda.is_available() else "cpu"
 
 
 def _run(args: argparse.Namespace, command: str) -> int:
-    from defectkit.leaderboard import BenchmarkConfig, run_benchmark
-
     demo = command == "demo"
     small = demo or args.fast  # the small random-start models, unless named
     for name, default in (SMALL_MODELS if small else REAL_MODELS).items():
@@ -89,12 +87,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
     if sam_lr is not None and not sam_lr > 0:
         raise DefectkitError(f"--sam-lr must be above 0, got {sam_lr}")
     if args.yolo_arg:
-        from defectkit.detect.train import parse_extra_args
-
         parse_extra_args(args.yolo_arg)  # a misspelt argument fails now, not after the data is converted
     if demo and args.root == DEFAULT_SAMPLE and not (args.root / args.category).is_dir():
-        from defectkit.sample import write_sample
-
         print(f"writing the bundled sample to {args.root}")
         write_sample(args.root)
     embeddings = args.text_embeddings or ("random" if str(args.detector).endswith(".yaml") else None)
@@ -332,8 +326,6 @@ def build_parser() -> argparse.ArgumentParser:
         "report.html (plots inlined), leaderboard.json; --resume skips finished rows.",
     )
     p.add_argument("category", help="category folder under --root (e.g. wood)")
-    from defectkit.convert.reader import default_root
-
     p.add_argument(
         "--root",
         type=Path,

@@ -40,11 +40,12 @@ STAGES = ("convert", "evaluation", "detect", "segment", "classify")
 SCRIPT_DIRS = ("benchmarks", "scripts")
 
 # Function-level imports allowed, (importing module, imported top-level library) -> why. Only heavy
-# optional libraries in CLI entry points belong here; first-party modules never do.
-LAZY_IMPORTS: dict[tuple[str, str], str] = {
-    ("defectkit.cli", "torch"): "only `demo`/`benchmark` without --device ask torch for a GPU; "
-    "`defectkit --help` and `defectkit sample` should not pay torch's import",
-}
+# optional libraries in CLI entry points belong here; first-party modules never do. Empty today: every
+# entry point imports its stage at the top, and the stages import torch/ultralytics at the top, so a
+# lazy import of those in a CLI would save nothing. An optional extra (an exporter, CLIP) imported
+# only by the subcommand that needs it would be an entry, e.g.
+#     ("defectkit.detect.cli", "onnx"): "only `detect export --format onnx` needs it; the `export` extra",
+LAZY_IMPORTS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
