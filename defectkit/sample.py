@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from defectkit.core.atomic import atomic_dir
+from defectkit.core.errors import DefectkitError
 from defectkit.core.imageio import write_png
 
 WOOD_DEFECTS = ("color", "combined", "hole", "liquid", "scratch")
@@ -146,6 +147,9 @@ def paint_defect(rng: np.random.Generator, img: np.ndarray, defect: str, index: 
     return mask
 
 
+MIN_SIZE, MAX_SIZE = 16, 4096  # defects are painted at fixed scales; 4096^2 RGB is ~50 MB an image
+
+
 def write_category(
     out: str | Path,
     category: str = "wood",
@@ -169,6 +173,13 @@ def write_category(
     """
     height, width = size
     final = Path(out) / category
+    # Checked before anything is written: 0 used to fall back to 256 silently, 100000 ran out of memory,
+    # and a negative count wrote a category with no defects.
+    if not (MIN_SIZE <= height <= MAX_SIZE and MIN_SIZE <= width <= MAX_SIZE):
+        raise DefectkitError(f"{final}: sample size {height}x{width} is outside {MIN_SIZE}..{MAX_SIZE} px")
+    for what, n in (("n_train_good", n_train_good), ("n_test_good", n_test_good), ("n_per_defect", n_per_defect)):
+        if n < 1:
+            raise DefectkitError(f"{final}: {what} is {n}; the sample needs at least 1")
     jobs = [("train", "good", i) for i in range(n_train_good)]
     jobs += [("test", "good", i) for i in range(n_test_good)]
     jobs += [("test", d, i) for d in defects for i in range(n_per_defect)]

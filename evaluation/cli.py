@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,17 @@ def _masks(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def errors_name(path: Path):
+    """Prefix the input file to errors about its content (the evaluator sees only arrays)."""
+    try:
+        yield
+    except DefectkitError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise DefectkitError(f"{path}: {exc}") from None
+
+
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file with a header, as dicts; errors name the file."""
     try:
@@ -105,15 +118,19 @@ def read_classification_file(path: Path, classes: list[str] | None):
             probs = [[float(r[c]) for c in prob_cols] for r in rows]
         except (TypeError, ValueError):
             raise DefectkitError(f"{path}: a prob_<class> cell is not a number") from None
+        for line, row in enumerate(probs, start=2):
+            if not all(math.isfinite(v) for v in row):  # float() reads 'nan': AUROC would be made up
+                raise DefectkitError(f"{path}: line {line}: a prob_<class> cell is not a finite number")
     return y_true, y_pred, names, probs
 
 
 def _classification(args: argparse.Namespace) -> int:
     classes = args.classes.split(",") if args.classes else None
     y_true, y_pred, names, probs = read_classification_file(args.input, classes)
-    out = evaluate_classification(
-        y_true, y_pred, names, probs=probs, out_dir=args.out, overwrite=args.overwrite
-    )
+    with errors_name(args.input):
+        out = evaluate_classification(
+            y_true, y_pred, names, probs=probs, out_dir=args.out, overwrite=args.overwrite
+        )
     _print_table(
         [
             ("accuracy", out["accuracy"]),
@@ -138,9 +155,12 @@ def read_anomaly_file(path: Path):
             missing = {"image_labels", "image_scores"} - set(data.files)
             if missing:
                 raise DefectkitError(f"{path}: missing arrays {sorted(missing)} (has {data.files})")
-            masks = data["gt_masks"] if "gt_masks" in data.files else None
-            maps = data["score_maps"] if "score_maps" in data.files else None
-            return data["image_labels"], data["image_scores"], masks, maps
+            try:  # arrays load lazily: an object array (a pickle) is refused here, never run
+                masks = data["gt_masks"] if "gt_masks" in data.files else None
+                maps = data["score_maps"] if "score_maps" in data.files else None
+                return data["image_labels"], data["image_scores"], masks, maps
+            except (OSError, ValueError) as exc:
+                raise DefectkitError(f"{path}: not a readable .npz of numeric arrays ({exc})") from None
     rows = read_csv_rows(path)
     if not rows or not {"label", "score"} <= set(rows[0]):
         raise DefectkitError(
@@ -161,9 +181,10 @@ def read_anomaly_file(path: Path):
 
 def _anomaly(args: argparse.Namespace) -> int:
     labels, scores, masks, maps = read_anomaly_file(args.input)
-    out = evaluate_anomaly(
-        labels, scores, masks, maps, fpr_limit=args.fpr_limit, out_dir=args.out, overwrite=args.overwrite
-    )
+    with errors_name(args.input):
+        out = evaluate_anomaly(
+            labels, scores, masks, maps, fpr_limit=args.fpr_limit, out_dir=args.out, overwrite=args.overwrite
+        )
     _print_table([(k, out[k]) for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")])
     print(f"wrote {args.out}/report.md")
     return 0

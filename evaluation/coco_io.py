@@ -18,6 +18,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from defectkit.core.errors import DefectkitError
+from defectkit.core.rle import rle_problem
 
 IOU_TYPES = ("bbox", "segm")
 
@@ -56,16 +57,37 @@ def _is_int(v: Any) -> bool:
 
 
 def _rle_size_problem(segm: Any, height: int | None, width: int | None) -> str | None:
-    """None when ``segm`` is a usable RLE (or polygon) of the image's size, else the problem."""
+    """None when ``segm`` is a usable RLE of the image's size (or a polygon), else the problem.
+
+    The run lengths are checked too (:func:`defectkit.core.rle.rle_problem`): garbage counts would
+    otherwise make pycocotools loop for minutes or score a mask that covers no real pixels.
+    """
     if isinstance(segm, list):
         return None  # polygons: pycocotools rasterises them at the image size
-    if not isinstance(segm, dict) or "counts" not in segm or "size" not in segm:
-        return "segmentation is neither a COCO RLE dict ({'size', 'counts'}) nor a polygon list"
-    size = segm["size"]
-    if not (isinstance(size, (list, tuple)) and len(size) == 2):
-        return f"RLE size {size!r} is not [height, width]"
-    if height is not None and width is not None and [int(size[0]), int(size[1])] != [int(height), int(width)]:
-        return f"mask size {int(size[0])}x{int(size[1])} differs from the image's {int(height)}x{int(width)}"
+    return rle_problem(segm, height, width)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def box_problem(bbox: Any) -> str | None:
+    """None for a usable COCO ``[x, y, w, h]``: four finite numbers with w, h >= 0.
+
+    A negative width is not a box: pycocotools would compute a negative IoU and a perfect
+    prediction would score AP 0 for its class, so it is refused instead.
+
+    >>> box_problem([1, 2, 3, 4]) is None
+    True
+    >>> box_problem([10, 10, -4, 5])
+    "'bbox' [10, 10, -4, 5] has a negative width or height"
+    """
+    if not (isinstance(bbox, (list, tuple, np.ndarray)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        return "'bbox' must be [x, y, w, h]"
+    if not all(math.isfinite(v) for v in bbox):
+        return f"'bbox' {list(bbox)} is not finite"
+    if bbox[2] < 0 or bbox[3] < 0:
+        return f"'bbox' {list(bbox)} has a negative width or height"
     return None
 
 
@@ -138,8 +160,11 @@ def _gt_annotations_ok(anns: list, images: dict, cat_ids: set, iou_type: str) ->
         type(a) is dict
         and type(a.get("id")) is int
         and a["id"] != 0
-        and "area" in a
+        and _is_number(ar := a.get("area"))
+        and math.isfinite(ar)
+        and ar >= 0
         and "iscrowd" in a
+        and ("bbox" not in a or box_problem(a["bbox"]) is None)
         and a.get("image_id") in images
         and a.get("category_id") in cat_ids
         for a in anns
@@ -152,7 +177,7 @@ def _gt_annotations_ok(anns: list, images: dict, cat_ids: set, iou_type: str) ->
     sizes = {i: [img.get("height"), img.get("width")] for i, img in images.items()}
     return all(
         type(sg := a.get("segmentation")) is list
-        or (type(sg) is dict and "counts" in sg and sg.get("size") == sizes[a["image_id"]])
+        or (type(sg) is dict and "counts" in sg and sg.get("size") == sizes[a["image_id"]] and rle_problem(sg) is None)
         for a in anns
     )
 
@@ -190,10 +215,13 @@ def _explain_bad_gt_annotation(anns: list, images: dict, cat_ids: set, iou_type:
                     f"{name}: annotation {aid} has no '{key}' (COCO evaluation needs 'area' and 'iscrowd' "
                     "on every ground-truth annotation)"
                 )
-        if iou_type == "bbox":
-            bbox = ann.get("bbox")
-            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
-                raise DefectkitError(f"{name}: annotation {aid} has no [x, y, w, h] 'bbox'")
+        area = ann["area"]
+        if not (_is_number(area) and math.isfinite(area) and area >= 0):
+            raise DefectkitError(f"{name}: annotation {aid}: 'area' {area!r} is not a finite number >= 0")
+        if "bbox" in ann and (problem := box_problem(ann["bbox"])):
+            raise DefectkitError(f"{name}: annotation {aid}: {problem}")
+        if iou_type == "bbox" and "bbox" not in ann:
+            raise DefectkitError(f"{name}: annotation {aid} has no [x, y, w, h] 'bbox'")
         else:
             if "segmentation" not in ann:
                 raise DefectkitError(f"{name}: annotation {aid} has no 'segmentation' (needed for segm)")
@@ -213,7 +241,7 @@ def _predictions_ok(data: list, images: dict, cat_ids: set, iou_type: str) -> bo
         for d in data
     ):
         return False
-    boxes_ok = all(type(b := d.get("bbox")) in (list, tuple) and len(b) == 4 for d in data)
+    boxes_ok = all(type(b := d.get("bbox")) in (list, tuple) and box_problem(b) is None for d in data)
     if iou_type == "bbox":
         return boxes_ok
     sizes = {i: [img.get("height"), img.get("width")] for i, img in images.items()}
@@ -221,6 +249,7 @@ def _predictions_ok(data: list, images: dict, cat_ids: set, iou_type: str) -> bo
         type(sg := d.get("segmentation")) is dict
         and "counts" in sg
         and sg.get("size") == sizes[d["image_id"]]
+        and rle_problem(sg) is None
         for d in data
     )
 
@@ -273,8 +302,9 @@ def load_predictions(
         bbox = det.get("bbox")
         if bbox is not None:
             with_bbox += 1
-            if not (isinstance(bbox, (list, tuple, np.ndarray)) and len(bbox) == 4):
-                raise DefectkitError(f"{name}: entry {i} (image {image_id}): 'bbox' must be [x, y, w, h]")
+            problem = box_problem(bbox)
+            if problem:
+                raise DefectkitError(f"{name}: entry {i} (image {image_id}): {problem}")
         if iou_type == "bbox":
             if bbox is None:
                 raise DefectkitError(f"{name}: entry {i} (image {image_id}) has no 'bbox' (needed for bbox)")

@@ -30,12 +30,61 @@ FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def remove_stale_siblings(final: Path) -> None:
+    """Remove ``.<name>.tmp-<pid>-*`` / ``.<name>.old-<pid>-*`` left beside ``final`` by a run that was
+    killed (kill -9, a power cut: no handler runs then). The pid in the name tells a dead run's folder
+    from one a live run is still writing."""
+    with contextlib.suppress(OSError):
+        for sibling in final.parent.glob(f".{glob_escape(final.name)}.*-*-*"):
+            kind, _, rest = sibling.name[len(final.name) + 2 :].partition("-")
+            pid = rest.split("-", 1)[0]
+            if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+                _remove(sibling)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _make_parent(final: Path) -> list[Path]:
+    """Create ``final``'s parent folders; return those created (deepest first). One-line errors for a
+    path through a file or a folder that cannot be written."""
+    for parent in (final.parent, *final.parent.parents):
+        if parent.exists() and not parent.is_dir():
+            raise DefectkitError(f"{parent}: is a file, not a folder; choose another output path")
+    created = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DefectkitError(f"{final.parent}: cannot create the output folder ({exc.strerror})") from None
+    return created
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``final``; on success it replaces ``final``.
 
-    On any exception (Ctrl-C included) the temporary folder is removed and ``final`` is untouched.
-    An existing ``final`` is replaced only when ``overwrite`` is true.
+    On any exception (Ctrl-C, and SIGTERM under :func:`defectkit.core.errors.cli_entry`, included)
+    the temporary folder is removed and ``final`` is untouched. What a killed run left beside
+    ``final`` is removed first. An existing ``final`` is replaced only when ``overwrite`` is true.
 
     >>> with atomic_dir("runs/report", overwrite=True) as tmp:  # doctest: +SKIP
     ...     (tmp / "metrics.json").write_text("{}")
@@ -44,9 +93,12 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     if final.exists() and not overwrite:
         raise DefectkitError(f"{final}: already exists; pass --overwrite to replace it")
     # Parent folders this call creates are removed again on failure: a failed run leaves nothing.
-    created = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    created = _make_parent(final)
+    remove_stale_siblings(final)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
+    except OSError as exc:
+        raise DefectkitError(f"{final.parent}: cannot write the output here ({exc.strerror})") from None
     os.chmod(tmp, DIR_MODE)
     try:
         yield tmp
@@ -58,13 +110,12 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
             except OSError:
                 break
         raise
-    if final.exists():
+    if final.exists() or final.is_symlink():
         # Two renames: the old output stays whole until the new one is complete.
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        old.rmdir()
+        old = final.parent / f".{final.name}.old-{os.getpid()}-{tmp.name.rsplit('-', 1)[-1]}"
         final.rename(old)
         tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     else:
         tmp.rename(final)
 
@@ -72,8 +123,13 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _make_parent(path)
+    if path.is_dir():
+        raise DefectkitError(f"{path}: is a folder, not a file; choose another output path")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise DefectkitError(f"{path.parent}: cannot write {path.name} here ({exc.strerror})") from None
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
