@@ -16,27 +16,24 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 import torch
 from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
 
 from defectkit.classify.data import IMAGENET_MEAN, IMAGENET_STD, CachedImages, ImageCache, scan_split
 from defectkit.classify.engine import train_one_epoch
 from defectkit.classify.models import apply_freeze, build_model
+from defectkit.convert import convert_category
 from defectkit.core.torchio import resolve_device
+from defectkit.sample import write_category
 
 
 def make_data(root: Path, n_good: int, n_per_defect: int) -> Path:
     """A generated 1024x1024 category, converted by the project's converter; returns classify/."""
-    from defectkit.convert import convert_category
-    from defectkit.sample import write_category
-
     write_category(root / "mvtec", "wood", size=(1024, 1024), n_train_good=n_good, n_test_good=4,
                    n_per_defect=n_per_defect, progress=True)  # fmt: skip
     convert_category(root / "mvtec", "wood", root / "converted", to=("classify",), progress=False)
@@ -44,8 +41,6 @@ def make_data(root: Path, n_good: int, n_per_defect: int) -> Path:
 
 
 def reference_loader(data: Path, size: int, batch: int, workers: int) -> DataLoader:
-    from torchvision import datasets, transforms
-
     tf = transforms.Compose([transforms.Resize((size, size)), transforms.PILToTensor()])
     ds = datasets.ImageFolder(str(data / "train"), transform=tf)
     return DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0)

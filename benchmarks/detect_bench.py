@@ -23,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from defectkit.convert import convert_category
+from defectkit.detect.data import load_data
+from defectkit.sample import write_sample
 
 CHILD = r"""
 import json, os, sys, time
@@ -44,15 +46,13 @@ print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time()
 
 
 def run_child(kind: str, data: Path, model: str, project: Path, name: str, epochs: int, imgsz: int) -> dict:
-    env = dict(
-        os.environ, DEFECTKIT_OFFLINE="1", PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    )
+    env = dict(os.environ, DEFECTKIT_OFFLINE="1")
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, kind, str(data), model, str(project), name, str(epochs), str(imgsz)],
         capture_output=True,
         text=True,
         env=env,
-        cwd=REPO,
+        cwd=project.parent,  # not the checkout, where the bare folder names (convert, detect) would import
         timeout=1800,
         check=False,
     )
@@ -69,12 +69,7 @@ def main() -> None:
     parser.add_argument("--model", default="yolov8n.yaml")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(REPO))
     os.environ["DEFECTKIT_OFFLINE"] = "1"
-    from defectkit.convert import convert_category
-    from defectkit.sample import write_sample
-    from defectkit.detect.data import load_data
-
     with tempfile.TemporaryDirectory(prefix="detect-bench-") as tmp:
         tmp = Path(tmp)
         write_sample(tmp / "sample")

@@ -32,17 +32,17 @@ import multiprocessing as mp
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import faster_coco_eval  # noqa: F401  (imported before forking: no method pays the import)
-import pycocotools.cocoeval  # noqa: F401
+# Both libraries are imported before forking: no method pays the import.
+from faster_coco_eval import COCO as FasterCOCO
+from faster_coco_eval import COCOeval_faster
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from defectkit.evaluation.detection import STAT_NAMES, evaluate_detection
 from defectkit.evaluation.synthetic import make_coco_case
@@ -56,17 +56,12 @@ def _rss_kb() -> int:
 
 
 def _run_library(lib: str, gt: dict, preds: list, iou_type: str) -> np.ndarray:
-    if lib == "pycocotools":
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    else:
-        from faster_coco_eval import COCO
-        from faster_coco_eval import COCOeval_faster as COCOeval
+    coco_class, eval_class = (COCO, COCOeval) if lib == "pycocotools" else (FasterCOCO, COCOeval_faster)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
+        coco_gt = coco_class()
         coco_gt.dataset = gt
         coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(preds), iou_type)
+        ev = eval_class(coco_gt, coco_gt.loadRes(preds), iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

@@ -15,16 +15,25 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+from segment_anything import SamPredictor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from defectkit.convert import convert_category
+from defectkit.core.imageio import read_image
+from defectkit.sample import write_sample
+from defectkit.segment.embeddings import ImageEncoder
+from defectkit.segment.models import build_sam
+from defectkit.segment.predict import ImagePrompts, Segmenter, predict_folder
+from defectkit.segment.train import TrainConfig, train
 
 
 def median_time(fn, repeats: int) -> tuple[float, list[float]]:
@@ -38,9 +47,6 @@ def median_time(fn, repeats: int) -> tuple[float, list[float]]:
 
 def make_data(work: Path, n_images: int) -> Path:
     """Converted sample, SAM JSONL cut to the first ``n_images`` training images that have defects."""
-    from defectkit.convert import convert_category
-    from defectkit.sample import write_sample
-
     write_sample(work / "sample")
     convert_category(work / "sample", "wood", work / "conv", to=("sam", "coco"), progress=False)
     sam = work / "conv" / "wood" / "sam"
@@ -52,8 +58,6 @@ def make_data(work: Path, n_images: int) -> Path:
 
 
 def bench_epoch(args, work: Path, data: Path) -> float:
-    from defectkit.segment.train import TrainConfig, train
-
     def epoch_time(no_cache: bool, name: str) -> float:
         """The timed part is the epoch itself (train_one_epoch), as `segment train` logs it."""
         cfg = TrainConfig(data=data, out=work / name, model=args.model, random_weights=True, device=args.device,
@@ -73,15 +77,6 @@ def bench_epoch(args, work: Path, data: Path) -> float:
 
 
 def bench_predict(args, work: Path, data: Path) -> float:
-    import json
-
-    from segment_anything import SamPredictor
-
-    from defectkit.core.imageio import read_image
-    from defectkit.segment.embeddings import ImageEncoder
-    from defectkit.segment.models import build_sam
-    from defectkit.segment.predict import ImagePrompts, Segmenter, predict_folder
-
     rec = json.loads((data / "train.jsonl").read_text().splitlines()[0])
     image_path, box = Path(rec["image"]), rec["instances"][0]["box_xyxy"]
     model = build_sam(args.model, random_weights=True, device=args.device)
@@ -90,8 +85,6 @@ def bench_predict(args, work: Path, data: Path) -> float:
     predictor = SamPredictor(model.sam)
 
     def reference():
-        import cv2
-
         image = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
         predictor.set_image(image)
         return predictor.predict(box=np.array(box), multimask_output=False)
@@ -143,8 +136,6 @@ def main() -> None:
     p.add_argument("--skip-predict", action="store_true", help="only the epoch benchmark")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    import os
-
     os.environ.setdefault("DEFECTKIT_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="segment_bench_") as tmp:
         work = Path(tmp)

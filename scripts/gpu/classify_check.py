@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the classify benchmark is a script there, not a package
 
+import classify_bench  # noqa: E402
 import torch
 from torch.utils.data import DataLoader, Subset
 
@@ -30,7 +31,9 @@ from defectkit.classify.data import IMAGENET_MEAN, IMAGENET_STD, CachedImages, I
 from defectkit.classify.engine import train_one_epoch
 from defectkit.classify.models import apply_freeze, build_model
 from defectkit.classify.train import TrainConfig, train
+from defectkit.convert import convert_category
 from defectkit.core.torchio import resolve_device
+from defectkit.sample import write_category
 
 SMOKE = os.environ.get("GPU_CHECK_SMOKE", "") not in ("", "0")
 DEVICE = os.environ.get("GPU_CHECK_DEVICE", "cuda")
@@ -48,9 +51,6 @@ def stamp(t0: float, text: str) -> None:
 
 
 def main() -> int:
-    from defectkit.convert import convert_category
-    from defectkit.sample import write_category
-
     t0 = time.perf_counter()
     dev = resolve_device(DEVICE)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
@@ -117,9 +117,6 @@ def main() -> int:
         del model, optimizer, loader
 
         # 3. The benchmark on this machine: cached vs ImageFolder epochs, same model.
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        import classify_bench
-
         bench = ["--data", str(data), "--device", DEVICE, "--arch", ARCH, "--image-size", str(IMAGE_SIZE),
                  "--batch", "32" if not SMOKE else "8", "--workers", "0" if SMOKE else "8",
                  "--freeze", "none", "--repeats", "2" if SMOKE else "3"]  # fmt: skip
