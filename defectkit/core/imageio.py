@@ -202,7 +202,8 @@ def read_image(path: str | Path, mode: str = "rgb") -> np.ndarray:
     problem = _structure_problem(data)
     if problem:
         raise DefectkitError(f"{path}: {problem}")
-    flag = {"rgb": cv2.IMREAD_COLOR, "gray": cv2.IMREAD_GRAYSCALE, "unchanged": cv2.IMREAD_UNCHANGED}[mode]
+    flags = {"rgb": cv2.IMREAD_COLOR, "gray": cv2.IMREAD_GRAYSCALE, "unchanged": cv2.IMREAD_UNCHANGED}
+    flag = flags.get(mode, cv2.IMREAD_UNCHANGED)  # "raw": what the file holds, 16 bits kept
     with _opencv_quiet():
         img = cv2.imdecode(data, flag)
     if img is None:
@@ -216,13 +217,23 @@ def read_image(path: str | Path, mode: str = "rgb") -> np.ndarray:
 
 
 def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
-    """Read a defect mask as a bool HxW array: a pixel is defect when its grey value is > threshold.
+    """Read a defect mask as a bool HxW array: a pixel is defect when its value is > threshold.
 
-    Colour masks are converted to grey first; JPEG masks with noisy values are why the threshold
-    exists (the MVTec masks themselves are 0/255 PNG).
+    - 0/1 label masks (8- or 16-bit; many data sets ship them) are read as such: a pixel is defect
+      when it is 1. Thresholded at 127 they would all be empty and every defect would be dropped.
+    - Colour masks: a pixel is defect when any colour channel is > threshold, so a mask painted pure
+      red (grey level 76) is not read as empty.
+    - 16-bit masks: the threshold is on the 8-bit scale (value * 255 / 65535).
+    JPEG masks with noisy values are why the threshold exists (the MVTec masks are 0/255 PNG).
     """
-    grey = read_image(path, mode="gray")
-    return grey > threshold
+    raw = read_image(path, mode="raw")
+    if raw.ndim == 3:
+        raw = raw[..., :3].max(axis=2)
+    if raw.max(initial=0) == 1:
+        return raw == 1
+    if raw.dtype != np.uint8:
+        return raw.astype(np.float32) * (255.0 / np.iinfo(raw.dtype).max) > threshold
+    return raw > threshold
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
