@@ -13,10 +13,19 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import supervision as sv
+from tqdm import tqdm
 
+from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError
+from defectkit.core.results import detections_to_coco, write_coco_results
+from defectkit.evaluation import evaluate_detection, evaluate_masks
+from defectkit.evaluation.report import Report
 from defectkit.segment.data import SamImage
+from defectkit.segment.models import trainable_state
 from defectkit.segment.predict import Segmenter
+
+BASE, FINETUNED = "base", "finetuned"  # the keys of segment val's metrics.json, in this order
 
 
 def category_ids(coco_json: str | Path) -> dict[str, int]:
@@ -36,30 +45,28 @@ class SplitPredictions(NamedTuple):
 def predict_split(
     segmenter: Segmenter, records: list[SamImage], cat_ids: dict[str, int], progress: bool = False
 ) -> SplitPredictions:
-    """Prompt every ground-truth instance of ``records`` with its exact box (one decoder call per image)."""
-    from tqdm import tqdm
-
-    from defectkit.core.rle import mask_to_bbox_xywh, mask_to_rle
-
+    """Prompt every ground-truth instance of ``records`` with its exact box (one decoder call per
+    image). Results are written through ``defectkit.core.results`` with SAM's predicted IoU as score
+    (the prompt is the truth, so its own score is 1: ``segment predict``'s rule)."""
     out = SplitPredictions([], [], [])
     for rec in tqdm(records, desc="validate", unit="img", disable=not progress):
         if not rec.instances:
             continue
         emb, original_size, input_size = segmenter.encoder.embed(rec.image)
         boxes = np.array([i.box_xyxy for i in rec.instances], np.float64)
-        masks, scores = segmenter.masks_for(emb, original_size, input_size, boxes=boxes)
-        for inst, mask, score in zip(rec.instances, masks, scores):
-            if inst.category not in cat_ids:
-                raise DefectkitError(f"{rec.image}: class {inst.category!r} is not in the COCO categories")
-            out.gt_masks.append(inst.mask())
-            out.pred_masks.append(mask)
-            out.results.append({
-                "image_id": rec.image_id,
-                "category_id": cat_ids[inst.category],
-                "score": float(score),
-                "bbox": [float(v) for v in mask_to_bbox_xywh(mask)],
-                "segmentation": mask_to_rle(mask),
-            })
+        masks, ious = segmenter.masks_for(emb, original_size, input_size, boxes=boxes)
+        unknown = [i.category for i in rec.instances if i.category not in cat_ids]
+        if unknown:
+            raise DefectkitError(f"{rec.image}: class {unknown[0]!r} is not in the COCO categories")
+        dets = sv.Detections(
+            xyxy=boxes,
+            mask=masks.astype(bool),
+            confidence=np.asarray(ious, np.float64),
+            class_id=np.array([cat_ids[i.category] - 1 for i in rec.instances], int),
+        )
+        out.gt_masks.extend(i.mask() for i in rec.instances)
+        out.pred_masks.extend(masks)
+        out.results.extend(detections_to_coco(dets, rec.image_id))
     return out
 
 
@@ -67,8 +74,6 @@ def score_predictions(predictions: SplitPredictions, coco_json: str | Path) -> d
     """Score ``predict_split``'s output with the shared evaluator: mean_iou / mean_dice (per-class
     pooled, averaged over classes: mIoU), instance_iou (mean per instance), segm_AP / segm_AP50,
     area_ratio (predicted / true pixels, mean per instance), empty_frac, n_instances, per_class_iou."""
-    from defectkit.evaluation import evaluate_detection, evaluate_masks
-
     gts, preds, results = predictions
     if not gts:
         raise DefectkitError(f"{coco_json}: the split has no defect instances to score")
@@ -103,10 +108,56 @@ def score_split(
     return score_predictions(predict_split(segmenter, records, category_ids(coco_json), progress), coco_json)
 
 
+def val_split(
+    segmenter: Segmenter,
+    records: list[SamImage],
+    coco_json: str | Path,
+    base_state: dict | None = None,
+    progress: bool = False,
+) -> dict[str, tuple[SplitPredictions, dict]]:
+    """``segment val`` on one split: ``{"base": (predictions, metrics)[, "finetuned": (...)]}``.
+
+    ``base_state`` (from ``load_segmenter`` with a fine-tuned decoder): the segmenter's fine-tuned
+    weights are scored, then base SAM's on the same encoder and cached embeddings, and the
+    fine-tuned weights are put back. Without it the segmenter is scored as base SAM.
+    """
+    cat_ids = category_ids(coco_json)
+
+    def scored() -> tuple[SplitPredictions, dict]:
+        predicted = predict_split(segmenter, records, cat_ids, progress)
+        return predicted, score_predictions(predicted, coco_json)
+
+    if base_state is None:
+        return {BASE: scored()}
+    tuned = scored()
+    tuned_state = trainable_state(segmenter.sam, train_prompt_encoder=True)
+    _load_state(segmenter, base_state)
+    try:
+        return {BASE: scored(), FINETUNED: tuned}
+    finally:
+        _load_state(segmenter, tuned_state)
+
+
+def _load_state(segmenter: Segmenter, state: dict) -> None:
+    segmenter.sam.mask_decoder.load_state_dict(state["mask_decoder"])
+    segmenter.sam.prompt_encoder.load_state_dict(state["prompt_encoder"])
+
+
+def write_val(out: str | Path, split: str, title: str, scored: dict[str, tuple[SplitPredictions, dict]]) -> Path:
+    """Write ``segment val``'s folder atomically: ``report.md``, ``metrics.json`` (``{"base": {...},
+    "finetuned": {...}}``) and the scored masks as COCO results, ``base_predictions.json`` (and
+    ``finetuned_predictions.json``), which ``evaluate detection --iou-type segm`` scores again."""
+    tuned = scored.get(FINETUNED)
+    report = comparison_report(split, scored[BASE][1], tuned[1] if tuned else None, title)
+    with atomic_dir(out, overwrite=True) as tmp:
+        report.write_files(tmp)
+        for name, (predicted, _) in scored.items():
+            write_coco_results(tmp / f"{name}_predictions.json", predicted.results)
+    return Path(out)
+
+
 def comparison_report(split: str, base: dict, tuned: dict | None, title: str):
     """A Report with base SAM and the fine-tuned one side by side (and per class)."""
-    from defectkit.evaluation.report import Report
-
     report = Report(title)
     report.add_text(
         f"Split `{split}`: every ground-truth instance prompted with its own box. mIoU/mDice pool pixels per "
