@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import doctest
 import io
 import json
 from pathlib import Path
@@ -187,15 +186,6 @@ def test_threshold_and_rank_errors():
     assert m["val_accuracy"] == pytest.approx(5 / 6) and m["test_accuracy"] == pytest.approx(2 / 3)
     errors = rank_errors(labels, scores)
     assert errors.argmax() in (1, 2) and errors[3] == errors[4] == 0
-
-
-@pytest.mark.parametrize("module", ["scoring", "gallery", "document", "context", "rows", "report"])
-def test_doctests(module):
-    import importlib
-
-    mod = importlib.import_module(f"defectkit.leaderboard.{module}")
-    result = doctest.testmod(mod)
-    assert result.failed == 0 and (result.attempted > 0 or module == "rows")
 
 
 def test_missing_data_fails_fast_and_leaves_no_run_folder(tmp_path, capsys):

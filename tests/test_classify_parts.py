@@ -137,17 +137,6 @@ def test_freeze_choices(freeze, trainable):
     assert model.layer4[0].bn1.training is (freeze != "fc")
 
 
-@pytest.mark.parametrize(
-    "name", ["defectkit.classify.data", "defectkit.classify.longtail", "defectkit.classify.models", "defectkit.classify.predict"]
-)
-def test_docstring_examples(name):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0, result
-
-
 def test_imagenet_weights_come_from_torchvisions_hub_cache(tmp_path, monkeypatch):
     """With the file where torchvision caches it, --weights imagenet loads it (no download) and
     replaces only the 1000-class head."""

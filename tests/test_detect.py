@@ -543,22 +543,3 @@ def test_checkpoints_load_weights_only(tmp_path, capsys):
         capsys, ["predict", "--model", str(bad), "--source", str(tmp_path), "--save-coco", "x.json"]
     )
     assert "evil.pt" in err and "not a YOLO model" in err
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "defectkit.detect._ultralytics",
-        "defectkit.detect.data",
-        "defectkit.detect.embeddings",
-        "defectkit.detect.models",
-        "defectkit.detect.predict",
-        "defectkit.detect.train",
-    ],
-)
-def test_docstring_examples(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0

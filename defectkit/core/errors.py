@@ -44,7 +44,10 @@ def cli_entry(func: Callable[..., int | None]) -> Callable[..., int]:
     >>> @cli_entry
     ... def main(argv=None):
     ...     raise DefectkitError("x.png: not an image")
-    >>> main()  # doctest: +SKIP  (prints "error: x.png: not an image", exits 2)
+    >>> main()  # doctest: +SKIP
+
+    prints ``error: x.png: not an image`` to stderr and exits with status 2 (not run here: the wrapper
+    also installs a SIGTERM handler in the calling process).
     """
 
     @functools.wraps(func)
