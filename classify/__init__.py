@@ -2,9 +2,10 @@
 folders, compare the course's experiments, handle the long tail, predict and score with the shared
 evaluator. See classify/README.md."""
 
-from defectkit.classify.predict import evaluate_split, predict_source
+from defectkit.classify.predict import predict_source
 from defectkit.classify.presets import PRESETS, run_experiments
 from defectkit.classify.train import TrainConfig
 
-# (the function ``train`` is not re-exported: ``defectkit.classify.train`` stays the module, as in segment)
-__all__ = ["PRESETS", "TrainConfig", "evaluate_split", "predict_source", "run_experiments"]
+# (the functions ``train`` and ``validate`` are not re-exported: ``defectkit.classify.train`` and
+# ``defectkit.classify.val`` stay the modules, as in segment and detect)
+__all__ = ["PRESETS", "TrainConfig", "predict_source", "run_experiments"]

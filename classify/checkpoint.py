@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from defectkit.classify.models import build_model
 from defectkit.core.errors import DefectkitError
 from defectkit.core.torchio import atomic_torch_save, load_weights_only
 
@@ -40,8 +41,6 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """The trained model (eval mode, on ``device``) and its checkpoint dict."""
-    from defectkit.classify.models import build_model
-
     ckpt = read_checkpoint(path)
     with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
         model = build_model(ckpt["arch"], len(ckpt["classes"]), weights="none")

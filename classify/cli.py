@@ -18,8 +18,11 @@ from pathlib import Path
 
 from defectkit.classify.longtail import LOSSES
 from defectkit.classify.models import ARCHITECTURES, FREEZE_CHOICES
-from defectkit.classify.presets import PRESET_HELP, PRESETS
-from defectkit.classify.train import OPTIMIZERS, TrainConfig
+from defectkit.classify.predict import predict_source
+from defectkit.classify.presets import PRESET_HELP, PRESETS, comparison_markdown, preset_config, run_experiments
+from defectkit.classify.train import OPTIMIZERS, TrainConfig, train
+from defectkit.classify.val import validate
+from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError, cli_entry
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
@@ -122,9 +125,6 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from defectkit.classify.presets import preset_config
-    from defectkit.classify.train import train
-
     if args.resume is not None:
         train(resume=args.resume, progress=not args.quiet, device=args.device)
         return 0
@@ -143,8 +143,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _experiments(args: argparse.Namespace) -> int:
-    from defectkit.classify.presets import comparison_markdown, run_experiments
-
     presets = [p.strip() for p in args.presets.split(",") if p.strip()] if args.presets else None
     summaries = run_experiments(
         args.data, args.out, presets, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
@@ -157,11 +155,8 @@ def _experiments(args: argparse.Namespace) -> int:
 
 
 def _val(args: argparse.Namespace) -> int:
-    from defectkit.classify.predict import evaluate_split
-    from defectkit.core.atomic import atomic_dir
-
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-        metrics = evaluate_split(
+        metrics = validate(
             args.model, args.data, args.split, tmp, device=args.device, posthoc_tau=args.posthoc_tau,
             batch=args.batch, progress=not args.quiet,
         )  # fmt: skip
@@ -181,8 +176,6 @@ def _val(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from defectkit.classify.predict import predict_source
-
     records, metrics = predict_source(
         args.model, args.source, out=args.out, report=args.report, device=args.device,
         posthoc_tau=args.posthoc_tau, batch=args.batch, progress=not args.quiet,

@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
+from tqdm import tqdm
 
 from defectkit.core.atomic import atomic_write_bytes
 from defectkit.core.errors import DefectkitError
@@ -180,8 +182,6 @@ class ImageCache:
 
     def load(self, paths: Sequence[Path], progress: bool = False, desc: str = "decode") -> torch.Tensor:
         """All ``paths`` as one uint8 tensor (N, 3, size, size), decoding only what is not cached."""
-        from tqdm import tqdm
-
         with ThreadPoolExecutor(self.workers) as pool:
             images = list(
                 tqdm(
@@ -215,8 +215,6 @@ class CachedImages(Dataset):
 def train_transform(augment: bool, hflip: bool = False, rotation: float = 15.0, jitter: float = 0.2):
     """The train-time transform on uint8 CHW tensors: the course's ``augment`` preset adds a random
     rotation and colour jitter; ``hflip`` adds horizontal flips. None when there is nothing to do."""
-    from torchvision.transforms import v2
-
     steps = []
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
@@ -233,18 +231,3 @@ def normalize_batch(batch: torch.Tensor, mean: Sequence[float], std: Sequence[fl
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     return (batch.float().div_(255.0) - mean_t) / std_t
-
-
-def list_source_images(source: str | Path) -> list[Path]:
-    """One image file, or every image under a folder (recursively, sorted)."""
-    source = Path(source)
-    if source.is_file():
-        if not is_image_file(source):
-            raise DefectkitError(f"{source}: not an image file (expected one of png/jpg/bmp/tif)")
-        return [source]
-    if not source.is_dir():
-        raise DefectkitError(f"{source}: no such file or folder")
-    found = sorted(p for p in source.rglob("*") if p.is_file() and is_image_file(p))
-    if not found:
-        raise DefectkitError(f"{source}: no images found")
-    return found

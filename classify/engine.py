@@ -1,47 +1,18 @@
 """The plain training and inference steps (in the spirit of torchvision's
-references/classification/train.py): one epoch of training, logits for a batch of cached images,
-device and distributed set-up."""
+references/classification/train.py): one epoch of training, logits for a batch of cached images.
+The device and torchrun set-up are the core's (``defectkit.core.torchio``)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
 from defectkit.classify.data import normalize_batch
-from defectkit.core.torchio import resolve_device
-
-
-@dataclass
-class Dist:
-    """Where this process sits in a torchrun job (world 1, rank 0 when run alone)."""
-
-    world: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str) -> tuple[Dist, torch.device]:
-    """Read torchrun's environment; with WORLD_SIZE > 1 join the process group (NCCL on GPUs)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), resolve_device(device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = resolve_device(device).type == "cuda"  # cuda:N too: each process takes its LOCAL_RANK
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Dist(world, rank, local_rank), torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
 
 
 def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
@@ -72,8 +43,6 @@ def train_one_epoch(
 ) -> dict:
     """One pass over ``loader``; returns the mean loss and accuracy over the samples seen (summed
     over all processes under torchrun)."""
-    from tqdm import tqdm
-
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress)
     for images, targets in bar:
@@ -114,8 +83,6 @@ def predict_logits(
     desc: str = "predict",
 ) -> torch.Tensor:
     """Logits (float32, on the CPU) for cached uint8 images (N, 3, H, W), in order."""
-    from tqdm import tqdm
-
     was_training = model.training
     model.eval()
     out = []

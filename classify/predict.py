@@ -1,5 +1,5 @@
-"""``classify predict`` (an image or a folder) and ``classify val`` (a labelled split), both written
-as per-image records and scored by the shared evaluator.
+"""``classify predict`` (an image or a folder): per-image records, scored by the shared evaluator when
+the folder is laid out by class (``classify val`` in classify/val.py writes the same records).
 
 Each record carries the predicted class, every class probability and the image-level
 ``defective`` score ``1 - p(good)``, the score on which anomaly-style rankings compare approaches.
@@ -15,26 +15,14 @@ from pathlib import Path
 import torch
 
 from defectkit.classify.checkpoint import load_classifier
-from defectkit.classify.data import ImageCache, list_class_folders, list_source_images, scan_split
+from defectkit.classify.data import ImageCache
 from defectkit.classify.engine import predict_logits
 from defectkit.classify.longtail import posthoc_adjust
-from defectkit.classify.models import check_classes
+from defectkit.classify.metrics import defective_scores, score
 from defectkit.core.atomic import atomic_write_json, atomic_write_text
 from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import list_images
 from defectkit.core.torchio import resolve_device
-
-GOOD = "good"
-
-
-def defective_scores(probs: torch.Tensor, classes: Sequence[str]) -> list[float | None]:
-    """``1 - p(good)`` per image (None for every image when the model has no ``good`` class).
-
-    >>> [round(s, 3) for s in defective_scores(torch.tensor([[0.2, 0.8], [0.9, 0.1]]), ["good", "hole"])]
-    [0.8, 0.1]
-    """
-    if GOOD not in classes:
-        return [None] * len(probs)
-    return (1.0 - probs[:, list(classes).index(GOOD)]).tolist()
 
 
 def predict_probs(
@@ -148,59 +136,6 @@ def labels_from_layout(source: Path, paths: Sequence[Path], classes: Sequence[st
     return labels
 
 
-def score(
-    probs: torch.Tensor, labels: Sequence[int], classes: Sequence[str], out_dir: str | Path | None
-) -> dict:
-    """The shared evaluator on predictions (arg-max of ``probs``) against ``labels``."""
-    from defectkit.classify.train import classification_metrics
-
-    return classification_metrics(labels, probs.argmax(1), classes, probs=probs, out_dir=out_dir)
-
-
-def evaluate_split(
-    ckpt_path: str | Path,
-    data: str | Path,
-    split: str,
-    out_dir: str | Path,
-    *,
-    device: str = "auto",
-    posthoc_tau: float = 0.0,
-    batch: int = 64,
-    cache: ImageCache | None = None,
-    progress: bool = False,
-) -> dict:
-    """``classify val``: score ``<data>/<split>/<class>/*`` and write the evaluator's report
-    (report.md, metrics.json, confusion matrix) plus predictions.json / .csv into ``out_dir``."""
-    dev = resolve_device(device)
-    model, ckpt = load_classifier(ckpt_path, dev)
-    classes = ckpt["classes"]
-    split_dir = Path(data) / split
-    folders = list_class_folders(split_dir)
-    if any(name not in classes for name in folders):
-        check_classes(str(ckpt_path), classes, folders, str(split_dir))
-    found = scan_split(data, split, classes)
-    probs = predict_probs(
-        model, ckpt, found.paths, dev, posthoc_tau=posthoc_tau, batch=batch, cache=cache, progress=progress
-    )
-    metrics = score(probs, found.labels, classes, out_dir)
-    records = make_records(found.paths, probs, classes, found.labels)
-    write_records(Path(out_dir) / "predictions.json", records, classes)
-    write_records(Path(out_dir) / "predictions.csv", records, classes)
-    if GOOD in classes:
-        metrics["defective"] = defective_ranking(found.labels, probs, classes)
-        atomic_write_json(Path(out_dir) / "defective.json", metrics["defective"])
-    return metrics
-
-
-def defective_ranking(labels: Sequence[int], probs: torch.Tensor, classes: Sequence[str]) -> dict:
-    """Image AUROC of the ``defective`` score (1 - p(good)) for good-vs-defect, by the shared
-    evaluator: how well the classifier ranks as an anomaly detector."""
-    from defectkit.evaluation import evaluate_anomaly
-
-    good = list(classes).index(GOOD)
-    return evaluate_anomaly([int(label != good) for label in labels], defective_scores(probs, classes))
-
-
 def predict_source(
     ckpt_path: str | Path,
     source: str | Path,
@@ -218,7 +153,7 @@ def predict_source(
     source = Path(source)
     if out is not None:
         check_records_path(out)
-    paths = list_source_images(source)
+    paths = list_images(source)
     dev = resolve_device(device)
     model, ckpt = load_classifier(ckpt_path, dev)
     classes = ckpt["classes"]

@@ -7,11 +7,15 @@ ResNet-18 with its backbone frozen), as in the course.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 from defectkit.classify.data import dataset_name
 from defectkit.classify.train import TrainConfig, image_cache, load_history, train
 from defectkit.core.errors import DefectkitError
+from defectkit.evaluation.plots import new_figure
+from defectkit.evaluation.report import Report, markdown_table
 
 _BASELINE = {
     "optimizer": "adam",
@@ -64,16 +68,11 @@ def comparison_table(summaries: dict[str, dict]) -> tuple[list[str], list[list]]
 
 def comparison_markdown(summaries: dict[str, dict]) -> str:
     """The comparison table as Markdown (what ``classify experiments`` prints)."""
-    from defectkit.evaluation.report import Report
-
-    return Report("").add_table(*comparison_table(summaries)).blocks[-1]
+    return markdown_table(*comparison_table(summaries))
 
 
 def experiments_report(summaries: dict[str, dict], data: str | Path, histories: dict[str, list[dict]]):
     """The comparison Report: table, per-class test recall, validation curves."""
-    from defectkit.evaluation.plots import new_figure
-    from defectkit.evaluation.report import Report
-
     first = next(iter(summaries.values()))
     select = first.get("select", "loss")
     report = Report(f"classify experiments on {dataset_name(data)}")
@@ -120,9 +119,6 @@ def run_experiments(
     ``resume``, a finished preset (its ``summary.json`` exists) is taken as it is and one with a
     ``last.pt`` goes on from it, so an interrupted comparison continues where it stopped.
     The images are decoded once for all presets."""
-    import json
-    import os
-
     names = presets or list(PRESETS)
     for name in names:
         if name not in PRESETS:

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
+from tqdm import tqdm
 
 from defectkit.classify.checkpoint import read_checkpoint, save_checkpoint
 from defectkit.classify.data import (
@@ -33,8 +34,9 @@ from defectkit.classify.data import (
     split_has_images,
     train_transform,
 )
-from defectkit.classify.engine import init_distributed, predict_logits, seed_epoch, train_one_epoch
+from defectkit.classify.engine import predict_logits, seed_epoch, train_one_epoch
 from defectkit.classify.longtail import LOSSES, balanced_sample_weights, build_loss
+from defectkit.classify.metrics import classification_metrics
 from defectkit.classify.models import (
     ARCHITECTURES,
     FREEZE_CHOICES,
@@ -43,8 +45,11 @@ from defectkit.classify.models import (
     check_classes,
     frozen_batchnorm_eval,
 )
+from defectkit.classify.val import validate
 from defectkit.core.atomic import atomic_dir, atomic_savefig, atomic_write_json
 from defectkit.core.errors import DefectkitError
+from defectkit.core.torchio import init_distributed
+from defectkit.evaluation.plots import new_figure
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 OUTPUT_NAMES = ("last.pt", "best.pt", "history.json", "curves.png", "summary.json", "test")
@@ -154,18 +159,7 @@ def limit_per_class(images: ImageList, limit: int) -> ImageList:
     return ImageList([p for p, _ in keep], [lab for _, lab in keep], images.classes)
 
 
-def classification_metrics(labels, preds, classes, probs=None, out_dir=None, title=None) -> dict:
-    """Accuracy, balanced accuracy and per-class figures from the shared evaluator (recall is None
-    for a class absent from ``labels``)."""
-    from defectkit.evaluation import evaluate_classification
-
-    return evaluate_classification(
-        [int(v) for v in labels], [int(v) for v in preds], list(classes),
-        probs=None if probs is None else probs.tolist(), out_dir=out_dir, title=title,
-    )  # fmt: skip
-
-
-def validate(model, images: torch.Tensor, labels: list[int], classes, cfg: TrainConfig, device) -> dict:
+def val_metrics(model, images: torch.Tensor, labels: list[int], classes, cfg: TrainConfig, device) -> dict:
     """Val loss (plain cross-entropy on the raw logits, comparable across --loss choices), accuracy,
     balanced accuracy and per-class recall."""
     logits = predict_logits(
@@ -183,8 +177,6 @@ def validate(model, images: torch.Tensor, labels: list[int], classes, cfg: Train
 
 def curves_figure(history: list[dict], title: str):
     """Loss and accuracy per epoch, train vs val."""
-    from defectkit.evaluation.plots import new_figure
-
     fig = new_figure(10, 4)
     epochs = [h["epoch"] for h in history]
     for i, key in enumerate(("loss", "acc")):
@@ -260,7 +252,8 @@ def train(
         cfg.device = device
     cfg.check()
     out = Path(cfg.out)
-    distr, dev = init_distributed(cfg.device)
+    distr = init_distributed(cfg.device)
+    dev = distr.device
     show = progress and distr.main
     if ckpt is None and distr.main:
         _check_out(out, overwrite)
@@ -352,7 +345,7 @@ def train(
         if scheduler is not None:
             scheduler.step()
         if distr.main:
-            val = validate(model, val_images, val_list.labels, classes, cfg, dev)
+            val = val_metrics(model, val_images, val_list.labels, classes, cfg, dev)
             row = {
                 "epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"],
                 "val_loss": val["loss"], "val_acc": val["acc"], "val_balanced_acc": val["balanced_acc"],
@@ -376,8 +369,6 @@ def train(
             )  # fmt: skip
             atomic_write_json(out / "history.json", history)
             if show:
-                from tqdm import tqdm
-
                 tqdm.write(
                     f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.2e}  train loss {stats['loss']:.4f} acc {stats['acc']:.3f}  "
                     f"val loss {val['loss']:.4f} acc {val['acc']:.3f} bal {val['balanced_acc']:.3f}  {seconds:.1f}s"
@@ -415,10 +406,8 @@ def finish(
     if not has_test and progress:
         print(f"note: {test_dir} has no images; best.pt is not scored on a test split")
     if has_test and (out / "best.pt").is_file():
-        from defectkit.classify.predict import evaluate_split
-
         with atomic_dir(out / "test", overwrite=True) as tmp:
-            test = evaluate_split(
+            test = validate(
                 out / "best.pt", cfg.data, cfg.test_split, tmp, device=str(dev), cache=cache,
                 batch=cfg.eval_batch, progress=progress,
             )  # fmt: skip

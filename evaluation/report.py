@@ -1,16 +1,38 @@
-"""A small Markdown report builder shared by every stage: text, tables, images and a metrics dict.
+"""The one report builder of defectkit: every stage's evaluator report and the benchmark report.
 
-A ``Report`` collects blocks in memory (figures are rendered to PNG bytes when added, so no
-matplotlib figure stays open) and writes ``report.md``, ``metrics.json`` and the images together,
-atomically: an interrupted write leaves the previous report intact.
+A ``Report`` collects headings, text, tables, bullet lists, code blocks, images and a metrics dict in
+memory (figures are rendered to PNG bytes when added, so no matplotlib figure stays open), and
+writes them together, atomically (an interrupted write leaves the previous report intact):
 
->>> r = Report("wood: detection")  # doctest: +SKIP
->>> r.add_text("YOLO-World, 1 epoch").add_table(["metric", "value"], [["AP", 0.5]])  # doctest: +SKIP
->>> r.add_metrics("bbox", {"AP": 0.5}).write("runs/eval")  # doctest: +SKIP
+- ``report.md``, the images beside it as PNG files;
+- ``metrics.json`` when metrics were added;
+- with ``html=True``, ``report.html`` too: self-contained (images inlined as base64 ``data:`` URIs;
+  no script, stylesheet or font from elsewhere), so it opens in a browser from a mail attachment
+  or a file share, with no server.
+
+The HTML side renders the Markdown the builders write: text paragraphs with `code` spans and
+``- `` bullet lines, headings, tables, images and code blocks.
+
+>>> r = Report("wood: detection").add_text("YOLO-World, `1` epoch")
+>>> r = r.add_table(["metric", "value"], [["AP", 0.5]]).add_metrics("bbox", {"AP": 0.5})
+>>> print(r.markdown())
+# wood: detection
+<BLANKLINE>
+YOLO-World, `1` epoch
+<BLANKLINE>
+| metric | value |
+|---|---|
+| AP | 0.5000 |
+<BLANKLINE>
+>>> "<p>YOLO-World, <code>1</code> epoch</p>" in r.html()
+True
+>>> r.write("runs/eval")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import base64
+import html as html_lib
 import io
 import json
 import math
@@ -80,47 +102,96 @@ def figure_to_png(fig, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #ddd;margin:.3em 0}
+figure{margin:.6em 0 1.2em}figcaption{font-size:.85em;color:#555}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.85em}
+code{background:#f3f3f3;padding:0 .2em}
+"""
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def markdown_table(headers: Sequence[Any], rows: Sequence[Sequence[Any]], digits: int = 4) -> str:
+    """A Markdown table; floats shown with ``digits`` decimals, None as ``n/a`` (see :func:`format_value`).
+
+    >>> print(markdown_table(["a", "b"], [["x", 0.123456], ["y", None]]))
+    | a | b |
+    |---|---|
+    | x | 0.1235 |
+    | y | n/a |
+    """
+    head, cells = _table_cells(headers, rows, digits)
+    return _markdown_table(head, cells)
+
+
+def _table_cells(headers, rows, digits) -> tuple[list[str], list[list[str]]]:
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"table row has {len(row)} cells, header has {len(headers)}")
+    return [format_value(h) for h in headers], [[format_value(v, digits) for v in row] for row in rows]
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * len(headers)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 class Report:
-    """Markdown report + metrics.json + images, written atomically by :meth:`write`.
+    """Markdown (and optionally self-contained HTML) report + metrics.json + images, written
+    atomically by :meth:`write`.
 
     Methods return ``self`` so calls chain. Image names are file names inside the output folder
-    (``.png`` is added when missing).
+    (``.png`` is added when missing; a second image of the same name gets ``_2``, ``_3`` ...).
     """
 
     def __init__(self, title: str):
         self.title = title
-        self.blocks: list[str] = []
+        self.blocks: list[tuple] = []  # ("h", level, text) | ("p", text) | ("ul", items) | ...
         self.images: dict[str, bytes] = {}
         self.metrics: dict[str, Any] = {}
 
     # -- content ---------------------------------------------------------------------------------
     def add_text(self, markdown: str) -> Report:
-        """Append a Markdown paragraph (or a heading, list, ... as written)."""
-        self.blocks.append(markdown.rstrip())
+        """Append a Markdown paragraph (or several, or a ``- `` list, as written)."""
+        self.blocks.append(("p", markdown.rstrip()))
         return self
 
     def add_heading(self, text: str, level: int = 2) -> Report:
-        return self.add_text(f"{'#' * level} {text}")
+        self.blocks.append(("h", level, text))
+        return self
 
-    def add_table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 4) -> Report:
-        """Append a Markdown table; floats are shown with ``digits`` decimals, None as ``n/a``."""
-        headers = [format_value(h) for h in headers]
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * len(headers)) + "|"]
-        for row in rows:
-            if len(row) != len(headers):
-                raise ValueError(f"table row has {len(row)} cells, header has {len(headers)}")
-            lines.append("| " + " | ".join(format_value(v, digits) for v in row) + " |")
-        self.blocks.append("\n".join(lines))
+    def add_bullets(self, items: Sequence[str]) -> Report:
+        """Append a bullet list (nothing for no items)."""
+        if items:
+            self.blocks.append(("ul", list(items)))
+        return self
+
+    def add_code(self, text: str) -> Report:
+        """Append a preformatted block (commands, logs)."""
+        self.blocks.append(("pre", text.rstrip()))
+        return self
+
+    def add_table(self, headers: Sequence[Any], rows: Sequence[Sequence[Any]], digits: int = 4) -> Report:
+        """Append a table; floats are shown with ``digits`` decimals, None as ``n/a``."""
+        self.blocks.append(("table", *_table_cells(headers, rows, digits)))
         return self
 
     def add_image(self, name: str, fig_or_png_path: Any, caption: str = "") -> Report:
         """Embed an image: a matplotlib Figure (rendered now), PNG bytes, or a path to a PNG file.
 
-        The image is written beside report.md as ``name`` and linked with ``caption`` as alt text.
+        The image is written beside report.md as ``name`` and linked with ``caption`` as alt text;
+        report.html inlines it.
         """
         name = _SAFE_NAME.sub("_", Path(name).name)
         if not name.lower().endswith(".png"):
             name += ".png"
+        base, n = name[:-4], 2
+        while name in self.images:  # two images may not share a file
+            name, n = f"{base}_{n}.png", n + 1
         if isinstance(fig_or_png_path, (bytes, bytearray)):
             data = bytes(fig_or_png_path)
         elif isinstance(fig_or_png_path, (str, Path)):
@@ -137,7 +208,7 @@ class Report:
         else:
             raise TypeError(f"add_image: expected a Figure, PNG bytes or a path, got {type(fig_or_png_path)}")
         self.images[name] = data
-        self.blocks.append(f"![{caption or name}]({name})" + (f"\n\n*{caption}*" if caption else ""))
+        self.blocks.append(("img", name, caption))
         return self
 
     def add_metrics(self, key: str, metrics: dict) -> Report:
@@ -145,26 +216,118 @@ class Report:
         self.metrics[key] = to_jsonable(metrics)
         return self
 
-    # -- output ----------------------------------------------------------------------------------
+    # -- rendering -------------------------------------------------------------------------------
     def markdown(self) -> str:
-        return f"# {self.title}\n\n" + "\n\n".join(self.blocks) + "\n"
+        out = [f"# {self.title}"]
+        for kind, *rest in self.blocks:
+            if kind == "h":
+                out.append("#" * rest[0] + " " + rest[1])
+            elif kind == "p":
+                out.append(rest[0])
+            elif kind == "ul":
+                out.append("\n".join(f"- {item}" for item in rest[0]))
+            elif kind == "table":
+                out.append(_markdown_table(*rest))
+            elif kind == "img":
+                name, caption = rest
+                out.append(f"![{caption or name}]({name})" + (f"\n\n*{caption}*" if caption else ""))
+            elif kind == "pre":
+                out.append("```\n" + rest[0] + "\n```")
+        return "\n\n".join(out) + "\n"
 
-    def write_files(self, folder: str | Path) -> Path:
-        """Write report.md, metrics.json and the images into an existing folder (not atomic by
-        itself: use it inside your own ``atomic_dir`` when the report is part of a larger output)."""
+    def html(self) -> str:
+        """The report as one self-contained HTML page (images inlined)."""
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{html_lib.escape(self.title)}</title><style>{STYLE}</style></head><body>",
+            f"<h1>{html_lib.escape(self.title)}</h1>",
+        ]
+        for kind, *rest in self.blocks:
+            if kind == "h":
+                parts.append(f"<h{rest[0]}>{_inline(rest[1])}</h{rest[0]}>")
+            elif kind == "p":
+                parts += [_html_paragraph(par) for par in re.split(r"\n\s*\n", rest[0]) if par.strip()]
+            elif kind == "ul":
+                parts.append(_html_list(rest[0]))
+            elif kind == "table":
+                headers, rows = rest
+                head = "".join(f"<th>{_inline(_unescape_cell(h))}</th>" for h in headers)
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{_inline(_unescape_cell(c))}</td>" for c in row) + "</tr>" for row in rows
+                )
+                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif kind == "img":
+                name, caption = rest
+                data = base64.b64encode(self.images[name]).decode("ascii")
+                alt = html_lib.escape((caption or name).replace("`", ""), quote=True)
+                cap = f"<figcaption>{_inline(caption)}</figcaption>" if caption else ""
+                parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">{cap}</figure>')
+            elif kind == "pre":
+                parts.append(f"<pre>{html_lib.escape(rest[0])}</pre>")
+        parts.append("</body></html>")
+        return "\n".join(parts) + "\n"
+
+    # -- output ----------------------------------------------------------------------------------
+    def write_files(
+        self, folder: str | Path, *, html: bool = False, extra_files: dict[str, bytes] | None = None
+    ) -> Path:
+        """Write report.md, metrics.json (when metrics were added), the images, report.html (with
+        ``html``) and ``extra_files`` (name -> bytes) into a folder. Not atomic by itself: use it
+        inside your own ``atomic_dir`` when the report is part of a larger output."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        for name, data in self.images.items():
+        for name, data in {**self.images, **(extra_files or {})}.items():
             (folder / name).write_bytes(data)
-        (folder / "metrics.json").write_text(json.dumps(self.metrics, indent=2, allow_nan=False) + "\n")
+        if self.metrics:
+            (folder / "metrics.json").write_text(json.dumps(self.metrics, indent=2, allow_nan=False) + "\n")
         (folder / "report.md").write_text(self.markdown(), encoding="utf-8")
+        if html:
+            (folder / "report.html").write_text(self.html(), encoding="utf-8")
         return folder
 
-    def write(self, out_dir: str | Path, overwrite: bool = True) -> Path:
-        """Atomically write ``out_dir/{report.md, metrics.json, *.png}``; returns ``out_dir``."""
+    def write(
+        self,
+        out_dir: str | Path,
+        overwrite: bool = True,
+        *,
+        html: bool = False,
+        extra_files: dict[str, bytes] | None = None,
+    ) -> Path:
+        """Atomically write ``out_dir`` as :meth:`write_files` does; returns ``out_dir``."""
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-            self.write_files(tmp)
+            self.write_files(tmp, html=html, extra_files=extra_files)
         return Path(out_dir)
+
+
+def _inline(text: str) -> str:
+    """Escape text for HTML and turn `code` spans into <code>.
+
+    >>> _inline("run `a < b` & go")
+    'run <code>a &lt; b</code> &amp; go'
+    """
+    return _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", html_lib.escape(text, quote=False))
+
+
+def _unescape_cell(cell: str) -> str:
+    """A Markdown table cell as plain text (format_value escapes ``|`` for Markdown only)."""
+    return cell.replace("\\|", "|")
+
+
+def _html_list(items: Sequence[str]) -> str:
+    return "<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>"
+
+
+def _html_paragraph(text: str) -> str:
+    r"""One Markdown paragraph: a ``- `` list when every line is an item, else a <p>.
+
+    >>> _html_paragraph("- a\n- `b`"), _html_paragraph("one\nline")
+    ('<ul><li>a</li><li><code>b</code></li></ul>', '<p>one\nline</p>')
+    """
+    lines = text.strip().splitlines()
+    if all(line.startswith("- ") for line in lines):
+        return _html_list([line[2:] for line in lines])
+    return f"<p>{_inline(text.strip())}</p>"
 
 
 def _close(fig) -> None:

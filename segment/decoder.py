@@ -141,7 +141,9 @@ def segmentation_loss(
     """Dice + (weighted BCE | focal) on the masks plus MSE of SAM's IoU head against the real IoU.
 
     ``logits`` (B, H, W) float32 at the original resolution; ``iou_pred`` (B,); ``target`` (B, H, W) 0/1.
-    Returns the parts and their sum under ``"loss"`` (batch means).
+    Returns the parts, each a loss (lower is better), and their sum under ``"loss"`` (batch means):
+    ``dice_loss`` (1 - soft Dice), ``pixel_loss`` (the weighted BCE or the focal term) and
+    ``iou_mse`` (the IoU head's squared error).
     """
     dice = dice_loss(logits, target)
     if kind == "dice+bce":
@@ -152,6 +154,6 @@ def segmentation_loss(
         raise ValueError(f"unknown loss {kind!r}")
     iou_true = hard_iou(logits.detach(), target)
     iou_mse = F.mse_loss(iou_pred.float(), iou_true, reduction="none")
-    parts = {"dice": dice.mean(), "pixel": pixel.mean(), "iou_mse": iou_mse.mean()}
-    parts["loss"] = parts["dice"] + parts["pixel"] + parts["iou_mse"]
+    parts = {"dice_loss": dice.mean(), "pixel_loss": pixel.mean(), "iou_mse": iou_mse.mean()}
+    parts["loss"] = parts["dice_loss"] + parts["pixel_loss"] + parts["iou_mse"]
     return parts

@@ -23,23 +23,15 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from defectkit.core.digest import sha256_file
 from defectkit.core.imageio import read_image
+from defectkit.core.weights import cache_dir
+from defectkit.segment.data import image_size
 from defectkit.segment.models import LoadedSam
 
 
 def default_cache_dir() -> Path:
-    from defectkit.core.weights import cache_dir
-
     return cache_dir() / "sam_embeddings"
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 (first 32 hex digits) of a file's bytes: the image half of the cache key."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:32]
 
 
 class EmbeddingCache:
@@ -97,7 +89,8 @@ class ImageEncoder:
         st = os.stat(path)
         key = (str(path), st.st_size, st.st_mtime_ns)
         if key not in self._digests:
-            self._digests[key] = file_digest(path)
+            # The image half of the cache key: 32 hex digits of SHA-256 (128 bits) keep names short.
+            self._digests[key] = sha256_file(path)[:32]
         return self._digests[key]
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
@@ -153,7 +146,5 @@ class ImageEncoder:
     def _sizes(path: str | Path, image: np.ndarray | None) -> tuple[int, int]:
         if image is not None:
             return image.shape[:2]
-        from defectkit.segment.data import image_size
-
         w, h = image_size(Path(path), str(path))
         return h, w

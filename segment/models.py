@@ -23,6 +23,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from defectkit.core.errors import DefectkitError
 from defectkit.core.torchio import load_weights_only
+from defectkit.core.weights import fetch
 
 CHECKPOINT_URLS = {
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
@@ -186,8 +187,6 @@ def build_sam(
         raise DefectkitError(f"--model {name}: unknown SAM model; known: {', '.join(MODEL_REGISTRY)}")
     spec, builder = MODEL_REGISTRY[name]
     if checkpoint is None and spec.official and not random_weights:
-        from defectkit.core.weights import fetch
-
         checkpoint = fetch(CHECKPOINT_URLS[name], hint="pass --checkpoint PATH (or --random-weights)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

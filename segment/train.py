@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,16 +26,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from defectkit.core.atomic import atomic_savefig, atomic_write_text
 from defectkit.core.errors import DefectkitError
-from defectkit.core.torchio import atomic_torch_save, resolve_device
+from defectkit.core.torchio import atomic_torch_save, init_distributed
+from defectkit.evaluation.plots import new_figure
 from defectkit.segment.data import SamImage, coco_json_for, read_sam_jsonl, split_jsonl
 from defectkit.segment.decoder import PromptDecoder, prompts_to_model_frame, segmentation_loss, upscale_logits
 from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
 from defectkit.segment.models import FINETUNE_FORMAT, LoadedSam, build_sam, load_finetuned, trainable_state
 from defectkit.segment.predict import Segmenter
 from defectkit.segment.prompts import jitter_boxes, sample_points
+from defectkit.segment.val import score_split
 
 SELECT_METRICS = ("mean_iou", "mean_dice", "segm_AP")
 
@@ -85,31 +89,6 @@ class TrainConfig:
 # ---------------------------------------------------------------- setup helpers
 
 
-def setup_distributed(device: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); initialises the process group under torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, resolve_device(device)
-    import torch.distributed as dist
-
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available() and device != "cpu":
-        torch.cuda.set_device(local)
-        dev, backend = torch.device("cuda", local), "nccl"
-    else:
-        dev, backend = torch.device("cpu"), "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    return rank, world, dev
-
-
-def barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def instance_batches(records: list[SamImage], batch: int) -> list[tuple[int, list[int]]]:
     """(record index, instance indices) per decoder call: an image's instances, ``batch`` at a time.
 
@@ -153,8 +132,6 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over this rank's share of the instance batches; returns mean loss parts and the
     predicted/true mask area ratio (watch it: near 0 means the decoder is collapsing to empty)."""
-    from tqdm import tqdm
-
     sam, device = model.sam, model.sam.device
     # The same permutation on every rank; each rank takes every world-th item.
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(items))
@@ -222,15 +199,11 @@ def write_history(out: Path, history: list[dict]) -> None:
 
 def plot_history(out: Path, history: list[dict], base: dict, select: str) -> None:
     """``curves.png``: training losses and the validation metric against base SAM's (end of run)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for k in ("loss", "dice", "pixel", "iou_mse"):
-        ax1.plot(epochs, [h[f"train_{k}"] for h in history], marker="o", label=k)
+    fig = new_figure(10, 4)  # a plain Figure: no pyplot, no backend choice, nothing left open
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for k in ("loss", "dice_loss", "pixel_loss", "iou_mse"):
+        ax1.plot(epochs, [h[f"train_{k}"] for h in history], marker="o", label=k.replace("_", " "))
     ax1.set_xlabel("epoch"), ax1.set_title("training loss"), ax1.legend()
     if any(f"val_{select}" in h for h in history):
         ax2.plot(epochs, [h.get(f"val_{select}", float("nan")) for h in history], marker="o", label="fine-tuned")
@@ -239,7 +212,6 @@ def plot_history(out: Path, history: list[dict], base: dict, select: str) -> Non
         ax2.set_xlabel("epoch"), ax2.set_title(f"validation {select}"), ax2.legend()
     fig.tight_layout()
     atomic_savefig(fig, out / "curves.png", dpi=100)
-    plt.close(fig)
 
 
 def _prepare_out(cfg: TrainConfig) -> None:
@@ -264,15 +236,11 @@ def train(cfg: TrainConfig) -> dict:
         raise DefectkitError(f"--loss {cfg.loss}: use dice+bce or dice+focal")
     if cfg.select_metric not in SELECT_METRICS:
         raise DefectkitError(f"--select-metric {cfg.select_metric}: use one of {', '.join(SELECT_METRICS)}")
-    rank, world, device = setup_distributed(cfg.device)
-    if rank == 0:
-        _prepare_out(cfg)
-    barrier(world)
+    distributed = init_distributed(cfg.device)
+    rank, world, device = distributed.rank, distributed.world, distributed.device
     say = print if rank == 0 else (lambda *a, **k: None)
 
-    model = build_sam(cfg.model, cfg.checkpoint, random_weights=cfg.random_weights, seed=cfg.seed, device=device)
-    if cfg.lr is None:
-        cfg = dataclasses.replace(cfg, lr=LR_RANDOM_INIT if model.random_init else LR_PRETRAINED)
+    # Data and model are checked before --out is touched: a bad input leaves no empty run folder.
     records = [r for r in read_sam_jsonl(split_jsonl(cfg.data, "train")) if r.instances]
     items = instance_batches(records, cfg.batch)
     if not items:
@@ -281,13 +249,17 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.validate:
         val_records = read_sam_jsonl(split_jsonl(cfg.data, cfg.val_split))
         coco_val = coco_json_for(cfg.data, cfg.val_split)
+    model = build_sam(cfg.model, cfg.checkpoint, random_weights=cfg.random_weights, seed=cfg.seed, device=device)
+    if cfg.lr is None:
+        cfg = dataclasses.replace(cfg, lr=LR_RANDOM_INIT if model.random_init else LR_PRETRAINED)
+    if rank == 0:
+        _prepare_out(cfg)
+    distributed.barrier()
 
     cache = None if cfg.no_cache else EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.identity, model.spec.img_size)
     encoder = ImageEncoder(model, cache, amp=cfg.amp)
     if cache is not None:
         # Fill the cache once, batched; this rank's images (and rank 0's validation images).
-        from tqdm import tqdm
-
         paths = sorted({str(records[i].image) for i, _ in items[rank::world]})
         if rank == 0:
             paths += sorted({str(r.image) for r in val_records if r.instances} - set(paths))
@@ -308,8 +280,6 @@ def train(cfg: TrainConfig) -> dict:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps, eta_min=cfg.lr * 0.01)
     train_decoder: torch.nn.Module = decoder
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
         # Prompt-encoder parts a box prompt never touches (point and mask embeddings) are unused.
         train_decoder = DistributedDataParallel(
             decoder, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
@@ -363,8 +333,8 @@ def train(cfg: TrainConfig) -> dict:
                         history=history, best_score=best_score)
             atomic_torch_save(last, cfg.out / "last.pt")
             write_history(cfg.out, history)
-            say(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} (dice {stats['dice']:.3f} "
-                f"pixel {stats['pixel']:.3f} iou-mse {stats['iou_mse']:.4f}) mask area x{stats['area_ratio']:.2f}"
+            say(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} (dice loss {stats['dice_loss']:.3f} "
+                f"pixel loss {stats['pixel_loss']:.3f} iou-mse {stats['iou_mse']:.4f}) mask area x{stats['area_ratio']:.2f}"
                 + (f" | val {format_metrics(metrics)}" if metrics else "") + note)
             if stats["area_ratio"] < 0.2:
                 say("warning: predicted masks cover under 20% of the true area: the decoder is collapsing "
@@ -372,7 +342,7 @@ def train(cfg: TrainConfig) -> dict:
             elif stats["area_ratio"] > 5:
                 say(f"note: predicted masks cover {stats['area_ratio']:.0f}x the true area: the decoder does not "
                     "outline the defects yet (more epochs, or a lower --max-pos-weight)")
-        barrier(world)
+        distributed.barrier()
 
     summary = {"out": str(cfg.out), "base": base_metrics, "history": history, "beat_base": None}
     if rank == 0 and history:
@@ -388,15 +358,11 @@ def train(cfg: TrainConfig) -> dict:
             say(f"the fine-tuned decoder never beat base SAM on {cfg.val_split} ({cfg.select_metric} "
                 f"{base_metrics[cfg.select_metric]:.4f}); no best.pt written - use base SAM (last.pt kept for --resume)")
     if world > 1:
-        import torch.distributed as dist
-
         dist.destroy_process_group()
     return summary
 
 
 def segmenter_metrics(segmenter: Segmenter, records, coco_json, progress: bool) -> dict:
-    from defectkit.segment.val import score_split
-
     was_training = segmenter.decoder.training
     segmenter.decoder.eval()
     try:

@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 
 from defectkit.core.errors import DefectkitError
+from defectkit.core.torchio import parse_device
 
 
 @dataclass
@@ -66,8 +67,7 @@ class BenchmarkConfig:
         >>> BenchmarkConfig(Path("."), "wood", Path("o"), [], device="cuda:1").ultralytics_device
         '1'
         """
-        d = str(self.device)
-        return d.split(":", 1)[1] if d.startswith("cuda:") else ("0" if d == "cuda" else d)
+        return parse_device(self.device, check=False).ultralytics  # checked once, by the runner
 
     @property
     def torch_device(self) -> str:
@@ -76,12 +76,7 @@ class BenchmarkConfig:
         >>> BenchmarkConfig(Path("."), "wood", Path("o"), [], device="0").torch_device
         'cuda:0'
         """
-        d = str(self.device)
-        if d in ("cpu", "auto") or d.startswith("cuda") or d == "mps":
-            return d
-        if d.split(",")[0].isdigit():
-            return f"cuda:{d.split(',')[0]}"
-        raise DefectkitError(f"--device {d}: use cpu, 0 (first GPU), 1, ... or cuda:N")
+        return parse_device(self.device, check=False).torch
 
 
 @dataclass

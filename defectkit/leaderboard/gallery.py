@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import supervision as sv
 
 from defectkit.core.imageio import read_image
 from defectkit.core.rle import rle_to_mask
@@ -18,8 +19,6 @@ MAX_DRAWN = 10  # boxes or masks drawn per panel, highest scores first
 
 
 def _detections(results: list[dict], with_masks: bool, shape: tuple[int, int]):
-    import supervision as sv
-
     if not results:
         return sv.Detections.empty()
     xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in results)], np.float32)
@@ -46,8 +45,6 @@ def draw_instances(
     >>> out.shape, bool(out.any())
     ((32, 32, 3), True)
     """
-    import supervision as sv
-
     scene = image_bgr.copy()
     dets = _detections(results, masks, image_bgr.shape[:2])
     if len(dets) == 0:

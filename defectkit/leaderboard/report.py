@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from defectkit.evaluation.plots import roc_figure
+from defectkit.evaluation.ranking import roc_curve
+from defectkit.evaluation.report import Report, figure_to_png
 from defectkit.leaderboard.context import RunContext
-from defectkit.leaderboard.document import Document
+from defectkit.leaderboard.gallery import gallery_image
 from defectkit.leaderboard.rows import CLASSIFICATION, DETECTION, ROWS, SEGMENTATION
-from defectkit.leaderboard.scoring import rank_errors
+from defectkit.leaderboard.scoring import majority_accuracy, rank_errors
 
 MAIN_METRIC = {DETECTION: "box_AP", SEGMENTATION: "mask_mIoU", CLASSIFICATION: "balanced_accuracy"}
 MAIN_LABEL = {DETECTION: "box AP", SEGMENTATION: "mask mIoU", CLASSIFICATION: "balanced acc."}
@@ -43,8 +46,6 @@ def threshold_label(level: dict) -> str | float | None:
 
 def chance_line(ctx: RunContext) -> str:
     """What acc@thr must beat: calling every test image by the larger class."""
-    from defectkit.leaderboard.scoring import majority_accuracy
-
     labels = ctx.truth["test"].labels
     n_def = sum(labels)
     call = "defective" if 2 * n_def >= len(labels) else "good"
@@ -119,7 +120,7 @@ def headline_text(results: dict[str, dict], footer: str = "") -> str:
     return "\n".join([*lines, *textwrap.wrap(footer, max(60, len(lines[0])))])
 
 
-def _task_tables(doc: Document, results: dict[str, dict], classes: list[str]) -> None:
+def _task_tables(doc: Report, results: dict[str, dict], classes: list[str]) -> None:
     for task, metrics in (
         (DETECTION, ["box_AP", "box_AP50", "box_AP75", "box_AR100"]),
         (SEGMENTATION, ["mask_mIoU", "mask_mDice", "segm_AP", "segm_AP50", "segm_AR100"]),
@@ -128,24 +129,20 @@ def _task_tables(doc: Document, results: dict[str, dict], classes: list[str]) ->
         rows = [r for r in results.values() if r["task"] == task]
         if not rows:
             continue
-        doc.heading(task.capitalize(), 3)
+        doc.add_heading(task.capitalize(), 3)
         extra = ["prompt"] if task == SEGMENTATION else []
-        doc.table(
+        doc.add_table(
             ["approach", *extra, *metrics],
             [[r["row"], *[r.get(e) for e in extra], *[r["metrics"].get(m) for m in metrics]] for r in rows],
         )
         metric_names = sorted({r["per_class_metric"] for r in rows})
-        doc.text(f"Per class ({', '.join(metric_names)}; test split):")
-        doc.table(
+        doc.add_text(f"Per class ({', '.join(metric_names)}; test split):")
+        doc.add_table(
             ["approach", *classes], [[r["row"], *[r["per_class"].get(c) for c in classes]] for r in rows]
         )
 
 
 def _roc_figure(ctx: RunContext, results: dict[str, dict]) -> bytes | None:
-    from defectkit.evaluation.plots import roc_figure
-    from defectkit.evaluation.ranking import roc_curve
-    from defectkit.evaluation.report import figure_to_png
-
     labels = np.asarray(ctx.truth["test"].labels)
     curves = {}
     for r in results.values():
@@ -173,16 +170,14 @@ def worst_validation_images(ctx: RunContext, results: dict[str, dict], n: int) -
     return order[:n]
 
 
-def _gallery(doc: Document, ctx: RunContext, results: dict[str, dict]) -> None:
-    from defectkit.leaderboard.gallery import gallery_image
-
+def _gallery(doc: Report, ctx: RunContext, results: dict[str, dict]) -> None:
     val = ctx.truth["val"]
     picks = worst_validation_images(ctx, results, ctx.config.gallery)
     if not picks:
         return
     preds = {name: json.loads((ctx.out / r["predictions"]["val"]).read_text()) for name, r in results.items()}
-    doc.heading("Worst validation images", 2)
-    doc.text(
+    doc.add_heading("Worst validation images", 2)
+    doc.add_text(
         "Ground truth, then each approach. Boxes and masks are drawn when scored at or above the approach's "
         "image-level threshold (chosen on val), so a drawn box means the image is called defective (red "
         "frame); rows prompted by ground-truth boxes draw every mask. Ranked by the mean rank error over the "
@@ -208,25 +203,25 @@ def _gallery(doc: Document, ctx: RunContext, results: dict[str, dict]) -> None:
                 }
             )
         png = gallery_image(val.path(file_name), val.annotations.get(image_id, []), val.class_names, specs)
-        doc.image(
+        doc.add_image(
             f"gallery_{i:03d}_{Path(file_name).stem}_{file_name.split('/')[1]}", png, f"val `{file_name}`"
         )
 
 
-def build_report(ctx: RunContext, results: dict[str, dict], run_info: dict) -> Document:
+def build_report(ctx: RunContext, results: dict[str, dict], run_info: dict) -> Report:
     cfg = ctx.config
     test = ctx.truth["test"]
-    doc = Document(f"defectkit benchmark: {cfg.category}")
+    doc = Report(f"defectkit benchmark: {cfg.category}")
     n_def = sum(test.labels)
-    doc.text(
+    doc.add_text(
         f"Data `{cfg.root}` category `{cfg.category}`, split manifest `{run_info['split_manifest']['path']}`; "
         f"test split: {len(test.labels)} images ({n_def} defective, {len(test.labels) - n_def} good), "
         f"val split: {len(ctx.truth['val'].labels)} images. Device `{cfg.device}`, {cfg.epochs} epochs, "
         f"image size {cfg.imgsz}, seed {cfg.seed}. Every number comes from the shared evaluator "
         "(`evaluation`)."
     )
-    doc.heading("Leaderboard", 2)
-    doc.text(
+    doc.add_heading("Leaderboard", 2)
+    doc.add_text(
         "The common column: each approach's image-level defective score (detectors: the highest box score; "
         "mask predictors: the highest mask score; the classifier: 1 - p(good)) ranked by test image AUROC, "
         "and the test accuracy of the defective/good call at the threshold that was best on val. "
@@ -236,23 +231,23 @@ def build_report(ctx: RunContext, results: dict[str, dict], run_info: dict) -> D
         "separate the classes on val, so the call is the larger class. " + chance_line(ctx)
     )
     headers, rows = headline_rows(results)
-    doc.table(headers, rows, digits=3)
+    doc.add_table(headers, rows, digits=3)
     roc = _roc_figure(ctx, results)
     if roc is not None:
-        doc.image("roc_image_level.png", roc, "image-level ROC of each approach on the test split")
-    doc.heading("Per task and per class", 2)
+        doc.add_image("roc_image_level.png", roc, "image-level ROC of each approach on the test split")
+    doc.add_heading("Per task and per class", 2)
     _task_tables(doc, results, test.class_names)
-    doc.heading("PR curves and confusion matrices", 2)
+    doc.add_heading("PR curves and confusion matrices", 2)
     for name, r in results.items():
         for plot, caption in (
             ("pr_curves", "precision-recall per class (IoU 0.50)"),
             ("confusion_matrix", "confusion matrix (rows: true class)"),
         ):
             if plot in r.get("plots", {}):
-                doc.image(f"{name}_{plot}", (ctx.out / r["plots"][plot]).read_bytes(), f"`{name}`: {caption}")
+                doc.add_image(f"{name}_{plot}", (ctx.out / r["plots"][plot]).read_bytes(), f"`{name}`: {caption}")
     _gallery(doc, ctx, results)
-    doc.heading("Notes", 2)
-    doc.bullets(
+    doc.add_heading("Notes", 2)
+    doc.add_bullets(
         [
             f"`{name}`: {ROWS[name].about}" + "".join(f"; {n}" for n in r.get("notes", []))
             for name, r in results.items()
@@ -262,12 +257,12 @@ def build_report(ctx: RunContext, results: dict[str, dict], run_info: dict) -> D
     return doc
 
 
-def _reproduce(doc: Document, ctx: RunContext, results: dict[str, dict], run_info: dict) -> None:
-    doc.heading("Reproduce", 2)
-    doc.text("The command of this run, then the stage command each row corresponds to:")
-    doc.code("\n".join([run_info["command"], *[f"# {name}\n{r['command']}" for name, r in results.items()]]))
-    doc.table(["component", "version"], sorted(run_info["versions"].items()))
-    doc.table(
+def _reproduce(doc: Report, ctx: RunContext, results: dict[str, dict], run_info: dict) -> None:
+    doc.add_heading("Reproduce", 2)
+    doc.add_text("The command of this run, then the stage command each row corresponds to:")
+    doc.add_code("\n".join([run_info["command"], *[f"# {name}\n{r['command']}" for name, r in results.items()]]))
+    doc.add_table(["component", "version"], sorted(run_info["versions"].items()))
+    doc.add_table(
         ["what", "value"],
         [
             ["seed", ctx.config.seed],
@@ -276,7 +271,7 @@ def _reproduce(doc: Document, ctx: RunContext, results: dict[str, dict], run_inf
             ["val / test fractions", f"{ctx.config.val_frac} / {ctx.config.test_frac}"],
         ],
     )
-    doc.table(
+    doc.add_table(
         ["row", "checkpoint", "sha256"],
         [
             [

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 from defectkit.core.atomic import atomic_write_json
+from defectkit.core.digest import sha256_file
+from defectkit.core.torchio import parse_device
 from defectkit.core.errors import DefectkitError
 from defectkit.leaderboard.context import BenchmarkConfig, RunContext
-from defectkit.leaderboard.rows import ROWS, resolve_rows, sha256_of
+from defectkit.leaderboard.rows import ROWS, resolve_rows
 from defectkit.leaderboard.rows_detection import WORLD_ROWS, ensure_text_embeddings
 from defectkit.leaderboard.scoring import image_level
 from defectkit.evaluation.report import to_jsonable
@@ -63,9 +65,7 @@ def versions() -> dict[str, str]:
 
 def check_device(cfg: BenchmarkConfig) -> None:
     """Fail before any work when a GPU is asked for and there is none (each stage would fail later)."""
-    from defectkit.core.torchio import resolve_device
-
-    resolve_device(cfg.torch_device)
+    parse_device(cfg.device)
 
 
 def prepare_run_folder(cfg: BenchmarkConfig) -> dict | None:
@@ -208,7 +208,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
             shutil.rmtree(created, ignore_errors=True)
         raise
     manifest = ctx.data / "split.json"
-    run_info["split_manifest"] = {"path": str(manifest.resolve()), "sha256": sha256_of(manifest)}
+    run_info["split_manifest"] = {"path": str(manifest.resolve()), "sha256": sha256_file(manifest)}
     if earlier and earlier.get("split_manifest", {}).get("sha256") not in (
         None,
         run_info["split_manifest"]["sha256"],
