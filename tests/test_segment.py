@@ -328,9 +328,6 @@ def test_predict_boxes_from_results_on_a_folder_keeps_ids(converted, sample_root
 
 
 def test_predict_with_detector(sample_root, tmp_path):
-    detect = pytest.importorskip("detect")
-    if not hasattr(detect, "predict_images"):
-        pytest.skip("defectkit.detect.predict_images is not there yet")
     from ultralytics import YOLO
 
     weights = tmp_path / "det.pt"
