@@ -2,9 +2,10 @@
 
 ultralytics does the training and inference; this package adds data checks, offline safety, YOLO-World
 text embeddings from a file, COCO results for the shared evaluator, and the ``detect`` command.
+Importing it changes nothing in ultralytics: the stage functions enter
+``detect._ultralytics.ultralytics_patched()`` while they run.
 """
 
-import defectkit.detect._ultralytics  # noqa: F401  (must run before anything imports ultralytics)
 from defectkit.detect.predict import predict_images
 
 __all__ = ["predict_images"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import defectkit.detect._ultralytics  # noqa: F401  (offline settings first)
 from defectkit.core.errors import DefectkitError, cli_entry
 
 EMB_HELP = (

@@ -7,7 +7,6 @@ and mislabels every box). :func:`load_data` raises one clear DefectkitError inst
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,17 +14,9 @@ import yaml
 
 from defectkit.core.errors import DefectkitError
 from defectkit.core.imageio import is_image_file
+from defectkit.core.layout import MANIFEST, Manifest, class_of, flat_name
 
 SPLITS = ("train", "val", "test")
-
-
-def _flat_name(file_name: str) -> str:
-    """The YOLO image name of an MVTec file (convert's rule: ``test/hole/000.png`` -> ``test_hole_000.png``)."""
-    try:
-        from defectkit.core.layout import flat_name
-    except ImportError:  # convert not installed alongside: same documented rule (docs/FORMATS.md)
-        return file_name.replace("/", "_")
-    return flat_name(file_name)
 
 
 def labels_dir_for(images_dir: Path) -> Path:
@@ -62,10 +53,10 @@ class YoloData:
     def images(self, split: str) -> list[Path]:
         return sorted(p for p in self.splits[split].iterdir() if is_image_file(p))
 
-    def coco_json(self, split: str) -> Path | None:
-        """``coco/<split>.json`` written by convert-mvtec beside ``yolo/``, if there is one."""
-        path = self.converted_root / "coco" / f"{split}.json"
-        return path if path.is_file() else None
+    @property
+    def is_converted(self) -> bool:
+        """True for convert-mvtec output: its split manifest lies in :attr:`converted_root`."""
+        return (self.converted_root / MANIFEST).is_file()
 
 
 def _read_yaml(path: Path) -> dict:
@@ -162,27 +153,23 @@ def _check_against_manifest(
     data: YoloData, split: str, classes: dict[str, list[int]], labels_dir: Path
 ) -> None:
     """convert-mvtec output: each image's defect folder names its class, so names and labels must agree."""
-    manifest = data.converted_root / "split.json"
-    if not manifest.is_file():
+    if not data.is_converted:
         return
-    try:
-        info = json.loads(manifest.read_text())
-    except json.JSONDecodeError:
-        return
-    listed = info.get("classes")
-    if listed and list(listed) != data.names:
+    manifest = Manifest.load(data.converted_root)
+    if manifest.classes and list(manifest.classes) != data.names:
         raise DefectkitError(
-            f"{data.yaml_path}: names {data.names} disagree with the converted classes {list(listed)} in {manifest}"
+            f"{data.yaml_path}: names {data.names} disagree with the converted classes {list(manifest.classes)} "
+            f"in {data.converted_root / MANIFEST}"
         )
-    for file_name in info.get("splits", {}).get(split, []):
-        parts = Path(file_name).parts
-        if len(parts) < 3 or parts[1] not in data.names:
+    for file_name in manifest.splits.get(split, []):
+        folder = class_of(file_name) if len(Path(file_name).parts) >= 3 else None
+        if folder not in data.names:
             continue
-        stem = Path(_flat_name(file_name)).stem
-        wrong = [c for c in classes.get(stem, []) if data.names[c] != parts[1]]
+        stem = Path(flat_name(file_name)).stem
+        wrong = [c for c in classes.get(stem, []) if data.names[c] != folder]
         if wrong:
             raise DefectkitError(
-                f"{labels_dir / (stem + '.txt')}: class {wrong[0]} ({data.names[wrong[0]]}) on a '{parts[1]}' image: "
+                f"{labels_dir / (stem + '.txt')}: class {wrong[0]} ({data.names[wrong[0]]}) on a '{folder}' image: "
                 f"data.yaml names disagree with the labels (order changed?)"
             )
 

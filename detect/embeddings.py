@@ -9,10 +9,11 @@ when prompts change). CLIP needs the ``clip`` package and a 340 MB download, so 
 
 defectkit computes the embeddings once (``detect embed``), stores them beside the data set
 (``yolo/text_embeddings_clip-ViT-B-32.pt``: names, prompts, tensor; loads with ``weights_only=True``)
-and feeds ultralytics from that file in one place: :func:`use_text_embeddings` replaces
-``WorldModel.get_text_pe`` by a lookup in the file while ultralytics runs, and
-:class:`FileTextWorldTrainer` answers ``generate_text_embeddings`` from the same table. Every call
-site above goes through ``get_text_pe``, so none of them can reach CLIP.
+and feeds ultralytics from that file: ``ultralytics_patched(text_embeddings=table)``
+(``detect/_ultralytics.py``, where every ultralytics patch lives) answers ``WorldModel.get_text_pe``
+from the table while ultralytics runs, and :class:`FileTextWorldTrainer` answers
+``generate_text_embeddings`` from the same table. Every call site above goes through one of the two,
+so none of them can reach CLIP.
 
 A class's embedding is the embedding of its prompt (``hole`` -> "a hole in wood"); ultralytics keeps
 using the class name as the key, so labels, names and the checkpoint stay in the defect names.
@@ -23,15 +24,17 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-import defectkit.detect._ultralytics  # noqa: F401  (offline settings before ultralytics loads)
 from defectkit.core.errors import DefectkitError
 from defectkit.core.torchio import atomic_torch_save, load_weights_only
+from defectkit.core.weights import fetch
+from defectkit.detect._ultralytics import PatchedTrainer, clip_text_model, ultralytics_patched, weights_dir
 
 CLIP_VARIANT = "clip:ViT-B/32"
 # OpenAI's ViT-B/32 file, the one clip.load("ViT-B/32") downloads (its SHA-256 is in the path; clip checks it).
@@ -151,9 +154,6 @@ def clip_embeddings(names: list[str], prompts: list[str], *, device: str = "cpu"
             "there is internet and run `detect embed --data DATA.yaml` there, copy the .pt file it writes, or "
             "pass --text-embeddings random"
         )
-    from defectkit.core.weights import fetch
-    from defectkit.detect._ultralytics import weights_dir
-
     # ultralytics loads CLIP with clip.load(download_root=<weights>/clip), whose own download has no
     # timeout: fetch the file there first (cache, or download with a timeout, or a clear offline error).
     fetch(
@@ -163,10 +163,8 @@ def clip_embeddings(names: list[str], prompts: list[str], *, device: str = "cpu"
         hint="put it there, or copy a text-embeddings file made elsewhere and pass --text-embeddings FILE "
         "(or --text-embeddings random)",
     )
-    from ultralytics.nn.text_model import build_text_model
-
     try:
-        model = build_text_model(CLIP_VARIANT, device=torch.device(device))
+        model = clip_text_model(CLIP_VARIANT, torch.device(device))
         with torch.no_grad():
             emb = model.encode_text(model.tokenize(prompts)).float().cpu()
     except Exception as exc:  # noqa: BLE001  (network and download errors of all kinds)
@@ -209,42 +207,31 @@ def resolve(
     return table
 
 
-@contextlib.contextmanager
-def use_text_embeddings(table: TextEmbeddings) -> Iterator[TextEmbeddings]:
-    """While active, every ``WorldModel.get_text_pe`` call is answered from ``table`` (CLIP never runs).
-
-    The patch is on the class, so the EMA copy, the validator's model and reloaded checkpoints all see it.
-    """
-    from ultralytics.nn.tasks import WorldModel
-
-    original = WorldModel.get_text_pe
-
-    def get_text_pe(self, text, batch=80, cache_clip_model=False):  # same signature as ultralytics'
-        device = next(self.model.parameters()).device
-        return table.lookup(list(text)).to(device).reshape(1, len(text), -1)
-
-    WorldModel.get_text_pe = get_text_pe
-    try:
-        yield table
-    finally:
-        WorldModel.get_text_pe = original
+def _table_from_environment() -> TextEmbeddings:
+    """The table of the training run: the file ``$DEFECTKIT_TEXT_EMBEDDINGS`` names, set by
+    :func:`training_embeddings` in this process and inherited by ultralytics' DDP workers."""
+    path = os.environ.get(ENV_FILE)
+    if not path:
+        raise DefectkitError("FileTextWorldTrainer needs text embeddings; run it through `detect train`")
+    return load(path)
 
 
-def _trainer_class():
-    from ultralytics.models.yolo.world import WorldTrainer
-    from ultralytics.utils import RANK
+def _file_text_world_trainer() -> type:
+    with ultralytics_patched():  # ultralytics reads its environment on first import
+        from ultralytics.models.yolo.world import WorldTrainer
+        from ultralytics.utils import RANK
 
-    class FileTextWorldTrainer(WorldTrainer):
-        """ultralytics' WorldTrainer, with text embeddings from the defectkit file instead of CLIP."""
+    class FileTextWorldTrainer(PatchedTrainer, WorldTrainer):
+        """ultralytics' WorldTrainer in the patch context, text embeddings from the defectkit file, not CLIP."""
 
         def __init__(self, *args, **kwargs):
+            self.text_table = _table_from_environment()  # PatchedTrainer: get_text_pe answers from it
             super().__init__(*args, **kwargs)
-            self._table = _active_table()
             if RANK in {-1, 0}:  # in the run folder from the start: what resume, val and predict read
-                self._table.save(Path(self.save_dir) / RUN_FILE)
+                self.text_table.save(Path(self.save_dir) / RUN_FILE)
 
         def generate_text_embeddings(self, texts, batch, cache_dir):
-            emb = self._table.lookup(list(texts)).to(self.device)
+            emb = self.text_table.lookup(list(texts)).to(self.device)
             return dict(zip(texts, emb))
 
     FileTextWorldTrainer.__module__ = __name__
@@ -252,43 +239,29 @@ def _trainer_class():
     return FileTextWorldTrainer
 
 
-_ACTIVE: list[TextEmbeddings] = []
-
-
-def _active_table() -> TextEmbeddings:
-    """The table of the enclosing :func:`training_embeddings`, or (in a DDP worker) the file in ``$ENV``."""
-    if _ACTIVE:
-        return _ACTIVE[-1]
-    path = os.environ.get(ENV_FILE)
-    if not path:
-        raise DefectkitError("FileTextWorldTrainer needs text embeddings; run it through `detect train`")
-    table = load(path)
-    # A DDP worker is a fresh process: install the lookup for the rest of its life.
-    use_text_embeddings(table).__enter__()
-    _ACTIVE.append(table)
-    return table
+def __getattr__(name: str) -> type:
+    """``FileTextWorldTrainer``, made on first use (it subclasses an ultralytics class, which is imported
+    only inside the patch context). A module attribute, so DDP workers find the class by name."""
+    if name == "FileTextWorldTrainer":
+        cls = globals()[name] = _file_text_world_trainer()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @contextlib.contextmanager
 def training_embeddings(table: TextEmbeddings, file: Path) -> Iterator[type]:
     """Context for a YOLO-World training run: yields the trainer class to hand to ``YOLO.train``.
 
-    ``file`` (the embeddings used, saved in the run folder) is exported through ``$DEFECTKIT_TEXT_EMBEDDINGS``
-    for ultralytics' DDP workers, which re-import the trainer class in new processes.
+    ``file`` (the embeddings used) is where the trainer reads them, through ``$DEFECTKIT_TEXT_EMBEDDINGS``:
+    in this process and in ultralytics' DDP workers, which rebuild the trainer in new processes.
     """
     table.save(file)
     old = os.environ.get(ENV_FILE)
     os.environ[ENV_FILE] = str(file)
-    _ACTIVE.append(table)
     try:
-        with use_text_embeddings(table):
-            yield FileTextWorldTrainer
+        yield sys.modules[__name__].FileTextWorldTrainer
     finally:
-        _ACTIVE.pop()
         if old is None:
             os.environ.pop(ENV_FILE, None)
         else:
             os.environ[ENV_FILE] = old
-
-
-FileTextWorldTrainer = _trainer_class()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from defectkit.core.errors import DefectkitError
 from defectkit.detect import embeddings as emb
+from defectkit.detect._ultralytics import ultralytics_patched
 from defectkit.detect.models import is_world, open_model
 
 # Formats whose Python package ultralytics would otherwise try to pip-install on the spot.
@@ -20,6 +21,7 @@ NEEDS = {
 }
 
 
+@ultralytics_patched()
 def export(
     model,
     *,
@@ -34,7 +36,7 @@ def export(
 
     A YOLO-World model exports with the classes it holds (a fine-tuned checkpoint carries its
     embeddings). With ``text_embeddings`` (a ``detect embed`` file) the classes and prompts of that
-    file are set first, via :func:`detect.embeddings.use_text_embeddings`, and baked into the graph.
+    file are set first (``ultralytics_patched(text_embeddings=...)``: no CLIP) and baked into the graph.
     """
     fmt = format.lower()
     if fmt in NEEDS and importlib.util.find_spec(NEEDS[fmt][0]) is None:
@@ -46,7 +48,7 @@ def export(
         if not is_world(yolo):
             raise DefectkitError(f"{model}: --text-embeddings is for YOLO-World models")
         table = emb.load(text_embeddings)
-        with emb.use_text_embeddings(table):
+        with ultralytics_patched(text_embeddings=table):
             yolo.set_classes(list(names or table.names))
     kwargs = dict(format=fmt, **extra)
     if fmt == "onnx" and "simplify" not in kwargs and importlib.util.find_spec("onnxslim") is None:

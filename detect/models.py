@@ -6,12 +6,13 @@ import pickle
 from pathlib import Path
 
 from defectkit.core.errors import DefectkitError
-from defectkit.detect._ultralytics import resolve_model
+from defectkit.detect._ultralytics import resolve_model, ultralytics_patched
 from defectkit.detect.data import YoloData
 
 SUPPORTED_TASKS = ("detect", "segment")
 
 
+@ultralytics_patched()
 def open_model(model, *, verbose: bool = False):
     """An ``ultralytics.YOLO`` (``YOLOWorld`` for world models) for a path, hub name, yaml or YOLO object."""
     from ultralytics import YOLO
@@ -32,6 +33,7 @@ def open_model(model, *, verbose: bool = False):
         ) from None
 
 
+@ultralytics_patched()
 def is_world(yolo) -> bool:
     """True for a YOLO-World model (scores boxes against text embeddings)."""
     from ultralytics.nn.tasks import WorldModel

@@ -17,7 +17,8 @@ import numpy as np
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError
 from defectkit.core.imageio import is_image_file
-from defectkit.detect._ultralytics import check_args
+from defectkit.core.layout import flat_name
+from defectkit.detect._ultralytics import check_args, ultralytics_patched
 from defectkit.detect.models import check_device, model_names, open_model
 
 CHUNK = 16  # images handed to ultralytics per call (its batch); results come back in input order
@@ -110,7 +111,8 @@ def iter_results(
         kwargs["imgsz"] = imgsz
     if device is not None:
         kwargs["device"] = device
-    with tqdm(total=len(paths), desc="detect", unit="img", disable=not progress) as bar:
+    # A generator: the patch context lasts while results are produced (a decorator would leave at once).
+    with ultralytics_patched(), tqdm(total=len(paths), desc="detect", unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), CHUNK):
             chunk = paths[start : start + CHUNK]
             results = model.predict(source=[str(p) for p in chunk], batch=len(chunk), **kwargs)
@@ -126,6 +128,7 @@ def _as_arrays(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy()
 
 
+@ultralytics_patched()
 def predict_images(
     model,
     sources,
@@ -168,8 +171,6 @@ def coco_image_ids(coco_json: str | Path) -> tuple[dict[str, int], list[str]]:
 
     Returns (path -> id, category names in id order).
     """
-    from defectkit.detect.data import _flat_name
-
     path = Path(coco_json)
     try:
         coco = json.loads(path.read_text())
@@ -185,7 +186,7 @@ def coco_image_ids(coco_json: str | Path) -> tuple[dict[str, int], list[str]]:
     ids: dict[str, int] = {}
     for img in coco["images"]:
         ids[str((root / img["file_name"]).resolve())] = int(img["id"])
-        ids[str((yolo_images / _flat_name(img["file_name"])).resolve())] = int(img["id"])
+        ids[str((yolo_images / flat_name(img["file_name"])).resolve())] = int(img["id"])
     cats = sorted(coco["categories"], key=lambda c: c["id"])
     if [c["id"] for c in cats] != list(range(1, len(cats) + 1)):
         raise DefectkitError(f"{path}: category ids must be 1..N (defectkit's convention)")
@@ -240,6 +241,7 @@ def yolo_txt_lines(xyxy, scores, classes, width: int, height: int) -> list[str]:
     return lines
 
 
+@ultralytics_patched()
 def predict_to_files(
     model,
     sources,

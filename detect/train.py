@@ -17,7 +17,7 @@ import yaml
 
 from defectkit.core.errors import DefectkitError
 from defectkit.detect import embeddings as emb
-from defectkit.detect._ultralytics import check_args
+from defectkit.detect._ultralytics import check_args, trainer_for, ultralytics_patched
 from defectkit.detect.data import load_data
 from defectkit.detect.models import check_device, check_task, is_world, open_model
 
@@ -53,6 +53,7 @@ def parse_extra_args(items: list[str] | None) -> dict[str, Any]:
     return check_args(out, reserved=OWN_ARGS)
 
 
+@ultralytics_patched()
 def train(
     data: str | Path,
     model: str | Path = "yolov8s-worldv2.pt",
@@ -111,8 +112,8 @@ def train(
                 f"--device {device}: multi-GPU training needs the cloudpickle package (pip install cloudpickle)"
             )
         args["device"] = device
-    if not world:
-        yolo.train(**args)
+    if not world:  # the trainer class applies the patches in DDP workers too
+        yolo.train(trainer=trainer_for(yolo.task), **args)
         return Path(yolo.trainer.save_dir)
     table = emb.resolve(text_embeddings, ds.names, ds.yaml_path.parent, prompts_spec=prompts, seed=seed)
     Path(args["project"]).mkdir(parents=True, exist_ok=True)
@@ -151,7 +152,7 @@ def _resume(resume: bool | str | Path, project, name, device, callbacks=None) ->
         kwargs["device"] = device
     try:
         if not is_world(yolo):
-            yolo.train(**kwargs)
+            yolo.train(trainer=trainer_for(yolo.task), **kwargs)
         else:
             file = last.parent.parent / emb.RUN_FILE
             with emb.training_embeddings(emb.load(file), file) as trainer:

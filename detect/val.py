@@ -3,7 +3,10 @@
 The COCO numbers (faster-coco-eval / pycocotools, 101-point interpolated AP over IoU 0.50:0.95, all
 detections down to ``conf``) are the project's common yardstick. ultralytics' validator computes its
 mAP50 / mAP50-95 its own way (trapezoid-integrated PR envelope, its own matching, up to 300 boxes an
-image), so the two differ slightly on the same predictions; both are reported.
+image), so the two differ slightly on the same predictions; both are reported, in one report.
+
+The ground truth is the one convert-mvtec wrote (``coco/<split>.json`` beside ``yolo/``), its image ids
+mapped to the YOLO images through the split manifest; val needs convert-mvtec output.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import json
 import tempfile
 from pathlib import Path
 
-from defectkit.core.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from defectkit.core.atomic import atomic_dir, atomic_write_json
 from defectkit.core.errors import DefectkitError
-from defectkit.core.imageio import read_image
+from defectkit.core.layout import MANIFEST, Manifest
 from defectkit.detect import embeddings as emb
-from defectkit.detect.data import YoloData, labels_dir_for, load_data, read_label_file
+from defectkit.detect._ultralytics import ultralytics_patched
+from defectkit.detect.data import YoloData, load_data
 from defectkit.detect.models import is_world, model_names, open_model
-from defectkit.detect.predict import coco_image_ids, predict_images
+from defectkit.detect.predict import predict_images
+from defectkit.evaluation import Report, evaluate_detection
 
 WHY_THEY_DIFFER = (
     "Why they differ: COCO AP (shared evaluator) samples the precision envelope at 101 recall points, matches "
@@ -28,58 +33,45 @@ WHY_THEY_DIFFER = (
 )
 
 
-def coco_from_yolo_labels(data: YoloData, split: str) -> dict:
-    """A COCO ground-truth dict from a split's YOLO labels (when there is no ``coco/<split>.json``).
+def ground_truth(data: YoloData, split: str) -> tuple[dict, dict[str, int]]:
+    """convert-mvtec's ground truth of ``split``: ``coco/<split>.json`` beside ``yolo/``, and the COCO image
+    id of each image of the split's YOLO folder, through the split manifest (``defectkit.core.layout``).
 
-    Boxes come from normalised labels, so they are exact only to rounding; image ids are 1..N in
-    sorted file order, ``file_name`` is the image's path.
+    Raises DefectkitError when ``data`` is not convert-mvtec output (val scores against the COCO file
+    convert wrote; it does not rebuild ground truth from YOLO labels) or when the files disagree.
     """
-    images, annotations = [], []
-    labels = labels_dir_for(data.splits[split])
-    for image_id, path in enumerate(data.images(split), 1):
-        height, width = read_image(path, mode="unchanged").shape[:2]
-        images.append({"id": image_id, "file_name": str(path.resolve()), "width": width, "height": height})
-        for cls, coords in read_label_file(labels / f"{path.stem}.txt", len(data.names)):
-            if len(coords) == 4:
-                cx, cy, w, h = coords
-                x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-            else:
-                xs, ys = coords[0::2], coords[1::2]
-                x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
-            box = [x1 * width, y1 * height, (x2 - x1) * width, (y2 - y1) * height]
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": cls + 1,
-                    "bbox": box,
-                    "area": box[2] * box[3],
-                    "iscrowd": 0,
-                }
-            )
-    categories = [{"id": i + 1, "name": n, "supercategory": "defect"} for i, n in enumerate(data.names)]
-    return {
-        "info": {"description": f"{data.yaml_path} {split} (from YOLO labels)"},
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
-    }
-
-
-def _ground_truth(data: YoloData, split: str) -> tuple[dict, dict[str, int]]:
-    """(COCO gt dict, image path -> id): convert-mvtec's coco/<split>.json when present, else from labels."""
-    coco_path = data.coco_json(split)
-    if coco_path is not None:
-        ids, cats = coco_image_ids(coco_path)
-        if cats != data.names:
+    root = data.converted_root
+    coco_path = root / "coco" / f"{split}.json"
+    if not data.is_converted or not coco_path.is_file():
+        raise DefectkitError(
+            f"{data.yaml_path}: detect val needs convert-mvtec output ({MANIFEST} and coco/{split}.json in {root}, "
+            "beside yolo/); convert the data set with `convert-mvtec CATEGORY --to yolo,coco`"
+        )
+    manifest = Manifest.load(root)
+    try:
+        coco = json.loads(coco_path.read_text())
+        cats = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
+        coco_ids = {int(img["id"]) for img in coco["images"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DefectkitError(f"{coco_path}: not a COCO ground-truth file ({exc})") from None
+    if cats != data.names:
+        raise DefectkitError(f"{coco_path}: categories {cats} differ from {data.yaml_path} names {data.names}")
+    ids: dict[str, int] = {}
+    for path in data.images(split):
+        try:
+            image_id = manifest.image_id(split, manifest.from_flat(split, path.name))
+        except (KeyError, ValueError):
+            image_id = None
+        if image_id not in coco_ids:
             raise DefectkitError(
-                f"{coco_path}: categories {cats} differ from {data.yaml_path} names {data.names}"
+                f"{path}: not an image of split '{split}' in {root / MANIFEST} and {coco_path}; "
+                "convert the data set again"
             )
-        return json.loads(coco_path.read_text()), ids
-    gt = coco_from_yolo_labels(data, split)
-    return gt, {img["file_name"]: img["id"] for img in gt["images"]}
+        ids[str(path.resolve())] = image_id
+    return coco, ids
 
 
+@ultralytics_patched()
 def prepare_model(
     model, data: YoloData, *, zero_shot: bool, text_embeddings: str | None, prompts: str | None, seed: int = 0
 ):
@@ -98,7 +90,7 @@ def prepare_model(
         table = emb.resolve(
             text_embeddings, data.names, data.yaml_path.parent, prompts_spec=prompts, seed=seed
         )
-        with emb.use_text_embeddings(table):
+        with ultralytics_patched(text_embeddings=table):
             yolo.set_classes(list(data.names))  # -> WorldModel.get_text_pe -> the file, never CLIP
         return yolo
     if names != data.names:
@@ -109,6 +101,7 @@ def prepare_model(
     return yolo
 
 
+@ultralytics_patched()
 def ultralytics_metrics(
     yolo, data: YoloData, split: str, *, conf: float, imgsz: int | None, device: str | None
 ) -> dict:
@@ -136,6 +129,17 @@ def ultralytics_metrics(
     }
 
 
+def add_ultralytics_section(report: Report, coco: dict, theirs: dict, conf: float) -> None:
+    """ultralytics' mAP beside COCO's in the evaluator's report, and why the two differ."""
+    report.add_heading("COCO vs ultralytics")
+    report.add_table(
+        ["metric", "COCO (shared evaluator)", "ultralytics"],
+        [["mAP50", coco["AP50"], theirs["mAP50"]], ["mAP50-95", coco["AP"], theirs["mAP50-95"]]],
+    )
+    report.add_text(WHY_THEY_DIFFER.format(conf=conf))
+
+
+@ultralytics_patched()
 def validate(
     model,
     data: str | Path,
@@ -152,53 +156,41 @@ def validate(
     progress: bool = True,
     seed: int = 0,
 ) -> dict:
-    """Score ``model`` on ``split`` of ``data``; writes the evaluator's report plus ultralytics' numbers to ``out``.
+    """Score ``model`` on ``split`` of convert-mvtec's ``data``; writes the evaluator's report to ``out``.
 
-    ``out`` holds: ``predictions.json`` (COCO results), ``ground_truth.json`` when it was built from
-    YOLO labels, and the evaluator's ``metrics.json``, ``report.md``, ``pr_curves.png``,
-    ``confusion_matrix.png``; ``metrics.json`` gains an ``"ultralytics"`` entry. Returns the metrics.
-    ``seed`` seeds ``text_embeddings="random"``.
+    ``out`` holds ``predictions.json`` (COCO results) and the evaluator's ``metrics.json``,
+    ``report.md``, ``pr_curves.png``, ``confusion_matrix.png``; the report gains a "COCO vs
+    ultralytics" section and ``metrics.json`` the entries ``"ultralytics"`` (its validator's numbers)
+    and ``"run"``. Returns the metrics. ``seed`` seeds ``text_embeddings="random"``.
     """
-    from defectkit.evaluation import evaluate_detection
-
     if Path(out).exists() and not overwrite:  # before minutes of prediction, not after
         raise DefectkitError(f"{out}: already exists; pass --overwrite to replace it")
     ds = load_data(data, splits=(split,))
+    gt, image_ids = ground_truth(ds, split)
     yolo = prepare_model(
         model, ds, zero_shot=zero_shot, text_embeddings=text_embeddings, prompts=prompts, seed=seed
     )
-    gt, image_ids = _ground_truth(ds, split)
     images = ds.images(split)
     preds = predict_images(
         yolo, images, conf=conf, imgsz=imgsz, device=device, image_ids=image_ids, progress=progress
     )
     theirs = ultralytics_metrics(yolo, ds, split, conf=conf, imgsz=imgsz, device=device)
+    run = {
+        "model": str(model),
+        "data": str(ds.yaml_path),
+        "split": split,
+        "zero_shot": zero_shot,
+        "conf": conf,
+        "images": len(images),
+        "predictions": len(preds),
+    }
+
+    def extend(report: Report) -> None:
+        add_ultralytics_section(report, report.metrics["bbox"], theirs, conf)
+        report.add_metrics("ultralytics", theirs).add_metrics("run", run)
+
     with atomic_dir(out, overwrite=overwrite) as tmp:
         # The evaluator writes its report into tmp (replacing what is there), so it goes first.
-        metrics = evaluate_detection(gt, preds, iou_type="bbox", out_dir=tmp, overwrite=True)
+        metrics = evaluate_detection(gt, preds, iou_type="bbox", out_dir=tmp, overwrite=True, extend_report=extend)
         atomic_write_json(tmp / "predictions.json", preds, indent=None)
-        if ds.coco_json(split) is None:
-            atomic_write_json(tmp / "ground_truth.json", gt, indent=None)
-        metrics["ultralytics"] = theirs
-        metrics["run"] = {
-            "model": str(model),
-            "data": str(ds.yaml_path),
-            "split": split,
-            "zero_shot": zero_shot,
-            "conf": conf,
-            "images": len(images),
-            "predictions": len(preds),
-        }
-        atomic_write_json(tmp / "metrics.json", metrics)
-        report = tmp / "report.md"
-        coco = metrics["bbox"]
-        section = (
-            "\n## COCO vs ultralytics\n\n"
-            "| metric | COCO (shared evaluator) | ultralytics |\n|---|---|---|\n"
-            f"| mAP50 | {coco['AP50']:.4f} | {theirs['mAP50']:.4f} |\n"
-            f"| mAP50-95 | {coco['AP']:.4f} | {theirs['mAP50-95']:.4f} |\n\n"
-            + WHY_THEY_DIFFER.format(conf=conf)
-            + "\n"
-        )
-        atomic_write_text(report, (report.read_text() if report.is_file() else "") + section)
-    return metrics
+    return {**metrics, "ultralytics": theirs, "run": run}

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import io
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,7 @@ def evaluate_detection(
     conf_threshold: float = 0.25,
     iou_threshold: float = 0.5,
     title: str | None = None,
+    extend_report: Callable[[Report], Any] | None = None,
 ) -> dict:
     """COCO mAP of ``predictions`` (COCO results: path or list) against ``gt`` (COCO json: path or dict).
 
@@ -239,6 +241,8 @@ def evaluate_detection(
     zeros, not an error. The confusion matrix (IoU >= ``iou_threshold``, score >= ``conf_threshold``)
     is computed when ``confusion_matrix`` is true, by default only when ``out_dir`` is given.
     With ``out_dir``: writes metrics.json, report.md, pr_curves.png, confusion_matrix.png atomically.
+    ``extend_report`` (with ``out_dir``) is called with the :class:`Report` before it is written, to add
+    a stage's own sections (``add_heading``, ``add_table``) and metrics (``add_metrics``).
 
     >>> m = evaluate_detection("coco/test.json", "runs/detect/predictions.json")  # doctest: +SKIP
     >>> m["bbox"]["AP50"], m["bbox"]["per_class"]["hole"]["AP"]  # doctest: +SKIP
@@ -288,7 +292,10 @@ def evaluate_detection(
     }
     out = {iou_type: metrics, "info": info}
     if out_dir is not None:
-        detection_report(out, result, names, title=title).write(out_dir, overwrite=overwrite)
+        report = detection_report(out, result, names, title=title)
+        if extend_report is not None:  # a stage's own sections and metrics, written in the same report
+            extend_report(report)
+        report.write(out_dir, overwrite=overwrite)
     return out
 
 
