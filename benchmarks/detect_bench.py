@@ -37,10 +37,11 @@ if kind == "ours":
     t, c = time.perf_counter(), time.process_time()
     train(data, model, **args)
 else:
-    import defectkit.detect._ultralytics  # the same offline settings and config folder, so only the layer differs
-    from ultralytics import YOLO
-    t, c = time.perf_counter(), time.process_time()
-    YOLO(model).train(data=data, **args)
+    from defectkit.detect._ultralytics import ultralytics_patched
+    with ultralytics_patched():  # the same offline settings and config folder, so only the layer differs
+        from ultralytics import YOLO
+        t, c = time.perf_counter(), time.process_time()
+        YOLO(model).train(data=data, **args)
 print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c}))
 """
 
