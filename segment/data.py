@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from defectkit.core.errors import DefectkitError
-from defectkit.core.rle import rle_to_mask
+from defectkit.core.rle import rle_problem, rle_to_mask
 from defectkit.segment.prompts import check_box
 
 
@@ -88,14 +88,26 @@ def read_sam_jsonl(path: str | Path, *, check_images: bool = True) -> list[SamIm
             except (KeyError, TypeError, ValueError) as exc:
                 raise DefectkitError(f"{where}: not a SAM record ({type(exc).__name__}: {exc})") from None
             for inst in rec.instances:
-                if list(inst.mask_rle.get("size", [])) != [rec.height, rec.width]:
+                if not isinstance(inst.mask_rle, dict) or list(inst.mask_rle.get("size", [])) != [rec.height, rec.width]:
+                    size = inst.mask_rle.get("size") if isinstance(inst.mask_rle, dict) else inst.mask_rle
                     raise DefectkitError(
-                        f"{where}: an instance mask is {inst.mask_rle.get('size')} (HxW) but the line says "
-                        f"{rec.height}x{rec.width}"
+                        f"{where}: an instance mask is {size} (HxW) but the line says {rec.height}x{rec.width}"
                     )
+                problem = rle_problem(inst.mask_rle)
+                if problem:
+                    raise DefectkitError(f"{where}: an instance mask: {problem}")
                 if len(inst.box_xyxy) != 4:
                     raise DefectkitError(f"{where}: box_xyxy needs 4 numbers, got {inst.box_xyxy}")
                 check_box(inst.box_xyxy, rec.width, rec.height, where)
+                if len(inst.point_labels) != len(inst.points):
+                    raise DefectkitError(
+                        f"{where}: {len(inst.points)} points but {len(inst.point_labels)} point_labels"
+                    )
+                for x, y in inst.points:  # SAM would take a point off the image without a word
+                    if not (0 <= x <= rec.width and 0 <= y <= rec.height):
+                        raise DefectkitError(
+                            f"{where}: point ({x:g}, {y:g}) is outside the {rec.width}x{rec.height} image"
+                        )
             if check_images:
                 w, h = image_size(rec.image, where)
                 if (w, h) != (rec.width, rec.height):

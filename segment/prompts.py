@@ -5,6 +5,8 @@ the original image, boxes ``[x1, y1, x2, y2]`` with pixel-edge corners (x2 = x +
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from defectkit.core.errors import DefectkitError
@@ -52,8 +54,14 @@ def check_box(box: list[float], width: int, height: int, where: str) -> None:
     Traceback (most recent call last):
     ...
     defectkit.core.errors.DefectkitError: a.png: box [-5, 0, 10, 10] is outside the 256x256 image
+    >>> check_box([float("nan"), 0, 5, 5], 256, 256, "a.png")
+    Traceback (most recent call last):
+    ...
+    defectkit.core.errors.DefectkitError: a.png: box [nan, 0, 5, 5] is not finite
     """
     x1, y1, x2, y2 = box
+    if not all(math.isfinite(v) for v in box):  # NaN passes every comparison below
+        raise DefectkitError(f"{where}: box {list(box)} is not finite")
     if x1 < 0 or y1 < 0 or x2 > width or y2 > height or x2 <= x1 or y2 <= y1:
         shown = [int(v) if float(v).is_integer() else round(v, 2) for v in box]
         raise DefectkitError(f"{where}: box {shown} is outside the {width}x{height} image")

@@ -9,6 +9,7 @@ the text the one-line error must contain.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +126,16 @@ CASES = {
     "empty file as segment --checkpoint": lambda t, c: (
         ("segment", "predict", "--image", first_image(c), "--box", "1,1,20,20", "--model", "vit_tiny",
          "--checkpoint", write_text(t / "sam.pth", ""), "--out", t / "pred"), "empty"),
+    # segment: the SAM prompts convert-mvtec wrote, edited by hand
+    "garbage RLE in sam/train.jsonl": lambda t, c: (
+        ("segment", "train", "--data", edited_sam(t, c, mask={"size": None, "counts": "garbage!!"}),
+         "--model", "vit_tiny", "--epochs", "1", "--out", t / "train"), "train.jsonl:1"),
+    "sam/train.jsonl point outside the image": lambda t, c: (
+        ("segment", "train", "--data", edited_sam(t, c, points=[[-40.0, 3.0]]), "--model", "vit_tiny",
+         "--epochs", "1", "--out", t / "train"), "outside"),
+    "segment predict --box nan,0,5,5": lambda t, c: (
+        ("segment", "predict", "--image", first_image(c), "--box", "nan,0,5,5", "--model", "vit_tiny",
+         "--out", t / "pred"), "not finite"),
     # output paths
     "convert-mvtec --out is a file": lambda t, c: (
         ("convert-mvtec", "wood", "--root", c.parent.parent / "sample", "--out",
@@ -151,6 +162,27 @@ def write_text(path: Path, text: str) -> Path:
 def object_npz(path: Path) -> Path:
     np.savez(path, image_labels=np.array([0, 1]), image_scores=np.array([{"x": 1}, 2], dtype=object))
     return path
+
+
+def edited_sam(tmp: Path, converted: Path, **instance_fields) -> Path:
+    """A copy of the converted sam/ (and coco/ beside it) whose first instance in train.jsonl carries
+    ``instance_fields`` (a ``size`` of None means the image's own size)."""
+    data = tmp / "data"
+    (data / "sam").mkdir(parents=True)
+    shutil.copytree(converted / "coco", data / "coco")
+    for src in (converted / "sam").iterdir():
+        lines = src.read_text().splitlines()
+        if src.name == "train.jsonl":
+            record = json.loads(lines[0])
+            for key, value in instance_fields.items():
+                if isinstance(value, dict) and value.get("size", 0) is None:
+                    value = dict(value, size=[record["height"], record["width"]])
+                record["instances"][0][key] = value
+                if key == "points":
+                    record["instances"][0]["point_labels"] = [1] * len(value)
+            lines[0] = json.dumps(record)
+        (data / "sam" / src.name).write_text("\n".join(lines) + "\n")
+    return data / "sam"
 
 
 def first_image(converted: Path) -> Path:
