@@ -210,7 +210,7 @@ def test_loss_falls_on_a_tiny_fixed_set(sam_dir, cache_dir, tmp_path):
                                 lr=3e-3, box_jitter=0.0, validate=False, cache_dir=cache_dir, progress=False))
     losses = [h["train_loss"] for h in summary["history"]]
     assert losses[-1] < 0.8 * losses[0], losses
-    assert summary["history"][-1]["train_dice"] < summary["history"][0]["train_dice"]
+    assert summary["history"][-1]["train_dice_loss"] < summary["history"][0]["train_dice_loss"]
 
 
 def test_bad_jsonl_lines_are_one_line_errors(sam_dir, tmp_path, capsys):
