@@ -304,7 +304,7 @@ def train(cfg: TrainConfig) -> dict:
         base_metrics, best_score = state["base_metrics"], state["best_score"]
         say(f"resumed {cfg.out / 'last.pt'} after epoch {start_epoch} of {cfg.epochs}")
     elif cfg.validate and rank == 0:
-        base_metrics = segmenter_metrics(segmenter, val_records, coco_val, cfg.progress)
+        base_metrics = val_metrics(segmenter, val_records, coco_val, cfg.progress)
         say("base SAM on " + cfg.val_split + ": " + format_metrics(base_metrics))
     if start_epoch >= cfg.epochs:
         say(f"nothing to do: already trained {start_epoch} epochs (raise --epochs to continue)")
@@ -320,7 +320,7 @@ def train(cfg: TrainConfig) -> dict:
         if rank == 0:
             metrics = {}
             if cfg.validate:
-                metrics = segmenter_metrics(segmenter, val_records, coco_val, False)
+                metrics = val_metrics(segmenter, val_records, coco_val, False)
                 row.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
                 score = metrics[cfg.select_metric]
                 if score > best_score and score > base_metrics.get(cfg.select_metric, -math.inf):
@@ -362,7 +362,8 @@ def train(cfg: TrainConfig) -> dict:
     return summary
 
 
-def segmenter_metrics(segmenter: Segmenter, records, coco_json, progress: bool) -> dict:
+def val_metrics(segmenter: Segmenter, records, coco_json, progress: bool) -> dict:
+    """The validation scores of one epoch (as classify's ``val_metrics``), decoder in eval mode."""
     was_training = segmenter.decoder.training
     segmenter.decoder.eval()
     try:
