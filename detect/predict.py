@@ -13,60 +13,26 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import supervision as sv
 
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError
-from defectkit.core.imageio import is_image_file
+from defectkit.core.imageio import list_images
 from defectkit.core.layout import flat_name
+from defectkit.core.results import detections_to_coco, write_coco_results
+from defectkit.core.torchio import parse_device
 from defectkit.detect._ultralytics import check_args, ultralytics_patched
-from defectkit.detect.models import check_device, model_names, open_model
+from defectkit.detect.models import model_names, open_model
 
 CHUNK = 16  # images handed to ultralytics per call (its batch); results come back in input order
 
 
-def list_sources(sources) -> list[Path]:
-    """Image files from a file, a folder (sorted, not recursive) or a list of files and folders."""
-    if isinstance(sources, (str, Path)):
-        sources = [sources]
-    out: list[Path] = []
-    for src in sources:
-        p = Path(src)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if is_image_file(f))
-            if not found:
-                raise DefectkitError(f"{p}: no images in this folder")
-            out += found
-        elif p.is_file():
-            if not is_image_file(p):
-                raise DefectkitError(f"{p}: not an image file (expected one of png, jpg, bmp, tif)")
-            out.append(p)
-        else:
-            raise DefectkitError(f"{p}: no such file or folder")
-    return out
-
-
-def boxes_to_coco(xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, image_id: int) -> list[dict]:
-    """ultralytics boxes (pixel-edge xyxy, 0-based class) -> COCO results (xywh, 1-based category_id).
-
-    Coordinates are rounded to 1/100 pixel; scores keep full float precision, so the weak, tiny
-    scores of a barely trained model still rank (rounded, they would tie and scramble the PR curve).
-
-    >>> boxes_to_coco(np.array([[10.0, 20.0, 30.0, 60.0]]), np.array([0.9]), np.array([2.0]), 7)
-    [{'image_id': 7, 'category_id': 3, 'bbox': [10.0, 20.0, 20.0, 40.0], 'score': 0.9}]
-    >>> [r["score"] for r in boxes_to_coco(np.zeros((2, 4)), np.array([1.2e-6, 1.1e-6]), np.zeros(2), 1)]
-    [1.2e-06, 1.1e-06]
-    """
-    out = []
-    for (x1, y1, x2, y2), score, cls in zip(xyxy.tolist(), scores.tolist(), classes.tolist()):
-        out.append(
-            {
-                "image_id": int(image_id),
-                "category_id": int(cls) + 1,
-                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "score": float(score),
-            }
-        )
-    return out
+def result_to_detections(result) -> sv.Detections:
+    """One ultralytics ``Results`` as ``sv.Detections`` (the result model, ``defectkit.core.results``):
+    boxes, confidences, 0-based classes and, for a segmentation model, masks at the image's size."""
+    if result.boxes is None or len(result.boxes) == 0:
+        return sv.Detections.empty()
+    return sv.Detections.from_ultralytics(result)
 
 
 def _image_id_lookup(paths: list[Path], image_ids: Mapping | None) -> list[int]:
@@ -104,13 +70,12 @@ def iter_results(
     """
     from tqdm import tqdm
 
-    check_device(device)
     kwargs = {"conf": conf, "verbose": False, "save": False}
     kwargs.update(check_args(predict_args, reserved=OWN_PREDICT_ARGS, what="predict"))
     if imgsz:
         kwargs["imgsz"] = imgsz
-    if device is not None:
-        kwargs["device"] = device
+    if device is not None:  # None: ultralytics picks (the first GPU, else the CPU)
+        kwargs["device"] = parse_device(device).ultralytics
     # A generator: the patch context lasts while results are produced (a decorator would leave at once).
     with ultralytics_patched(), tqdm(total=len(paths), desc="detect", unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), CHUNK):
@@ -121,11 +86,12 @@ def iter_results(
                 bar.update(1)
 
 
-def _as_arrays(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    boxes = result.boxes
-    if boxes is None or len(boxes) == 0:
-        return np.zeros((0, 4)), np.zeros(0), np.zeros(0)
-    return boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy()
+def _predict_args(yolo, predict_args: dict) -> dict:
+    # A segmentation model's masks at the image's own resolution (not the letterboxed input's):
+    # COCO results are scored against masks of the image's size.
+    if getattr(yolo, "task", None) == "segment":
+        return {"retina_masks": True, **predict_args}
+    return predict_args
 
 
 @ultralytics_patched()
@@ -140,12 +106,13 @@ def predict_images(
     progress: bool = False,
     **predict_args,
 ) -> list[dict]:
-    """Detect defects in ``sources`` and return COCO results dicts.
+    """Detect defects in ``sources`` and return COCO results dicts (``defectkit.core.results``).
 
     ``model``: a checkpoint path, hub name or an ``ultralytics.YOLO``. ``sources``: an image, a folder
     or a list of them. ``image_ids`` maps a source path to its COCO image id (None: 1..N in input
     order). Each result: ``{"image_id", "category_id" (1-based, the model's class + 1), "bbox"
-    [x, y, w, h] in pixels, "score"}``. ``imgsz`` None uses the size the model was trained at.
+    [x, y, w, h] in pixels, "score"}`` at full precision, plus ``"segmentation"`` (RLE) and
+    ``"area"`` for a segmentation model, whose bbox is then the mask's. ``imgsz`` None uses the size the model was trained at.
     ``predict_args``: further ultralytics predict arguments, e.g. ``max_det=100`` (COCO's limit),
     ``iou=0.6`` (NMS), passed unchanged (see :func:`iter_results`).
 
@@ -154,14 +121,15 @@ def predict_images(
     ['bbox', 'category_id', 'image_id', 'score']
     """
     yolo = open_model(model)
-    paths = list_sources(sources)
+    paths = list_images(sources)
     ids = _image_id_lookup(paths, image_ids)
+    predict_args = _predict_args(yolo, predict_args)
     out: list[dict] = []
     for image_id, (_, result) in zip(
         ids,
         iter_results(yolo, paths, conf=conf, imgsz=imgsz, device=device, progress=progress, **predict_args),
     ):
-        out.extend(boxes_to_coco(*_as_arrays(result), image_id))
+        out.extend(detections_to_coco(result_to_detections(result), image_id))
     return out
 
 
@@ -210,8 +178,6 @@ def output_stems(paths: list[Path]) -> list[str]:
 
 def annotate(image_bgr: np.ndarray, xyxy, scores, classes, names: list[str]) -> np.ndarray:
     """Draw boxes and "name score" labels with supervision's annotators (cv2 text: no font file needed)."""
-    import supervision as sv
-
     dets = sv.Detections(
         xyxy=np.asarray(xyxy, float).reshape(-1, 4),
         confidence=np.asarray(scores, float),
@@ -258,14 +224,12 @@ def predict_to_files(
     **predict_args,
 ) -> list[dict]:
     """``detect predict``: one pass over the images, writing each requested output atomically.
-
-    ``predict_args``: further ultralytics predict arguments (``max_det``, ``iou`` ...), unchanged.
+    ``save_coco``: COCO results through ``defectkit.core.results`` (masks too for a segmentation
+    model). ``predict_args``: further ultralytics predict arguments (``max_det``, ``iou`` ...), unchanged.
     """
-    from defectkit.core.atomic import atomic_write_json
-
     yolo = open_model(model)
     names = model_names(yolo)
-    paths = list_sources(sources)
+    paths = list_images(sources)
     image_ids = None
     if coco is not None:
         image_ids, coco_names = coco_image_ids(coco)
@@ -275,6 +239,7 @@ def predict_to_files(
     stems = dict(zip(paths, output_stems(paths)))
     if save_coco is not None and Path(save_coco).exists() and not overwrite:
         raise DefectkitError(f"{save_coco}: already exists; pass --overwrite to replace it")
+    predict_args = _predict_args(yolo, predict_args)
     results: list[dict] = []
     with contextlib.ExitStack() as stack:
         txt_dir = stack.enter_context(atomic_dir(save_txt, overwrite=overwrite)) if save_txt else None
@@ -285,16 +250,16 @@ def predict_to_files(
                 yolo, paths, conf=conf, imgsz=imgsz, device=device, progress=progress, **predict_args
             ),
         ):
-            xyxy, scores, classes = _as_arrays(result)
-            results.extend(boxes_to_coco(xyxy, scores, classes, image_id))
+            dets = result_to_detections(result)
+            results.extend(detections_to_coco(dets, image_id))
             height, width = result.orig_shape
             if txt_dir is not None:
-                lines = yolo_txt_lines(xyxy, scores, classes, width, height)
+                lines = yolo_txt_lines(dets.xyxy, dets.confidence, dets.class_id, width, height)
                 (txt_dir / f"{stems[path]}.txt").write_text("".join(f"{line}\n" for line in lines))
             if img_dir is not None:
-                drawn = annotate(result.orig_img, xyxy, scores, classes.astype(int), names)
+                drawn = annotate(result.orig_img, dets.xyxy, dets.confidence, dets.class_id, names)
                 _, buf = cv2.imencode(".png", drawn)
                 (img_dir / f"{stems[path]}.png").write_bytes(buf.tobytes())
     if save_coco is not None:
-        atomic_write_json(save_coco, results, indent=None)
+        write_coco_results(save_coco, results)
     return results

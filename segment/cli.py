@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 
 from defectkit.core.errors import DefectkitError, cli_entry
+from defectkit.segment.data import coco_json_for, read_sam_jsonl, split_jsonl
+from defectkit.segment.embeddings import default_cache_dir
 from defectkit.segment.models import CHECKPOINT_URLS, model_names
+from defectkit.segment.predict import RESULTS_FILE, load_segmenter, segment_images
+from defectkit.segment.prompts import parse_box, parse_point
+from defectkit.segment.train import format_metrics
+from defectkit.segment.val import BASE, FINETUNED, val_split, write_val
 
 
 def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> None:
@@ -105,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coco", type=Path, default=None, help="COCO json whose image ids the results should use (e.g. coco/test.json)")
     p.add_argument("--min-score", type=float, default=0.0, help="skip --boxes-from detections below this score (default: %(default)s)")
     p.add_argument("--conf", type=float, default=0.25, help="--detector confidence threshold (default: %(default)s)")
+    p.add_argument("--max-det", type=int, default=100,
+                   help="--detector / --boxes-from: segment the N highest-scored boxes of each image (default: "
+                   "%(default)s, COCO's limit)")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="--detector image size (default: the size the detector was trained at)")
     p.add_argument("--category-id", type=int, default=1, help="category_id written for --box/--point masks (default: %(default)s)")
     p.add_argument("--finetuned", type=Path, default=None, help="best.pt from `segment train` (decoder on top of --checkpoint)")
     p.add_argument("--out", type=Path, default=Path("runs/segment/predict"), help="output folder (default: %(default)s)")
@@ -138,107 +149,50 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_segmenter(args: argparse.Namespace, use_cache: bool):
-    """Build the model named by --model/--checkpoint (and --finetuned) with its encoder. Returns
-    (segmenter, base SAM's own decoder and prompt-encoder weights when --finetuned replaced them,
-    else None)."""
-    from defectkit.core.torchio import resolve_device
-    from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
-    from defectkit.segment.models import apply_finetuned, build_sam, load_finetuned, trainable_state
-    from defectkit.segment.predict import Segmenter
-
-    tuned = load_finetuned(args.finetuned) if args.finetuned else None
-    name = args.model or (tuned["config"]["name"] if tuned else "vit_b")
-    model = build_sam(name, args.checkpoint, random_weights=args.random_weights, seed=args.seed,
-                      device=resolve_device(args.device))
-    base_state = None
-    if tuned is not None:
-        base_state = trainable_state(model.sam, train_prompt_encoder=True)
-        apply_finetuned(model, tuned, args.finetuned)
-    cache = None
-    if use_cache:
-        cache = EmbeddingCache(args.cache_dir or default_cache_dir(), model.identity, model.spec.img_size)
-    return Segmenter(ImageEncoder(model, cache, amp=args.amp)), base_state
+def _segmenter(args: argparse.Namespace, use_cache: bool):
+    """``load_segmenter`` for --model/--checkpoint/--finetuned/--cache-dir: (segmenter, base SAM's
+    decoder weights when --finetuned replaced them, else None)."""
+    cache = (args.cache_dir or default_cache_dir()) if use_cache else None
+    return load_segmenter(
+        args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, seed=args.seed,
+        device=args.device, finetuned=args.finetuned, cache_dir=cache, amp=args.amp,
+    )  # fmt: skip
 
 
 def _val(args: argparse.Namespace) -> int:
-    from defectkit.core.atomic import atomic_dir
-    from defectkit.segment.data import coco_json_for, read_sam_jsonl, split_jsonl
-    from defectkit.segment.train import format_metrics
-    from defectkit.segment.val import comparison_report, score_split
-
     if args.out.exists() and not args.overwrite:
         raise DefectkitError(f"{args.out}: already exists; pass --overwrite to replace it")
     records = read_sam_jsonl(split_jsonl(args.data, args.split))
     coco = coco_json_for(args.data, args.split)
-    segmenter, base_state = load_segmenter(args, use_cache=not args.no_cache)
-    tuned_metrics = None
-    if base_state is not None:
-        tuned_metrics = score_split(segmenter, records, coco, progress=True)
-        # Same encoder and cached embeddings; only the decoder and prompt encoder go back to base.
-        segmenter.sam.mask_decoder.load_state_dict(base_state["mask_decoder"])
-        segmenter.sam.prompt_encoder.load_state_dict(base_state["prompt_encoder"])
-    base_metrics = score_split(segmenter, records, coco, progress=True)
-    print(f"base SAM   {args.split}: {format_metrics(base_metrics)}")
-    if tuned_metrics is not None:
-        print(f"fine-tuned {args.split}: {format_metrics(tuned_metrics)}")
-    report = comparison_report(args.split, base_metrics, tuned_metrics,
-                               f"SAM on {args.data.resolve().parent.name} / {args.split}")
-    with atomic_dir(args.out, overwrite=True) as tmp:
-        report.write_files(tmp)
+    segmenter, base_state = _segmenter(args, use_cache=not args.no_cache)
+    scored = val_split(segmenter, records, coco, base_state, progress=True)
+    print(f"base SAM   {args.split}: {format_metrics(scored[BASE][1])}")
+    if FINETUNED in scored:
+        print(f"fine-tuned {args.split}: {format_metrics(scored[FINETUNED][1])}")
+    write_val(args.out, args.split, f"SAM on {args.data.resolve().parent.name} / {args.split}", scored)
     print(f"wrote {args.out / 'report.md'}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from defectkit.core.atomic import atomic_dir, atomic_write_json
-    from defectkit.segment.predict import (
-        ImagePrompts,
-        attach_boxes,
-        image_ids_from_coco,
-        list_images,
-        predict_folder,
-        read_results,
-    )
-    from defectkit.segment.prompts import parse_box, parse_point
-
     kinds = [bool(args.box or args.point), args.boxes_from is not None, args.detector is not None]
     if sum(kinds) != 1:
         raise DefectkitError("give one kind of prompt: --box/--point, --boxes-from PRED.json, or --detector WEIGHTS")
     if args.out.exists() and not args.overwrite:
         raise DefectkitError(f"{args.out}: already exists; pass --overwrite to replace it")
-    boxes = [parse_box(b) for b in args.box]
-    points = [parse_point(p) for p in args.point]
-    images = list_images(args.image)
-    ids = image_ids_from_coco(args.coco, images) if args.coco else list(range(1, len(images) + 1))
-    prompts = [ImagePrompts(path, i, boxes=list(boxes), points=list(points)) for path, i in zip(images, ids)]
-    if args.boxes_from is not None:
-        attach_boxes(prompts, read_results(args.boxes_from), args.min_score, str(args.boxes_from))
-    elif args.detector is not None:
-        try:
-            from defectkit.detect import predict_images
-        except ImportError:
-            raise DefectkitError("--detector needs the detect stage (`from detect import predict_images`)") from None
-        detections = predict_images(args.detector, [str(p) for p in images], conf=args.conf,
-                                    device=_ultralytics_device(args.device),
-                                    image_ids={str(p): i for p, i in zip(images, ids)})
-        attach_boxes(prompts, detections, 0.0, args.detector)
-    segmenter, _ = load_segmenter(args, use_cache=args.cache_dir is not None)
-    with atomic_dir(args.out, overwrite=True) as tmp:
-        results = predict_folder(segmenter, args.image, prompts, tmp, category_id=args.category_id,
-                                 progress=not args.quiet)
-        atomic_write_json(tmp / "results.json", results, indent=None)
-    n_masks = len(results)
-    print(f"wrote {n_masks} mask{'s' * (n_masks != 1)} for {len(images)} image{'s' * (len(images) != 1)} to "
-          f"{args.out} (masks/, overlays/, results.json)")
+    if args.max_det < 1:
+        raise DefectkitError("--max-det must be >= 1")
+    segmenter, _ = _segmenter(args, use_cache=args.cache_dir is not None)
+    results = segment_images(
+        segmenter, args.image, args.out, boxes=[parse_box(b) for b in args.box],
+        points=[parse_point(p) for p in args.point], boxes_from=args.boxes_from, detector=args.detector,
+        coco=args.coco, min_score=args.min_score, conf=args.conf, max_det=args.max_det, imgsz=args.imgsz,
+        device=args.device, category_id=args.category_id, overwrite=True, progress=not args.quiet,
+    )  # fmt: skip
+    n_masks, n_images = len(results), len(list((args.out / "masks").iterdir()))
+    print(f"wrote {n_masks} mask{'s' * (n_masks != 1)} for {n_images} image{'s' * (n_images != 1)} to "
+          f"{args.out} (masks/, overlays/, {RESULTS_FILE})")
     return 0
-
-
-def _ultralytics_device(name: str) -> str:
-    from defectkit.core.torchio import resolve_device
-
-    dev = resolve_device(name)
-    return "cpu" if dev.type == "cpu" else str(dev.index or 0)
 
 
 COORDINATE_OPTIONS = ("--box", "--point")

@@ -12,14 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import supervision as sv
 import torch
+from tqdm import tqdm
 
+from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError
-from defectkit.core.imageio import IMAGE_EXTENSIONS, is_image_file, read_image, write_png
-from defectkit.core.rle import mask_to_bbox_xywh, mask_to_rle
+from defectkit.core.imageio import list_images, read_image, write_png
+from defectkit.core.layout import flat_name
+from defectkit.core.results import coco_to_detections, detections_to_coco, read_coco_results, write_coco_results
+from defectkit.core.torchio import parse_device
+from defectkit.detect import predict_images
 from defectkit.segment.decoder import PromptDecoder, prompts_to_model_frame, upscale_logits
-from defectkit.segment.embeddings import ImageEncoder
+from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder
+from defectkit.segment.models import apply_finetuned, build_sam, load_finetuned, trainable_state
 from defectkit.segment.prompts import check_box, check_point
+
+RESULTS_FILE = "results.json"  # segment predict's COCO results, in its --out folder
 
 
 class Segmenter:
@@ -110,22 +119,10 @@ class ImagePrompts:
     points: list[tuple[float, float, int]] = field(default_factory=list)
 
 
-def list_images(source: str | Path) -> list[Path]:
-    """An image file, or the image files of a folder (recursive, sorted)."""
-    source = Path(source)
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and is_image_file(p))
-        if not files:
-            raise DefectkitError(f"{source}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
-        return files
-    if not source.exists():
-        raise DefectkitError(f"{source}: no such image or folder")
-    return [source]
-
-
 def image_ids_from_coco(coco_json: str | Path, images: list[Path]) -> list[int]:
-    """Ids of ``images`` in a COCO file: matched by path (``info.image_root`` + ``file_name``), else by
-    the path ending in ``file_name`` (a copied ``.../test/hole/000.png``). Unmatched images are an error."""
+    """Ids of ``images`` in a COCO file: matched by path (``info.image_root`` + ``file_name``, or its
+    convert-mvtec copy ``yolo/images/<split>/<flat name>`` beside the ``coco/`` folder), else by the
+    path ending in ``file_name`` (a copied ``.../test/hole/000.png``). Unmatched images are an error."""
     coco_json = Path(coco_json)
     try:
         coco = json.loads(coco_json.read_text())
@@ -133,7 +130,12 @@ def image_ids_from_coco(coco_json: str | Path, images: list[Path]) -> list[int]:
     except (OSError, ValueError, KeyError, TypeError):
         raise DefectkitError(f"{coco_json}: not a readable COCO json with an 'images' list") from None
     root = Path(coco.get("info", {}).get("image_root", ""))
-    by_path = {str((root / e["file_name"]).resolve()): int(e["id"]) for e in entries}
+    copies = [coco_json.parent.parent / kind / "images" / coco_json.stem for kind in ("yolo", "yolo-seg")]
+    by_path = {}
+    for e in entries:
+        by_path[str((root / e["file_name"]).resolve())] = int(e["id"])
+        for folder in copies:
+            by_path[str((folder / flat_name(e["file_name"])).resolve())] = int(e["id"])
     by_name: dict[str, list[int]] = {}
     for e in entries:
         by_name.setdefault(e["file_name"], []).append(int(e["id"]))
@@ -151,74 +153,80 @@ def image_ids_from_coco(coco_json: str | Path, images: list[Path]) -> list[int]:
     return ids
 
 
-def read_results(path: str | Path) -> list[dict]:
-    """A COCO results list (``detect predict`` output) with one-line errors."""
-    path = Path(path)
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DefectkitError(f"{path}: no such file") from None
-    except ValueError as exc:
-        raise DefectkitError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(results, list) or any(
-        not isinstance(r, dict) or not {"image_id", "bbox"} <= r.keys() for r in results
-    ):
-        raise DefectkitError(f"{path}: not a COCO results list (entries need image_id and bbox)")
-    return results
-
-
-def attach_boxes(prompts: list[ImagePrompts], results: list[dict], min_score: float, where: str) -> None:
-    """Turn COCO results (xywh boxes) into box prompts of the matching images."""
-    by_id = {p.image_id: p for p in prompts}
-    for r in results:
-        if r.get("score", 1.0) < min_score:
+def attach_boxes(
+    prompts: list[ImagePrompts], results: list[dict], min_score: float = 0.0, max_det: int | None = None
+) -> None:
+    """Turn COCO results (``detect predict`` output, or a detector run by ``--detector``) into box
+    prompts of the matching images: per image, the ``max_det`` highest-scored boxes scored at least
+    ``min_score`` (ties keep file order). A box of zero width or height (nothing to segment) is
+    skipped; results for images not asked about are ignored."""
+    by_image = coco_to_detections(results, [p.image_id for p in prompts], masks=False)
+    for p in prompts:
+        dets = by_image[p.image_id]
+        if len(dets) == 0:
             continue
-        target = by_id.get(int(r["image_id"]))
-        if target is None:
-            continue  # a detection for an image not asked about
-        x, y, w, h = (float(v) for v in r["bbox"])
-        if w <= 0 or h <= 0:
-            raise DefectkitError(f"{where}: image {r['image_id']} has an empty box {r['bbox']}")
-        target.boxes.append([x, y, x + w, y + h])
-        target.box_categories.append(int(r.get("category_id", 1)))
-        target.box_scores.append(float(r.get("score", 1.0)))
+        w, h = dets.xyxy[:, 2] - dets.xyxy[:, 0], dets.xyxy[:, 3] - dets.xyxy[:, 1]
+        dets = dets[(dets.confidence >= min_score) & (w > 0) & (h > 0)]
+        dets = dets[np.argsort(-dets.confidence, kind="stable")][:max_det]
+        p.boxes += dets.xyxy.tolist()
+        p.box_categories += (dets.class_id + 1).tolist()
+        p.box_scores += dets.confidence.tolist()
+
+
+def detector_results(
+    detector: str | Path,
+    prompts: list[ImagePrompts],
+    *,
+    conf: float = 0.25,
+    max_det: int = 100,
+    imgsz: int | None = None,
+    device: str | None = "cpu",
+    progress: bool = False,
+) -> list[dict]:
+    """Run a detector (``detect``'s public predict API) on the prompts' images: COCO results with
+    the prompts' image ids, the boxes ``--detector`` segments."""
+    return predict_images(
+        detector, [p.path for p in prompts], conf=conf, imgsz=imgsz,
+        device=None if device is None else parse_device(device).ultralytics,
+        image_ids={str(p.path): p.image_id for p in prompts}, progress=progress, max_det=max_det,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- outputs
 
 
-def coco_results_for(prompts: ImagePrompts, masks: np.ndarray, scores: np.ndarray, category_id: int) -> list[dict]:
-    """COCO results entries (RLE + box + score) for one image's masks.
+def prompt_detections(prompts: ImagePrompts, masks: np.ndarray, ious: np.ndarray, category_id: int) -> sv.Detections:
+    """One image's masks as ``sv.Detections``, scored by the one rule of ``segment predict``:
 
-    Detector boxes keep the detector's score and class (they rank detections for segm AP); manual
-    prompts get SAM's predicted IoU as score and ``category_id``.
+        score = the prompt's score x SAM's predicted IoU of its mask
+
+    A detector box's score is the detector's confidence; a box or click given by hand scores 1, so
+    its mask scores SAM's predicted IoU. The product ranks a box SAM cannot outline below an
+    equally confident box it outlines well (the mask score of Mask Scoring R-CNN, Huang et al.
+    2019: classification confidence x predicted mask IoU); segm AP and the image-level score rank
+    by it. Detector boxes keep the detector's class, others get ``category_id``.
     """
-    out = []
-    for i, mask in enumerate(masks):
-        from_detector = i < len(prompts.box_scores)
-        out.append({
-            "image_id": int(prompts.image_id),
-            "category_id": int(prompts.box_categories[i]) if from_detector else int(category_id),
-            "score": round(float(prompts.box_scores[i] if from_detector else scores[i]), 5),
-            "bbox": [float(v) for v in mask_to_bbox_xywh(mask)],
-            "segmentation": mask_to_rle(mask),
-            "area": int(mask.sum()),
-        })
-    return out
-
-
-def draw_overlay(image: np.ndarray, masks: np.ndarray, boxes: list[list[float]], class_ids: list[int]) -> np.ndarray:
-    """The image with each mask tinted (supervision's MaskAnnotator) and its prompt box drawn."""
-    import supervision as sv
-
+    n_det = len(prompts.box_scores)
+    prompt_scores = np.r_[np.asarray(prompts.box_scores, np.float64), np.ones(len(masks) - n_det)]
+    categories = np.r_[np.asarray(prompts.box_categories, int), np.full(len(masks) - n_det, int(category_id))]
     if len(masks) == 0:
+        return sv.Detections.empty()
+    masks = masks.astype(bool)
+    return sv.Detections(
+        xyxy=sv.mask_to_xyxy(masks).astype(np.float64),
+        mask=masks,
+        confidence=prompt_scores * np.asarray(ious, np.float64),
+        class_id=categories.astype(int) - 1,
+    )
+
+
+def draw_overlay(image: np.ndarray, detections: sv.Detections, boxes: list[list[float]]) -> np.ndarray:
+    """The image with each mask tinted (supervision's MaskAnnotator) and its prompt box drawn."""
+    if len(detections) == 0:
         return image.copy()
-    xyxy = np.array([mask_to_bbox_xywh(m) for m in masks], np.float32)
-    xyxy[:, 2:] += xyxy[:, :2]
-    det = sv.Detections(xyxy=xyxy, mask=masks.astype(bool), class_id=np.asarray(class_ids, int))
-    scene = sv.MaskAnnotator(opacity=0.5).annotate(scene=image.copy(), detections=det)
+    scene = sv.MaskAnnotator(opacity=0.5).annotate(scene=image.copy(), detections=detections)
     if boxes:
-        prompt = sv.Detections(xyxy=np.asarray(boxes, np.float32), class_id=np.asarray(class_ids[: len(boxes)], int))
+        prompt = sv.Detections(xyxy=np.asarray(boxes, np.float32), class_id=detections.class_id[: len(boxes)])
         scene = sv.BoxAnnotator(thickness=1).annotate(scene=scene, detections=prompt)
     return scene
 
@@ -240,16 +248,84 @@ def predict_folder(
     progress: bool = True,
 ) -> list[dict]:
     """Segment every image's prompts; write ``masks/<stem>.png`` (union, 0/255), ``overlays/<stem>.png``
-    and return the COCO results. ``out_dir`` should be a fresh (temporary) folder."""
-    from tqdm import tqdm
-
+    and return the COCO results (``defectkit.core.results``; scores: :func:`prompt_detections`).
+    ``out_dir`` should be a fresh (temporary) folder."""
     results: list[dict] = []
     for p in tqdm(prompts, desc="segment", unit="img", disable=not progress or len(prompts) < 2):
-        image, masks, scores = segmenter.segment_file(p.path, p.boxes, p.points)
+        image, masks, ious = segmenter.segment_file(p.path, p.boxes, p.points)
+        dets = prompt_detections(p, masks, ious, category_id)
         stem = output_stem(p.path, source)
         union = masks.any(0) if len(masks) else np.zeros(image.shape[:2], bool)
         write_png(out_dir / "masks" / f"{stem}.png", union)
-        class_ids = list(p.box_categories) + [category_id] * (len(masks) - len(p.box_categories))
-        write_png(out_dir / "overlays" / f"{stem}.png", draw_overlay(image, masks, p.boxes, class_ids))
-        results.extend(coco_results_for(p, masks, scores, category_id))
+        write_png(out_dir / "overlays" / f"{stem}.png", draw_overlay(image, dets, p.boxes))
+        results.extend(detections_to_coco(dets, p.image_id))
     return results
+
+
+def segment_images(
+    segmenter: Segmenter,
+    source: str | Path,
+    out: str | Path,
+    *,
+    boxes: list[list[float]] = (),
+    points: list[tuple[float, float, int]] = (),
+    boxes_from: str | Path | None = None,
+    detector: str | Path | None = None,
+    coco: str | Path | None = None,
+    min_score: float = 0.0,
+    conf: float = 0.25,
+    max_det: int = 100,
+    imgsz: int | None = None,
+    device: str | None = "cpu",
+    category_id: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """``segment predict``: segment an image or every image under a folder from one kind of prompt
+    (``boxes``/``points``, the COCO results file ``boxes_from``, or the ``detector``'s boxes: see
+    :func:`attach_boxes`, :func:`detector_results`) and write ``out`` atomically: ``masks/``,
+    ``overlays/`` and ``results.json`` (COCO results, scored by :func:`prompt_detections`).
+    Image ids follow ``coco`` (:func:`image_ids_from_coco`), else 1..N in sorted order.
+    ``device`` is SAM's and the detector's. Returns the results."""
+    if Path(out).exists() and not overwrite:
+        raise DefectkitError(f"{out}: already exists; pass --overwrite to replace it")
+    images = list_images(source)
+    ids = image_ids_from_coco(coco, images) if coco else list(range(1, len(images) + 1))
+    prompts = [ImagePrompts(path, i, boxes=[list(b) for b in boxes], points=list(points)) for path, i in zip(images, ids)]
+    if boxes_from is not None:
+        attach_boxes(prompts, read_coco_results(boxes_from), min_score, max_det)
+    elif detector is not None:
+        found = detector_results(detector, prompts, conf=conf, max_det=max_det, imgsz=imgsz, device=device,
+                                 progress=progress)  # fmt: skip
+        attach_boxes(prompts, found, min_score, max_det)
+    with atomic_dir(out, overwrite=True) as tmp:
+        results = predict_folder(segmenter, Path(source), prompts, tmp, category_id=category_id, progress=progress)
+        write_coco_results(tmp / RESULTS_FILE, results)
+    return results
+
+
+def load_segmenter(
+    model: str | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    random_weights: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+    finetuned: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    amp: bool = True,
+) -> tuple[Segmenter, dict | None]:
+    """The SAM named by ``model``/``checkpoint`` (``random_weights`` from ``seed``), with the
+    ``finetuned`` decoder when given, and its encoder (embeddings cached in ``cache_dir``; None:
+    no cache). ``model`` None: the one ``finetuned`` was trained on, else vit_b. Returns (segmenter,
+    base SAM's own decoder and prompt-encoder weights when ``finetuned`` replaced them, else None):
+    what ``segment val`` needs to score base SAM on the same encoder."""
+    tuned = load_finetuned(finetuned) if finetuned else None
+    name = model or (tuned["config"]["name"] if tuned else "vit_b")
+    sam = build_sam(name, checkpoint, random_weights=random_weights, seed=seed, device=parse_device(device).torch)
+    base_state = None
+    if tuned is not None:
+        base_state = trainable_state(sam.sam, train_prompt_encoder=True)
+        apply_finetuned(sam, tuned, finetuned)
+    cache = EmbeddingCache(cache_dir, sam.identity, sam.spec.img_size) if cache_dir is not None else None
+    return Segmenter(ImageEncoder(sam, cache, amp=amp)), base_state

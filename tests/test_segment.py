@@ -323,7 +323,9 @@ def test_predict_boxes_from_results_on_a_folder_keeps_ids(converted, sample_root
     _cli(["predict", "--image", image_dir, "--boxes-from", pred_file, "--coco", converted / "coco" / "test.json",
           "--min-score", 0.5, *TINY, "--out", out, "--quiet"])
     results = json.loads((out / "results.json").read_text())
-    assert [(r["image_id"], r["category_id"], r["score"]) for r in results] == [(target, 4, 0.9)]
+    # One box kept (--min-score); its mask scores the detector's 0.9 x SAM's predicted IoU.
+    assert [(r["image_id"], r["category_id"]) for r in results] == [(target, 4)]
+    assert 0 <= results[0]["score"] <= 0.9
     assert len(list((out / "masks").glob("*.png"))) == len(known)
 
 

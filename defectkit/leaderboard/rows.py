@@ -1,28 +1,35 @@
 """The approaches a benchmark puts side by side: a registry of rows, like segment-anything's
-``sam_model_registry``: a name maps to a builder that trains (when the approach trains), predicts
-the val and test splits through the stage's own Python API, scores the test split with the shared
-evaluator and returns a plain dict (stored as ``rows/<name>/result.json``).
+``sam_model_registry``: a name maps to a builder that trains (when the approach trains), then
+predicts and scores through the stages' own public functions (the ones behind ``detect predict``,
+``segment predict``/``val``, ``classify val`` and ``evaluate``) and returns a plain dict (stored as
+``rows/<name>/result.json``). A row has no inference loop of its own.
 
 Each result holds the task metrics, the per-class table, the cost (training seconds, inference
-seconds per image, device) and, when the approach can give one, an image-level "defective" score
-per val and test image (max box score, max mask score, 1 - p(good)): the common column.
+seconds per image, device), when the approach can give one an image-level "defective" score per
+val and test image (max box score, max mask score, 1 - p(good)): the common column, and
+``reproduce``: the console commands (argv lists, paths relative to the run folder) that rebuild
+the row's metrics.json files from its checkpoints, as ``run.json`` lists them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from defectkit.core.atomic import atomic_write_json
+from defectkit.core.digest import sha256_file
 from defectkit.core.errors import DefectkitError
-from defectkit.leaderboard.context import RunContext, SplitTruth
+from defectkit.core.results import read_coco_results
+from defectkit.evaluation import evaluate_detection, evaluate_masks
+from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.scoring import max_score_per_image
 
 DETECTION, SEGMENTATION, CLASSIFICATION = "detection", "segmentation", "classification"
 DETECTOR_CONF = 0.001  # keep low-score boxes: COCO AP and the image AUROC need the whole ranking
+SPLITS = ("val", "test")  # val picks the image-level threshold, test is scored
+
+Command = list[str]
 
 
 @dataclass(frozen=True)
@@ -49,52 +56,79 @@ def register(name: str, title: str, task: str, about: str, needs: tuple[str, ...
 # ---------------------------------------------------------------- shared pieces
 
 
-def sha256_of(path: str | Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def checkpoint_entry(ctx: RunContext, path: Path) -> dict:
-    return {"path": ctx.rel(path), "sha256": sha256_of(path)}
+    return {"path": ctx.rel(path), "sha256": sha256_file(path)}
 
 
 def command_line(*parts) -> str:
     return " ".join(shlex.quote(str(p)) for p in parts if p is not None and p != "")
 
 
-def image_ids_by_path(truth: SplitTruth) -> dict[str, int]:
-    return {str(p): i for p, i in zip(truth.paths, truth.image_ids)}
+def arg(ctx: RunContext, path: str | Path) -> str:
+    """A path as a recorded command names it: relative to the run folder when it lies inside it
+    (the commands run from there), else as given (a SAM checkpoint of the user's, say)."""
+    try:
+        return ctx.rel(path)
+    except ValueError:
+        return str(path)
 
 
-def write_predictions(ctx: RunContext, row_dir: Path, split: str, results: list) -> str:
-    path = atomic_write_json(row_dir / f"{split}_predictions.json", results, indent=None)
-    return ctx.rel(path)
+def reproduce(
+    ctx: RunContext, commands: list[Command], metrics: list[Path], checkpoints: list[Path] = ()
+) -> dict:
+    """What ``run.json`` records for a row: the ``commands`` that, run in order from the run folder,
+    rebuild its evaluator ``metrics`` files (the first is the row's metrics.json; the others, when
+    the row has a second evaluator report, under ``more_metrics``) from the converted data, the
+    embedding cache and the row's ``checkpoints``."""
+    return {
+        "commands": [[str(a) for a in c] for c in commands],
+        "metrics": ctx.rel(metrics[0]),
+        "more_metrics": [ctx.rel(m) for m in metrics[1:]],
+        "checkpoints": [ctx.rel(c) for c in checkpoints],
+    }
 
 
 def evaluator_plots(ctx: RunContext, eval_dir: Path) -> dict[str, str]:
     return {p.stem: ctx.rel(p) for p in sorted(eval_dir.glob("*.png"))}
 
 
+def evaluate_test(ctx: RunContext, pred_file: Path, iou_type: str, out_dir: Path, title: str) -> tuple[dict, Command]:
+    """``evaluate detection`` of the test split's COCO results: the evaluator's report in
+    ``out_dir`` (metrics.json, PR curves, confusion matrix) and the command that writes it."""
+    gt = ctx.truth["test"].coco_path
+    out = evaluate_detection(str(gt), str(pred_file), iou_type, out_dir=out_dir, confusion_matrix=True, title=title)
+    command = ["evaluate", "detection", "--gt", arg(ctx, gt), "--pred", arg(ctx, pred_file),
+               "--iou-type", iou_type, "--out", arg(ctx, out_dir), "--overwrite"]  # fmt: skip
+    return out, command
+
+
+def evaluate_mask_union(ctx: RunContext, pred_file: Path, out_dir: Path) -> tuple[dict, Command]:
+    """``evaluate masks`` of the test split's COCO results: IoU/Dice of the union of the masks
+    scored >= ``mask_score_threshold`` per image and class."""
+    gt, threshold = ctx.truth["test"].coco_path, ctx.config.mask_score_threshold
+    out = evaluate_masks(str(gt), str(pred_file), score_threshold=threshold, out_dir=out_dir)
+    command = ["evaluate", "masks", "--gt", arg(ctx, gt), "--pred", arg(ctx, pred_file),
+               "--score-threshold", repr(float(threshold)), "--out", arg(ctx, out_dir), "--overwrite"]  # fmt: skip
+    return out, command
+
+
 def coco_row(
     ctx: RunContext,
     row_dir: Path,
     iou_type: str,
-    preds: dict[str, list[dict]],
+    pred_files: dict[str, Path],
     infer_s: float,
     title: str,
     image_scores: bool = True,
-) -> dict:
-    """Score COCO results of the test split with the shared evaluator (report with PR curves and
-    confusion matrix in ``row_dir/eval``) and package what every box/mask row returns."""
-    from defectkit.evaluation import evaluate_detection
-
+) -> tuple[dict, Command]:
+    """Score the test split's COCO results (``pred_files["test"]``) with ``evaluate detection``
+    into ``row_dir/eval`` and package what every box/mask row returns; also the command."""
     test = ctx.truth["test"]
-    out = evaluate_detection(
-        str(test.coco_path), preds["test"], iou_type, out_dir=row_dir / "eval", title=title
-    )
+    out, command = evaluate_test(ctx, pred_files["test"], iou_type, row_dir / "eval", title)
     m = out[iou_type]
     prefix = "box" if iou_type == "bbox" else "segm"
-    return {
+    results = {s: read_coco_results(pred_files[s]) for s in SPLITS}
+    row = {
         "metrics": {
             f"{prefix}_AP": m["AP"],
             f"{prefix}_AP50": m["AP50"],
@@ -103,14 +137,15 @@ def coco_row(
         },
         "per_class": {name: v["AP"] if v["AP"] != -1 else None for name, v in m["per_class"].items()},
         "per_class_metric": f"{prefix} AP",
-        "scores": {s: max_score_per_image(ctx.truth[s].image_ids, preds[s]) for s in ("val", "test")}
+        "scores": {s: max_score_per_image(ctx.truth[s].image_ids, results[s]) for s in SPLITS}
         if image_scores
         else None,
         "infer_s_per_image": infer_s / max(1, len(test.image_ids)),
-        "predictions": {s: write_predictions(ctx, row_dir, s, preds[s]) for s in ("val", "test")},
+        "predictions": {s: ctx.rel(pred_files[s]) for s in SPLITS},
         "prediction_kind": "masks" if iou_type == "segm" else "boxes",
         "plots": evaluator_plots(ctx, row_dir / "eval"),
     }
+    return row, command
 
 
 def extra_train_args(ctx: RunContext) -> dict:

@@ -1,19 +1,27 @@
-"""The classification row: a torchvision ResNet (``classify``'s API); defective = 1 - p(good)."""
+"""The classification row: a torchvision ResNet (``classify train``, scored by ``classify val``);
+defective = 1 - p(good)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+from defectkit.classify.train import TrainConfig, train
+from defectkit.classify.val import validate
+from defectkit.core.atomic import atomic_dir, atomic_write_json
 from defectkit.core.errors import DefectkitError
+from defectkit.core.layout import Manifest
 from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.rows import (
     CLASSIFICATION,
+    SPLITS,
+    arg,
     checkpoint_entry,
     command_line,
     evaluator_plots,
     register,
-    write_predictions,
+    reproduce,
 )
 
 
@@ -24,12 +32,6 @@ from defectkit.leaderboard.rows import (
     "a torchvision ResNet trained on classify/ (good + each defect type); defective = 1 - p(good)",
 )
 def resnet_classifier(ctx: RunContext, row_dir: Path) -> dict:
-    from defectkit.classify.checkpoint import read_checkpoint
-    from defectkit.classify.data import scan_split
-    from defectkit.classify.predict import defective_scores, run_model, score
-    from defectkit.classify.train import TrainConfig, train
-    from defectkit.core.layout import Manifest
-
     cfg = ctx.config
     size = min(cfg.imgsz, 224)  # ResNets see 224 px in the course's setup; smaller for tiny demo runs
     tc = TrainConfig(
@@ -43,35 +45,32 @@ def resnet_classifier(ctx: RunContext, row_dir: Path) -> dict:
     train(tc, resume=last if cfg.resume and last.is_file() else None, overwrite=True, progress=cfg.progress)
     train_s = time.perf_counter() - t0
     best = row_dir / "train" / "best.pt"
-    classes = read_checkpoint(best)["classes"]
     manifest = Manifest.load(ctx.data)
-    scores, records, infer_s, test_metrics = {}, {}, 0.0, None
-    for split in ("val", "test"):
-        found = scan_split(ctx.classify_dir, split, classes)
+    # ``classify val`` on each split: the test split's report is the row's (eval/), val's picks the
+    # image-level threshold (eval_val/); both write per-image records with the defective score.
+    out_dirs = {"val": row_dir / "eval_val", "test": row_dir / "eval"}
+    scores, records, metrics, infer_s = {}, {}, {}, 0.0
+    for split in SPLITS:
         t0 = time.perf_counter()
-        probs, _ = run_model(best, found.paths, device=cfg.torch_device, progress=cfg.progress)
+        with atomic_dir(out_dirs[split], overwrite=True) as tmp:
+            metrics[split] = validate(best, ctx.classify_dir, split, tmp, device=cfg.torch_device, progress=cfg.progress)
         infer_s = time.perf_counter() - t0
-        defective = defective_scores(probs, classes)
-        if not defective or defective[0] is None:
-            raise DefectkitError(f"{ctx.classify_dir}: no 'good' class, so no image-level defective score")
         by_name = {}
-        for path, p, d in zip(found.paths, probs, defective):
-            top = int(p.argmax())
-            by_name[manifest.from_flat(split, path.name)] = {
-                "class": classes[top],
-                "score": float(p[top]),
-                "defective": float(d),
-            }
+        for rec in json.loads((out_dirs[split] / "predictions.json").read_text()):
+            if rec["defective"] is None:
+                raise DefectkitError(f"{ctx.classify_dir}: no 'good' class, so no image-level defective score")
+            name = manifest.from_flat(split, Path(rec["file"]).name)
+            by_name[name] = {"class": rec["class"], "score": rec["score"], "defective": rec["defective"]}
         truth = ctx.truth[split]
         missing = [n for n in truth.file_names if n not in by_name]
         if missing:
-            raise DefectkitError(
-                f"{ctx.classify_dir / split}: no image for {missing[0]} of coco/{split}.json"
-            )
+            raise DefectkitError(f"{ctx.classify_dir / split}: no image for {missing[0]} of coco/{split}.json")
         records[split] = [{"file_name": n, **by_name[n]} for n in truth.file_names]
         scores[split] = [by_name[n]["defective"] for n in truth.file_names]
-        if split == "test":
-            test_metrics = score(probs, found.labels, classes, row_dir / "eval")
+    test_metrics = metrics["test"]
+    val_command = ["classify", "val", "--model", arg(ctx, best), "--data", arg(ctx, ctx.classify_dir), "--split",
+                   "test", "--device", cfg.torch_device, "--out", arg(ctx, out_dirs["test"]), "--overwrite",
+                   "--quiet"]  # fmt: skip
     return {
         "metrics": {
             "accuracy": test_metrics["accuracy"],
@@ -82,30 +81,16 @@ def resnet_classifier(ctx: RunContext, row_dir: Path) -> dict:
         "scores": scores,
         "train_s": train_s,
         "infer_s_per_image": infer_s / max(1, len(scores["test"])),
-        "predictions": {s: write_predictions(ctx, row_dir, s, records[s]) for s in ("val", "test")},
+        "predictions": {
+            s: ctx.rel(atomic_write_json(row_dir / f"{s}_predictions.json", records[s])) for s in SPLITS
+        },
         "prediction_kind": "labels",
-        "plots": evaluator_plots(ctx, row_dir / "eval"),
+        "plots": evaluator_plots(ctx, out_dirs["test"]),
         "checkpoint": checkpoint_entry(ctx, best),
+        "reproduce": reproduce(ctx, [val_command], [out_dirs["test"] / "metrics.json"], [best]),
         "command": command_line(
-            "classify",
-            "train",
-            "--data",
-            ctx.classify_dir,
-            "--arch",
-            cfg.classifier_arch,
-            "--weights",
-            cfg.classifier_weights,
-            "--freeze",
-            tc.freeze,
-            "--epochs",
-            cfg.epochs,
-            "--batch",
-            cfg.batch,
-            "--image-size",
-            size,
-            "--device",
-            cfg.torch_device,
-            "--seed",
-            cfg.seed,
-        ),
+            "classify", "train", "--data", ctx.classify_dir, "--arch", cfg.classifier_arch,
+            "--weights", cfg.classifier_weights, "--freeze", tc.freeze, "--epochs", cfg.epochs, "--batch", cfg.batch,
+            "--image-size", size, "--device", cfg.torch_device, "--seed", cfg.seed,
+        ),  # fmt: skip
     }

@@ -6,16 +6,24 @@ import time
 from pathlib import Path
 
 from defectkit.core.errors import DefectkitError
+from defectkit.detect import embeddings as emb
+from defectkit.detect.data import load_data
+from defectkit.detect.predict import predict_to_files
+from defectkit.detect import train as detect_train  # a module attribute: tests interrupt its train()
+from defectkit.detect.val import prepare_model
 from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.rows import (
     DETECTION,
     DETECTOR_CONF,
+    SPLITS,
+    Command,
+    arg,
     checkpoint_entry,
     coco_row,
     command_line,
     extra_train_args,
-    image_ids_by_path,
     register,
+    reproduce,
 )
 
 WORLD_ROWS = ("yolo-world-ft", "yolo-world-zs")
@@ -25,9 +33,6 @@ def ensure_text_embeddings(ctx: RunContext) -> None:
     """YOLO-World rows read the class prompts' text embeddings from the converted data set's default
     file (``--text-embeddings`` unset): make it once, as ``detect embed`` does (CLIP; needs the
     ``clip`` package and, the first time, internet; offline it stops with what to pass instead)."""
-    from defectkit.detect import embeddings as emb
-    from defectkit.detect.data import load_data
-
     cfg = ctx.config
     if cfg.text_embeddings is not None or emb.default_path(ctx.yolo_yaml.parent).is_file():
         return
@@ -38,27 +43,40 @@ def ensure_text_embeddings(ctx: RunContext) -> None:
     )
 
 
-def _predict_boxes(ctx: RunContext, yolo) -> tuple[dict[str, list[dict]], float]:
-    """COCO results for val and test (ids of coco/<split>.json); returns them and the test seconds."""
-    from defectkit.detect.predict import predict_images
-
+def predict_split_files(
+    ctx: RunContext, row_dir: Path, weights: Path, max_det: int = 300
+) -> tuple[dict[str, Path], float, Command]:
+    """``detect predict`` on the val and test images (convert-mvtec's ``yolo/images/<split>``, ids of
+    ``coco/<split>.json``) into ``row_dir/<split>_predictions.json``: COCO results (masks too for a
+    segmentation model). Returns the files, the test seconds and the test split's command."""
     cfg = ctx.config
-    preds, infer_s = {}, 0.0
-    for split in ("val", "test"):
-        truth = ctx.truth[split]
+    files, infer_s, command = {}, 0.0, []
+    for split in SPLITS:
+        images = ctx.data / "yolo" / "images" / split
+        coco, files[split] = ctx.truth[split].coco_path, row_dir / f"{split}_predictions.json"
         t0 = time.perf_counter()
-        preds[split] = predict_images(
-            yolo, truth.paths, conf=DETECTOR_CONF, imgsz=cfg.imgsz, device=cfg.ultralytics_device,
-            image_ids=image_ids_by_path(truth), progress=cfg.progress,
+        predict_to_files(
+            weights, images, save_coco=files[split], coco=coco, conf=DETECTOR_CONF, imgsz=cfg.imgsz,
+            device=cfg.ultralytics_device, overwrite=True, progress=cfg.progress, max_det=max_det,
         )  # fmt: skip
         infer_s = time.perf_counter() - t0
-    return preds, infer_s
+        command = ["detect", "predict", "--model", arg(ctx, weights), "--source", arg(ctx, images),
+                   "--coco", arg(ctx, coco), "--save-coco", arg(ctx, files[split]), "--conf", repr(DETECTOR_CONF),
+                   "--imgsz", str(cfg.imgsz), "--device", cfg.ultralytics_device, "--max-det", str(max_det),
+                   "--overwrite"]  # fmt: skip
+    return files, infer_s, command
+
+
+def detection_row(ctx: RunContext, row_dir: Path, weights: Path, title: str) -> dict:
+    """Predict val and test with ``weights`` and score test boxes: the part every detection row shares."""
+    files, infer_s, predict_command = predict_split_files(ctx, row_dir, weights)
+    row, evaluate_command = coco_row(ctx, row_dir, "bbox", files, infer_s, title)
+    row["reproduce"] = reproduce(ctx, [predict_command, evaluate_command], [row_dir / "eval" / "metrics.json"], [weights])
+    return row
 
 
 def train_yolo(ctx: RunContext, row_dir: Path, data: Path, model: str, world: bool) -> tuple[Path, float]:
     """Train with ``detect``; with --resume, an earlier attempt's ``last.pt`` is continued instead."""
-    from defectkit.detect.train import parse_extra_args, train
-
     cfg = ctx.config
     run_dir = row_dir / "train"
     last = run_dir / "weights" / "last.pt"
@@ -66,16 +84,16 @@ def train_yolo(ctx: RunContext, row_dir: Path, data: Path, model: str, world: bo
     if cfg.resume and last.is_file():
         # a YOLO-World run folder holds its text_embeddings.pt from the start: resume reads it there
         try:
-            train(data, model, resume=last, device=cfg.ultralytics_device)
+            detect_train.train(data, model, resume=last, device=cfg.ultralytics_device)
         except DefectkitError as exc:
             if "nothing to resume" not in str(exc):
                 raise  # else training had ended before the interruption; only scoring is left
     else:
-        train(
+        detect_train.train(
             data, model, epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, device=cfg.ultralytics_device,
             seed=cfg.seed, project=row_dir, name="train", exist_ok=True,
             **({"text_embeddings": cfg.text_embeddings, "prompts": cfg.prompts} if world else {}),
-            **{**extra_train_args(ctx), **parse_extra_args(cfg.yolo_args)},
+            **{**extra_train_args(ctx), **detect_train.parse_extra_args(cfg.yolo_args)},
         )  # fmt: skip
     return run_dir / "weights" / "best.pt", time.perf_counter() - t0
 
@@ -112,16 +130,9 @@ def detect_train_command(ctx: RunContext, data: Path, model: str, world: bool) -
     "YOLO-World trained on the train split (detect train); boxes scored by COCO mAP",
 )
 def yolo_world_finetuned(ctx: RunContext, row_dir: Path) -> dict:
-    from defectkit.detect.data import load_data
-    from defectkit.detect.val import prepare_model
-
     weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_yaml, ctx.config.detector, world=True)
-    yolo = prepare_model(
-        weights, load_data(ctx.yolo_yaml, splits=()), zero_shot=False, text_embeddings=None, prompts=None
-    )
-    preds, infer_s = _predict_boxes(ctx, yolo)
     return {
-        **coco_row(ctx, row_dir, "bbox", preds, infer_s, "YOLO-World fine-tuned: test boxes"),
+        **detection_row(ctx, row_dir, weights, "YOLO-World fine-tuned: test boxes"),
         "train_s": train_s,
         "checkpoint": checkpoint_entry(ctx, weights),
         "command": detect_train_command(ctx, ctx.yolo_yaml, ctx.config.detector, world=True),
@@ -135,9 +146,6 @@ def yolo_world_finetuned(ctx: RunContext, row_dir: Path) -> dict:
     "the same YOLO-World, not trained: classes set from the prompts' text embeddings",
 )
 def yolo_world_zero_shot(ctx: RunContext, row_dir: Path) -> dict:
-    from defectkit.detect.data import load_data
-    from defectkit.detect.val import prepare_model
-
     cfg = ctx.config
     yolo = prepare_model(
         cfg.detector,
@@ -147,12 +155,15 @@ def yolo_world_zero_shot(ctx: RunContext, row_dir: Path) -> dict:
         prompts=cfg.prompts,
         seed=cfg.seed,
     )
-    preds, infer_s = _predict_boxes(ctx, yolo)
+    # The model with its classes set from the embeddings, saved: what is scored, and where the
+    # recorded commands start (random .yaml weights could not be rebuilt otherwise).
+    weights = row_dir / "zero_shot.pt"
+    yolo.save(weights)
     notes = []
     if str(cfg.detector).endswith(".yaml") or cfg.text_embeddings == "random":
         notes.append("random weights or random text embeddings: zero-shot numbers only exercise the pipeline")
     return {
-        **coco_row(ctx, row_dir, "bbox", preds, infer_s, "YOLO-World zero-shot: test boxes"),
+        **detection_row(ctx, row_dir, weights, "YOLO-World zero-shot: test boxes"),
         "train_s": 0.0,
         "checkpoint": None,
         "command": command_line(
@@ -166,6 +177,8 @@ def yolo_world_zero_shot(ctx: RunContext, row_dir: Path) -> dict:
             "test",
             "--zero-shot",
             *(["--text-embeddings", cfg.text_embeddings] if cfg.text_embeddings else []),
+            "--seed",
+            cfg.seed,
         ),
         "notes": notes,
     }
@@ -179,11 +192,8 @@ def yolo_world_zero_shot(ctx: RunContext, row_dir: Path) -> dict:
 )
 def yolo_closed_set(ctx: RunContext, row_dir: Path) -> dict:
     weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_yaml, ctx.config.closed_detector, world=False)
-    from defectkit.detect.models import open_model
-
-    preds, infer_s = _predict_boxes(ctx, open_model(weights))
     return {
-        **coco_row(ctx, row_dir, "bbox", preds, infer_s, "closed-set YOLO: test boxes"),
+        **detection_row(ctx, row_dir, weights, "closed-set YOLO: test boxes"),
         "train_s": train_s,
         "checkpoint": checkpoint_entry(ctx, weights),
         "command": detect_train_command(ctx, ctx.yolo_yaml, ctx.config.closed_detector, world=False),

@@ -1,73 +1,87 @@
-"""Segmentation rows: SAM prompted by the true boxes (base and fine-tuned, ``segment``'s API), SAM
-prompted by the fine-tuned YOLO-World's boxes, and a YOLO-seg model."""
+"""Segmentation rows: SAM prompted by the true boxes (base and fine-tuned: ``segment val``), SAM
+prompted by the fine-tuned YOLO-World's boxes (``segment predict --detector``), and a YOLO-seg model
+(``detect predict``)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-import numpy as np
-
+from defectkit.core.results import write_coco_results
 from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.rows import (
     DETECTOR_CONF,
     SEGMENTATION,
+    SPLITS,
+    Command,
+    arg,
     checkpoint_entry,
     coco_row,
-    command_line,
+    evaluate_mask_union,
     register,
+    reproduce,
 )
-from defectkit.leaderboard.rows_detection import detect_train_command, train_yolo
+from defectkit.leaderboard.rows_detection import detect_train_command, predict_split_files, train_yolo
+from defectkit.segment.data import read_sam_jsonl, split_jsonl
+from defectkit.segment.predict import RESULTS_FILE, Segmenter, load_segmenter, segment_images
+from defectkit.segment.train import TrainConfig, train
+from defectkit.segment.val import BASE, FINETUNED, category_ids, predict_split, val_split, write_val
 
-SAM_TOP_BOXES = 20  # detector boxes per image handed to SAM (the highest-scoring ones)
+SAM_TOP_BOXES = 20  # detector boxes per image handed to SAM (segment predict --max-det)
 
 
-def _segmenter(ctx: RunContext, finetuned: Path | None = None):
-    """SAM as ``segment`` builds it (same seed, same base weights), with the run's embedding cache."""
-    from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder
-    from defectkit.segment.models import apply_finetuned, build_sam, load_finetuned
-    from defectkit.segment.predict import Segmenter
-
+def _sam_args(ctx: RunContext, finetuned: Path | None = None) -> list[str]:
+    """The options that name the run's SAM (and its embedding cache) to ``segment``."""
     cfg = ctx.config
-    model = build_sam(
-        cfg.sam_model,
-        cfg.sam_checkpoint,
-        random_weights=cfg.sam_random_weights,
-        seed=cfg.seed,
-        device=cfg.torch_device,
-    )
-    if finetuned is not None:
-        apply_finetuned(model, load_finetuned(finetuned), finetuned)
-    cache = EmbeddingCache(ctx.cache_dir / "sam_embeddings", model.identity, model.spec.img_size)
-    return Segmenter(ImageEncoder(model, cache))
+    weights = ["--checkpoint", str(cfg.sam_checkpoint)] if cfg.sam_checkpoint else []
+    if not cfg.sam_checkpoint and cfg.sam_random_weights:
+        weights = ["--random-weights"]
+    return [
+        "--model", cfg.sam_model, *weights, "--seed", str(cfg.seed), "--device", cfg.torch_device,
+        "--cache-dir", arg(ctx, ctx.cache_dir / "sam_embeddings"),
+        *(["--finetuned", arg(ctx, finetuned)] if finetuned else []),
+    ]  # fmt: skip
 
 
-def _sam_gt_boxes(ctx: RunContext, row_dir: Path, segmenter, title: str) -> dict:
-    """SAM prompted by every ground-truth instance's box (the segment stage's protocol: `segment val`)."""
-    from defectkit.segment.data import read_sam_jsonl, split_jsonl
-    from defectkit.segment.val import category_ids, predict_split, score_predictions
+def _segmenter(ctx: RunContext, finetuned: Path | None = None) -> tuple[Segmenter, dict | None]:
+    """SAM as ``segment`` loads it for :func:`_sam_args` (same seed, base weights and cache)."""
+    cfg = ctx.config
+    return load_segmenter(
+        cfg.sam_model, checkpoint=cfg.sam_checkpoint, random_weights=cfg.sam_random_weights, seed=cfg.seed,
+        device=cfg.torch_device, finetuned=finetuned, cache_dir=ctx.cache_dir / "sam_embeddings",
+    )  # fmt: skip
 
+
+def _sam_gt_boxes(ctx: RunContext, row_dir: Path, finetuned: Path | None, title: str) -> dict:
+    """``segment val`` on the test split (every ground-truth instance prompted by its box; with a
+    fine-tuned decoder, base SAM is scored beside it), then ``evaluate detection`` of its masks.
+    The val split's masks are predicted the same way for the report's gallery."""
+    segmenter, base_state = _segmenter(ctx, finetuned)
     test = ctx.truth["test"]
-    cat_ids = category_ids(test.coco_path)
-    records = {s: read_sam_jsonl(split_jsonl(ctx.sam_dir, s)) for s in ("val", "test")}
-    predicted, infer_s = {}, 0.0
-    for split in ("val", "test"):
-        t0 = time.perf_counter()
-        predicted[split] = predict_split(segmenter, records[split], cat_ids, ctx.config.progress)
-        infer_s = time.perf_counter() - t0
-    preds = {split: p.results for split, p in predicted.items()}
-    scored = score_predictions(predicted["test"], test.coco_path)  # the test masks, not predicted again
-    row = coco_row(ctx, row_dir, "segm", preds, infer_s, title, image_scores=False)
+    records = {s: read_sam_jsonl(split_jsonl(ctx.sam_dir, s)) for s in SPLITS}
+    val_file = write_coco_results(
+        row_dir / "val_predictions.json",
+        predict_split(segmenter, records["val"], category_ids(test.coco_path), ctx.config.progress).results,
+    )
+    t0 = time.perf_counter()
+    scored = val_split(segmenter, records["test"], test.coco_path, base_state, ctx.config.progress)
+    infer_s = (time.perf_counter() - t0) / len(scored)
+    val_dir = row_dir / "segment_val"
+    write_val(val_dir, "test", title, scored)
+    key = FINETUNED if finetuned else BASE
+    files = {"val": val_file, "test": val_dir / f"{key}_predictions.json"}
+    row, evaluate_command = coco_row(ctx, row_dir, "segm", files, infer_s, title, image_scores=False)
+    metrics = scored[key][1]
     n_prompted = sum(1 for r in records["test"] if r.instances)
     row["infer_s_per_image"] = infer_s / max(1, n_prompted)
     row["metrics"] = {
-        "mask_mIoU": scored["mean_iou"],
-        "mask_mDice": scored["mean_dice"],
-        "instance_IoU": scored["instance_iou"],
+        "mask_mIoU": metrics["mean_iou"],
+        "mask_mDice": metrics["mean_dice"],
+        "instance_IoU": metrics["instance_iou"],
         **row["metrics"],
-        "area_ratio": scored["area_ratio"],
+        "area_ratio": metrics["area_ratio"],
     }
-    row["per_class"] = scored["per_class_iou"]
+    row["per_class"] = metrics["per_class_iou"]
     row["per_class_metric"] = "mask IoU"
     row["prompt"] = "ground-truth boxes"
     row["notes"] = [
@@ -76,20 +90,24 @@ def _sam_gt_boxes(ctx: RunContext, row_dir: Path, segmenter, title: str) -> dict
             "the defect is); segm AP is optimistic (one mask per true object)"
         )
     ]
+    val_command = ["segment", "val", "--data", arg(ctx, ctx.sam_dir), "--split", "test", *_sam_args(ctx, finetuned),
+                   "--out", arg(ctx, val_dir), "--overwrite"]  # fmt: skip
+    row["reproduce"] = reproduce(
+        ctx, [val_command, evaluate_command], [val_dir / "metrics.json", row_dir / "eval" / "metrics.json"],
+        [finetuned] if finetuned else [],
+    )  # fmt: skip
     return row
 
 
 def _mask_union_row(
-    ctx: RunContext, row_dir: Path, preds: dict[str, list[dict]], infer_s: float, title: str
+    ctx: RunContext, row_dir: Path, files: dict[str, Path], infer_s: float, title: str, commands: list[Command]
 ) -> dict:
     """A predicted-mask row (no true prompts): COCO segm AP via :func:`coco_row`, plus mask IoU/Dice
     and pixel precision/recall of the union of the masks scored >= ``mask_score_threshold`` per image
-    and class (``evaluate_masks``)."""
-    from defectkit.evaluation import evaluate_masks
-
+    and class (``evaluate masks``). ``commands``: those that wrote ``files["test"]``."""
     threshold = ctx.config.mask_score_threshold
-    row = coco_row(ctx, row_dir, "segm", preds, infer_s, title)
-    union = evaluate_masks(str(ctx.truth["test"].coco_path), preds["test"], score_threshold=threshold)
+    row, evaluate_command = coco_row(ctx, row_dir, "segm", files, infer_s, title)
+    union, union_command = evaluate_mask_union(ctx, files["test"], row_dir / "eval_masks")
     row["metrics"] = {
         "mask_mIoU": union["mean_iou"],
         "mask_mDice": union["mean_dice"],
@@ -100,36 +118,12 @@ def _mask_union_row(
     row["per_class"] = {c: v["iou"] for c, v in union["per_class"].items()}
     row["per_class_metric"] = "mask IoU"
     row["notes"] = [f"mask IoU/Dice: union of the masks scored >= {threshold} per image and class"]
+    row["commands"] = [*commands, evaluate_command, union_command]
     return row
-
-
-def _sam_weights_args(cfg) -> list:
-    if cfg.sam_checkpoint:
-        return ["--checkpoint", cfg.sam_checkpoint]
-    return ["--random-weights"] if cfg.sam_random_weights else []
 
 
 def _lr_args(cfg) -> list:
     return ["--lr", cfg.sam_lr] if cfg.sam_lr is not None else []  # else segment train's own default
-
-
-def _sam_command(ctx: RunContext, verb: str, *extra) -> str:
-    cfg = ctx.config
-    ck = _sam_weights_args(cfg)
-    return command_line(
-        "segment",
-        verb,
-        "--data",
-        ctx.sam_dir,
-        "--model",
-        cfg.sam_model,
-        *ck,
-        "--seed",
-        cfg.seed,
-        "--device",
-        cfg.torch_device,
-        *extra,
-    )
 
 
 @register(
@@ -139,8 +133,9 @@ def _sam_command(ctx: RunContext, verb: str, *extra) -> str:
     "SAM as released, each true defect prompted by its box: the bar a fine-tune must clear",
 )
 def sam_gt_base(ctx: RunContext, row_dir: Path) -> dict:
-    row = _sam_gt_boxes(ctx, row_dir, _segmenter(ctx), "SAM base, ground-truth box prompts: test masks")
-    return {**row, "train_s": 0.0, "checkpoint": None, "command": _sam_command(ctx, "val", "--split", "test")}
+    row = _sam_gt_boxes(ctx, row_dir, None, "SAM base, ground-truth box prompts: test masks")
+    command = " ".join(row["reproduce"]["commands"][0])
+    return {**row, "train_s": 0.0, "checkpoint": None, "command": command}
 
 
 @register(
@@ -150,8 +145,6 @@ def sam_gt_base(ctx: RunContext, row_dir: Path) -> dict:
     "SAM's mask decoder fine-tuned on the train split (segment train), prompted by the true boxes",
 )
 def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
-    from defectkit.segment.train import TrainConfig, train
-
     cfg = ctx.config
     tc = TrainConfig(
         data=ctx.sam_dir, out=row_dir / "train", model=cfg.sam_model,
@@ -165,17 +158,17 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
     train_s = time.perf_counter() - t0
     best, last = tc.out / "best.pt", tc.out / "last.pt"
     weights = best if best.is_file() else last
-    row = _sam_gt_boxes(
-        ctx, row_dir, _segmenter(ctx, weights), "SAM fine-tuned, ground-truth box prompts: test masks"
-    )
+    row = _sam_gt_boxes(ctx, row_dir, weights, "SAM fine-tuned, ground-truth box prompts: test masks")
     if not summary.get("beat_base"):
         row["notes"].append("the fine-tuned decoder never beat base SAM on val (no best.pt): scored last.pt")
+    train_command = ["segment", "train", "--data", arg(ctx, ctx.sam_dir), *_sam_args(ctx), "--epochs", cfg.epochs,
+                     *_lr_args(cfg), "--out", arg(ctx, tc.out)]  # fmt: skip
     return {
         **row,
         "train_s": train_s,
         "checkpoint": checkpoint_entry(ctx, weights),
         "beat_base": best.is_file(),
-        "command": _sam_command(ctx, "train", "--epochs", cfg.epochs, *_lr_args(cfg), "--out", tc.out),
+        "command": " ".join(str(a) for a in train_command),
     }
 
 
@@ -183,54 +176,34 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
     "sam-det",
     "SAM + YOLO-World boxes",
     SEGMENTATION,
-    "detect then segment: the fine-tuned YOLO-World's boxes prompt SAM (its fine-tuned decoder when that beat base SAM)",
+    "detect then segment (segment predict --detector): the fine-tuned YOLO-World's top boxes prompt SAM "
+    "(its fine-tuned decoder when that beat base SAM); mask score = box score x SAM's predicted IoU",
     needs=("yolo-world-ft",),
 )
 def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
-    import json
-
-    from defectkit.core.rle import mask_to_rle
-
+    cfg = ctx.config
     detector = ctx.results["yolo-world-ft"]
+    detector_weights = ctx.out / detector["checkpoint"]["path"]
     # The fine-tuned decoder only when it beat base SAM on val (segment's own advice otherwise: use base).
     finetuned = ctx.results.get("sam-gt-ft", {})
     tuned = finetuned["checkpoint"] if finetuned.get("beat_base") else None
-    segmenter = _segmenter(ctx, ctx.out / tuned["path"] if tuned else None)
-    preds, infer_s = {}, 0.0
-    for split in ("val", "test"):
-        truth = ctx.truth[split]
-        boxes = json.loads((ctx.out / detector["predictions"][split]).read_text())
-        by_image: dict[int, list[dict]] = {}
-        for det in sorted(boxes, key=lambda d: -d["score"]):
-            if (
-                len(by_image.setdefault(det["image_id"], [])) < SAM_TOP_BOXES
-                and det["bbox"][2] > 0
-                and det["bbox"][3] > 0
-            ):
-                by_image[det["image_id"]].append(det)
+    tuned_path = ctx.out / tuned["path"] if tuned else None
+    segmenter, _ = _segmenter(ctx, tuned_path)
+    files, infer_s, command = {}, 0.0, []
+    for split in SPLITS:
+        images, coco, out = ctx.data / "yolo" / "images" / split, ctx.truth[split].coco_path, row_dir / f"predict_{split}"
         t0 = time.perf_counter()
-        results = []
-        for image_id, path in zip(truth.image_ids, truth.paths):
-            dets = by_image.get(image_id, [])
-            if not dets:
-                continue
-            emb, original_size, input_size = segmenter.encoder.embed(path)
-            xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in dets)], np.float64)
-            masks, ious = segmenter.masks_for(emb, original_size, input_size, boxes=xyxy)
-            for det, mask, iou in zip(dets, masks, ious):
-                # Detector confidence times SAM's own predicted IoU: a box SAM cannot segment well ranks lower.
-                results.append(
-                    {
-                        "image_id": image_id,
-                        "category_id": det["category_id"],
-                        "score": round(float(det["score"]) * float(iou), 6),
-                        "bbox": det["bbox"],
-                        "segmentation": mask_to_rle(mask),
-                    }
-                )
-        infer_s = time.perf_counter() - t0 + detector["infer_s_per_image"] * len(truth.image_ids)
-        preds[split] = results
-    row = _mask_union_row(ctx, row_dir, preds, infer_s, "SAM prompted by YOLO-World boxes: test masks")
+        segment_images(
+            segmenter, images, out, detector=detector_weights, coco=coco, conf=DETECTOR_CONF,
+            max_det=SAM_TOP_BOXES, imgsz=cfg.imgsz, device=cfg.torch_device, overwrite=True, progress=cfg.progress,
+        )  # fmt: skip
+        infer_s = time.perf_counter() - t0
+        files[split] = out / RESULTS_FILE
+        command = ["segment", "predict", "--image", arg(ctx, images), "--detector", arg(ctx, detector_weights),
+                   "--coco", arg(ctx, coco), "--conf", repr(DETECTOR_CONF), "--max-det", str(SAM_TOP_BOXES),
+                   "--imgsz", str(cfg.imgsz), *_sam_args(ctx, tuned_path), "--out", arg(ctx, out), "--overwrite",
+                   "--quiet"]  # fmt: skip
+    row = _mask_union_row(ctx, row_dir, files, infer_s, "SAM prompted by YOLO-World boxes: test masks", [command])
     row["prompt"] = "detector boxes"
     row["notes"] += [
         "inference time includes the detector's",
@@ -239,22 +212,17 @@ def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
         else "SAM: base weights ("
         + ("the fine-tune did not beat them on val)" if finetuned else "sam-gt-ft did not run)"),
     ]
+    commands = row.pop("commands")
+    row["reproduce"] = reproduce(
+        ctx, commands, [row_dir / "eval" / "metrics.json", row_dir / "eval_masks" / "metrics.json"],
+        [detector_weights, *([tuned_path] if tuned_path else [])],
+    )  # fmt: skip
     return {
         **row,
         "train_s": detector["train_s"] + (finetuned["train_s"] if tuned else 0.0),
         "checkpoint": tuned,
-        "command": _sam_predict_command(ctx, detector, tuned),
+        "command": " ".join(commands[0]),
     }
-
-
-def _sam_predict_command(ctx: RunContext, detector: dict, tuned: dict | None) -> str:
-    cfg = ctx.config
-    return command_line(
-        "segment", "predict", "--image", ctx.data / "yolo" / "images" / "test", "--detector",
-        ctx.out / detector["checkpoint"]["path"], "--conf", DETECTOR_CONF, "--model", cfg.sam_model,
-        *_sam_weights_args(cfg),
-        *(["--finetuned", ctx.out / tuned["path"]] if tuned else []), "--seed", cfg.seed, "--device", cfg.torch_device,
-    )  # fmt: skip
 
 
 @register(
@@ -264,53 +232,16 @@ def _sam_predict_command(ctx: RunContext, detector: dict, tuned: dict | None) ->
     "a YOLOv8/YOLO11 instance-segmentation model trained on yolo-seg/ (polygons)",
 )
 def yolo_seg(ctx: RunContext, row_dir: Path) -> dict:
-    from defectkit.core.rle import mask_to_rle
-    from defectkit.detect.models import open_model
-    from defectkit.detect.predict import iter_results
-
     cfg = ctx.config
     weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_seg_yaml, cfg.seg_detector, world=False)
-    yolo = open_model(weights)
-    # Masks at the image's own resolution (not the letterboxed input), at most COCO's 100 per image.
-    yolo.overrides.update(retina_masks=True, max_det=100)
-    preds, infer_s = {}, 0.0
-    for split in ("val", "test"):
-        truth = ctx.truth[split]
-        t0 = time.perf_counter()
-        results = []
-        for image_id, (_, res) in zip(
-            truth.image_ids,
-            iter_results(
-                yolo,
-                truth.paths,
-                conf=DETECTOR_CONF,
-                imgsz=cfg.imgsz,
-                device=cfg.ultralytics_device,
-                progress=cfg.progress,
-            ),
-        ):
-            if res.masks is None or len(res.boxes) == 0:
-                continue
-            masks = res.masks.data.cpu().numpy() > 0.5
-            for (x1, y1, x2, y2), score, cls, mask in zip(
-                res.boxes.xyxy.cpu().numpy().tolist(),
-                res.boxes.conf.cpu().numpy().tolist(),
-                res.boxes.cls.cpu().numpy().tolist(),
-                masks,
-            ):
-                results.append(
-                    {
-                        "image_id": image_id,
-                        "category_id": int(cls) + 1,
-                        "score": round(float(score), 6),
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "segmentation": mask_to_rle(mask),
-                    }
-                )
-        infer_s = time.perf_counter() - t0
-        preds[split] = results
-    row = _mask_union_row(ctx, row_dir, preds, infer_s, "YOLO-seg: test masks")
+    # detect predict gives a segmentation model's masks at the image's own size; at most COCO's 100 per image.
+    files, infer_s, command = predict_split_files(ctx, row_dir, weights, max_det=100)
+    row = _mask_union_row(ctx, row_dir, files, infer_s, "YOLO-seg: test masks", [command])
     row["prompt"] = "none"
+    commands = row.pop("commands")
+    row["reproduce"] = reproduce(
+        ctx, commands, [row_dir / "eval" / "metrics.json", row_dir / "eval_masks" / "metrics.json"], [weights]
+    )
     return {
         **row,
         "train_s": train_s,

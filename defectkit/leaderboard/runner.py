@@ -122,6 +122,13 @@ def convert_data(cfg: BenchmarkConfig) -> Path:
     return data
 
 
+def convert_command(cfg: BenchmarkConfig) -> list[str]:
+    """``convert-mvtec`` as :func:`convert_data` runs it, from the run folder (writes ``data/``)."""
+    return ["convert-mvtec", cfg.category, "--root", str(Path(cfg.root).resolve()), "--out", "data", "--to", "all",
+            "--val-frac", repr(cfg.val_frac), "--test-frac", repr(cfg.test_frac), "--seed", str(cfg.seed),
+            "--overwrite"]  # fmt: skip
+
+
 def say(cfg: BenchmarkConfig, text: str) -> None:
     if cfg.progress:
         print(text, flush=True)
@@ -218,10 +225,14 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
         )
     atomic_write_json(out / RUN_FILE, run_info)
     results = run_rows(ctx, rows)
+    run_info["data"] = {"commands": [convert_command(cfg)]}
+    run_info["rows"] = {name: r["reproduce"] for name, r in results.items() if "reproduce" in r}
+    atomic_write_json(out / RUN_FILE, run_info)  # what rebuilds each row's metrics.json, in order
     doc = build_report(ctx, results, run_info)
     leaderboard = {"category": cfg.category, "rows": results, "run": run_info}
     return doc.write(
         out / "report",
+        html=True,
         extra_files={
             "leaderboard.json": (json.dumps(leaderboard, indent=2, allow_nan=False) + "\n").encode("utf-8"),
             "leaderboard.txt": (headline_text(results, footer=chance_line(ctx)) + "\n").encode("utf-8"),
