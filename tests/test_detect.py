@@ -319,8 +319,8 @@ def test_offline_hub_name_fails_at_once_with_advice(data_yaml, tmp_path, monkeyp
         from ultralytics.utils import SETTINGS, checks
 
         assert SETTINGS["sync"] is False and SETTINGS.file_path == ul.user_config_dir() / "settings.json"
-        font = checks.check_font("Arial.ttf")  # found on disk: no download
-        assert font is not None and Path(font).parent == ul.user_config_dir()
+        # check_font looks in (and would download into) checks.USER_CONFIG_DIR: the font is there already
+        assert checks.USER_CONFIG_DIR == ul.user_config_dir() and (ul.user_config_dir() / "Arial.ttf").is_file()
 
 
 _FRESH_USER = """
