@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-import defectkit
-
 REPO = Path(__file__).resolve().parents[1]
 # The stages live in their own folders and join the namespace through pyproject's package-dir: in an
 # editable install they are not under defectkit.__path__, so each is walked from its own __path__.
