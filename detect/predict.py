@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 import supervision as sv
 
 from defectkit.core.atomic import atomic_dir
@@ -68,8 +69,6 @@ def iter_results(
     ``retina_masks=True``, ``agnostic_nms=True`` ...), checked against ultralytics' list and passed
     unchanged.
     """
-    from tqdm import tqdm
-
     kwargs = {"conf": conf, "verbose": False, "save": False}
     kwargs.update(check_args(predict_args, reserved=OWN_PREDICT_ARGS, what="predict"))
     if imgsz:
