@@ -12,9 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+import defectkit.detect.train as detect_train
 import defectkit.leaderboard.rows as rows_module
 from defectkit.cli import main
+from defectkit.leaderboard.rows import resolve_rows
+from defectkit.leaderboard.scoring import accuracy_at, choose_threshold, image_level, rank_errors
+from replay import number_differences, replay_row
 
 ROWS = ["yolo-world-zs", "yolo-closed", "yolo-seg"]
 
@@ -36,8 +41,6 @@ def _replace_row(mp: pytest.MonkeyPatch, name: str, run) -> None:
 def interrupted_then_resumed(sample_root, tmp_path_factory) -> dict:
     """A benchmark Ctrl-C'd after the first of two training epochs of its last row (YOLO-seg), then
     continued with --resume."""
-    import defectkit.detect.train as detect_train
-
     out = tmp_path_factory.mktemp("bench") / "run"
     state: dict = {"out": out, "resumed_epochs": []}
     real_train = detect_train.train
@@ -108,8 +111,6 @@ def test_benchmark_rows_score_their_own_task(interrupted_then_resumed):
     assert rows["yolo-world-zs"]["notes"]  # random weights: says the numbers mean nothing
     assert rows["yolo-closed"]["task"] == "detection" and "box_AP" in rows["yolo-closed"]["metrics"]
     # --yolo-arg reached ultralytics' training settings and the recorded command.
-    import yaml
-
     train_args = yaml.safe_load((out / "rows" / "yolo-closed" / "train" / "args.yaml").read_text())
     assert train_args["mosaic"] == 0 and rows["yolo-closed"]["command"].endswith("mosaic=0")
     seg = rows["yolo-seg"]
@@ -120,6 +121,21 @@ def test_benchmark_rows_score_their_own_task(interrupted_then_resumed):
         assert p["segmentation"]["size"] == [256, 256]
     html = (out / "report" / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') >= 2 * len(ROWS) + 2
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_recorded_commands_rebuild_each_rows_metrics(interrupted_then_resumed, row, tmp_path):
+    """run.json's commands for a row, run in order with the console scripts from a folder holding
+    only the data, the cache and the row's checkpoints, rebuild its metrics.json files (to 1e-9);
+    for yolo-seg, from the checkpoint of a training that was interrupted and resumed."""
+    out = interrupted_then_resumed["out"]
+    recorded = json.loads((out / "run.json").read_text())["rows"]
+    assert list(recorded) == ROWS
+    rebuilt = replay_row(out, row, tmp_path / "replay")
+    assert len(rebuilt) == (2 if row == "yolo-seg" else 1)  # COCO AP, plus the mask union for masks
+    for path, before, after in rebuilt:
+        assert path.startswith(f"rows/{row}/")
+        assert not number_differences(before, after), (path, number_differences(before, after)[:5])
 
 
 def test_resume_refuses_other_settings(interrupted_then_resumed, sample_root, capsys):
@@ -163,14 +179,10 @@ def test_bad_training_settings_fail_before_any_work(sample_root, tmp_path, capsy
 
 
 def test_rows_pull_in_what_they_need():
-    from defectkit.leaderboard.rows import resolve_rows
-
     assert resolve_rows(["classifier", "sam-det"]) == ["yolo-world-ft", "sam-det", "classifier"]
 
 
 def test_threshold_and_rank_errors():
-    from defectkit.leaderboard.scoring import accuracy_at, choose_threshold, image_level, rank_errors
-
     labels, scores = np.array([0, 0, 1, 1, 1]), np.array([0.1, 0.45, 0.4, 0.8, 0.9])
     t = choose_threshold(labels, scores)
     assert accuracy_at(labels, scores, t) == 0.8  # one error is the best any threshold can do here

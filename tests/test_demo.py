@@ -17,8 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from defectkit.cli import main
+import defectkit.cli as umbrella
+from defectkit.cli import DEMO_EPOCHS, DEMO_IMGSZ, main
+from defectkit.evaluation import evaluate_anomaly, evaluate_detection
 from defectkit.leaderboard import DEMO_ROWS
+from defectkit.leaderboard.report import threshold_label
+from defectkit.leaderboard.scoring import accuracy_at, choose_threshold, image_level
+from defectkit.segment.train import LR_RANDOM_INIT
+from replay import number_differences, replay_row
 
 
 def _run_cli(argv: list[str]) -> str:
@@ -67,8 +73,6 @@ def test_demo_ends_with_the_report_path_and_a_row_per_approach(demo):
         ck = rows[name]["checkpoint"]
         assert hashlib.sha256((out / ck["path"]).read_bytes()).hexdigest() == ck["sha256"]
     # No --sam-lr: segment train picks its rate for random-start SAM (1e-4 collapses it to empty masks).
-    from defectkit.segment.train import LR_RANDOM_INIT
-
     sam_last = torch.load(out / "rows" / "sam-gt-ft" / "train" / "last.pt", weights_only=True)
     assert sam_last["train_config"]["lr"] == LR_RANDOM_INIT and "--lr" not in rows["sam-gt-ft"]["command"]
     # sam-det prompts SAM with the fine-tuned decoder only when it beat base SAM on val.
@@ -79,8 +83,6 @@ def test_demo_ends_with_the_report_path_and_a_row_per_approach(demo):
 
 
 def test_numbers_are_the_shared_evaluators(demo):
-    from defectkit.evaluation import evaluate_anomaly, evaluate_detection
-
     out, _ = demo
     rows = _leaderboard(out)["rows"]
     test_gt = out / "data" / "wood" / "coco" / "test.json"
@@ -156,6 +158,24 @@ def test_run_records_how_to_reproduce_it(demo):
         assert isinstance(torch.load(out / rows[name]["checkpoint"]["path"], weights_only=True), dict)
 
 
+@pytest.mark.parametrize("row", DEMO_ROWS)
+def test_recorded_commands_rebuild_each_rows_metrics(demo, row, tmp_path):
+    """``defectkit benchmark --fast`` (the demo's rows): each row's commands in run.json, run in
+    order with the console scripts from a folder holding only the converted data, the embedding
+    cache and the row's checkpoints, rebuild every number of its metrics.json files (to 1e-9)."""
+    out, _ = demo
+    run = json.loads((out / "run.json").read_text())
+    assert list(run["rows"]) == list(DEMO_ROWS)
+    assert run["data"]["commands"][0][0] == "convert-mvtec"
+    entry = run["rows"][row]
+    assert all(argv[0] in ("detect", "segment", "classify", "evaluate") for argv in entry["commands"])
+    for path, before, after in replay_row(out, row, tmp_path / "replay"):
+        assert path.startswith(f"rows/{row}/")
+        assert not number_differences(before, after), (path, number_differences(before, after)[:5])
+    if row == "sam-det":  # the same code path as the stage: segment predict --detector, nothing else
+        assert entry["commands"][0][:2] == ["segment", "predict"] and "--detector" in entry["commands"][0]
+
+
 def test_existing_run_needs_resume_or_overwrite(demo, tmp_path, capsys):
     out, _ = demo
     with pytest.raises(SystemExit) as exc:
@@ -172,8 +192,6 @@ def test_existing_run_needs_resume_or_overwrite(demo, tmp_path, capsys):
 
 
 def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, capsys):
-    import defectkit.leaderboard as lb
-
     seen = {}
 
     def fake_run(cfg):
@@ -184,7 +202,7 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
         return report
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(lb, "run_benchmark", fake_run)
+    monkeypatch.setattr(umbrella, "run_benchmark", fake_run)  # the name the CLI calls
     assert main(["demo"]) == 0
     cfg = seen["cfg"]
     assert (tmp_path / "datasets" / "sample" / "wood" / "train" / "good").is_dir()
@@ -194,8 +212,6 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
         and cfg.text_embeddings == "random"
         and cfg.classifier_weights == "none"
     )
-    from defectkit.cli import DEMO_EPOCHS, DEMO_IMGSZ
-
     assert (cfg.epochs, cfg.imgsz, cfg.sam_lr, cfg.yolo_args) == (DEMO_EPOCHS, DEMO_IMGSZ, None, [])
     assert "report: runs/demo/report/report.html" in capsys.readouterr().out
     # A real run swaps in real weights; a .pt detector reads the data set's embeddings file, not random ones.
@@ -224,8 +240,6 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
 
 
 def test_image_level_threshold_comes_from_val(demo):
-    from defectkit.leaderboard.scoring import accuracy_at, choose_threshold
-
     out, _ = demo
     r = _leaderboard(out)["rows"]["classifier"]
     val = json.loads((out / "data" / "wood" / "coco" / "val.json").read_text())
@@ -245,9 +259,6 @@ def test_image_level_threshold_comes_from_val(demo):
 def test_a_threshold_that_separates_nothing_reads_as_such(demo):
     """A row whose val scores are all equal gets no negative or made-up threshold: the report says
     the call is 'all defective' (or good) instead, in the table and in the gallery."""
-    from defectkit.leaderboard.report import threshold_label
-    from defectkit.leaderboard.scoring import image_level
-
     level = image_level([0, 1, 1], [0.0, 0.0, 0.0], [0, 1], [0.0, 0.0])
     assert level["threshold"] >= 0 and level["val_call"] == "all defective" and level["test_accuracy"] == 0.5
     assert threshold_label(level) == "none: all defective"

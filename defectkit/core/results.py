@@ -89,10 +89,16 @@ def coco_to_detections(
             grouped[key].append(r)
         elif keep_all:
             grouped[key] = [r]
-    return {key: _as_detections(entries, masks) for key, entries in grouped.items()}
+    return {key: results_to_detections(entries, masks=masks) for key, entries in grouped.items()}
 
 
-def _as_detections(entries: list[dict], decode_masks: bool) -> sv.Detections:
+def results_to_detections(entries: list[dict], *, masks: bool = True) -> sv.Detections:
+    """The COCO results entries of one image as one ``sv.Detections`` (``image_id`` not needed).
+
+    >>> results_to_detections([{"bbox": [4, 4, 10, 10], "category_id": 1}]).confidence.tolist()
+    [1.0]
+    """
+    decode_masks = masks
     if not entries:
         return sv.Detections.empty()
     boxes = np.array([r["bbox"] for r in entries], np.float64).reshape(-1, 4)
@@ -101,7 +107,7 @@ def _as_detections(entries: list[dict], decode_masks: bool) -> sv.Detections:
     with_segm = ["segmentation" in r for r in entries]
     if decode_masks and any(with_segm):
         if not all(with_segm):
-            raise DefectkitError(f"image {entries[0]['image_id']}: some results have a segmentation, some not")
+            raise DefectkitError(f"image {entries[0].get('image_id', '?')}: some results have a segmentation, some not")
         mask = np.stack([rle_to_mask(r["segmentation"]) for r in entries])
     return sv.Detections(
         xyxy=boxes,

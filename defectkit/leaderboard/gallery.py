@@ -11,7 +11,7 @@ import numpy as np
 import supervision as sv
 
 from defectkit.core.imageio import read_image
-from defectkit.core.rle import rle_to_mask
+from defectkit.core.results import results_to_detections
 
 TILE = 224  # panel height and width in pixels
 HEADER = 34  # two text lines above each panel
@@ -19,20 +19,11 @@ MAX_DRAWN = 10  # boxes or masks drawn per panel, highest scores first
 
 
 def _detections(results: list[dict], with_masks: bool, shape: tuple[int, int]):
-    if not results:
-        return sv.Detections.empty()
-    xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in results)], np.float32)
-    masks = None
-    if with_masks:
-        masks = np.stack([rle_to_mask(r["segmentation"]).astype(bool) for r in results])
-        if masks.shape[1:] != shape:
-            masks = None  # a mask of another size cannot be drawn on this image; boxes still are
-    return sv.Detections(
-        xyxy=xyxy,
-        mask=masks,
-        class_id=np.array([int(r["category_id"]) - 1 for r in results]),
-        confidence=np.array([float(r.get("score", 1.0)) for r in results]),
-    )
+    # One image's COCO results through the one reader (defectkit.core.results).
+    dets = results_to_detections(results, masks=with_masks)
+    if dets.mask is not None and dets.mask.shape[1:] != shape:
+        dets.mask = None  # a mask of another size cannot be drawn on this image; boxes still are
+    return dets
 
 
 def draw_instances(
