@@ -63,38 +63,6 @@ def check_task(yolo, data: YoloData, model_arg) -> None:
         )
 
 
-def check_device(device: str | int | None) -> None:
-    """Refuse a ``--device`` this machine does not have, before ultralytics starts (it would raise a traceback).
-
-    Accepted, as ultralytics takes them: None or "" (ultralytics picks), ``cpu``, ``mps``, a CUDA
-    index (``0``, ``cuda:0``; ``-1``: the idlest GPU) or a comma-separated list of them for
-    multi-GPU DDP (``0,1,2,3``).
-
-    >>> check_device("cpu")
-    >>> check_device("gpu")
-    Traceback (most recent call last):
-    defectkit.core.errors.DefectkitError: --device gpu: not a device (cpu, mps, 0, 0,1,2,3)
-    """
-    import torch
-
-    text = "" if device is None else str(device).strip().lower().replace("cuda:", "").replace(" ", "")
-    if text in ("", "cpu"):
-        return
-    if text == "mps":
-        if not torch.backends.mps.is_available():
-            raise DefectkitError(f"--device {device}: Apple MPS is not available on this machine")
-        return
-    ids = text.split(",") if text != "cuda" else ["0"]
-    if not all(i.isdigit() or i == "-1" for i in ids):
-        raise DefectkitError(f"--device {device}: not a device (cpu, mps, 0, 0,1,2,3)")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        raise DefectkitError(f"--device {device}: no CUDA GPU on this machine; use --device cpu")
-    missing = [i for i in ids if int(i) >= count]
-    if missing:
-        raise DefectkitError(f"--device {device}: GPU {missing[0]} does not exist (this machine has {count})")
-
-
 def run_dir_weights(run: str | Path) -> Path:
     """``<run>/weights/best.pt`` or, when given a file, the file itself."""
     run = Path(run)

@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from defectkit.core.errors import DefectkitError
+from defectkit.core.torchio import parse_device
 from defectkit.detect import embeddings as emb
 from defectkit.detect._ultralytics import check_args, trainer_for, ultralytics_patched
 from defectkit.detect.data import load_data
-from defectkit.detect.models import check_device, check_task, is_world, open_model
+from defectkit.detect.models import check_task, is_world, open_model
 
 # Arguments defectkit sets itself: passing them as KEY=VALUE extras would be ambiguous.
 OWN_ARGS = (
@@ -79,7 +80,8 @@ def train(
     or the path of a ``last.pt``. ``callbacks``: ultralytics events to functions of the trainer
     (``{"on_train_epoch_end": [fn]}``). ``extra``: further ultralytics training arguments, unchanged.
     """
-    check_device(device)
+    if device is not None:  # None: ultralytics picks; else checked now and spelled as ultralytics takes it
+        device = parse_device(device).ultralytics
     if resume:
         if extra:
             raise DefectkitError(
