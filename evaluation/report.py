@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError
@@ -95,8 +96,6 @@ def figure_to_png(fig, dpi: int = 100) -> bytes:
     """Render a matplotlib Figure (pyplot or plain ``matplotlib.figure.Figure``) to PNG bytes."""
     buf = io.BytesIO()
     if fig.canvas is None or type(fig.canvas).__name__ == "FigureCanvasBase":
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
         FigureCanvasAgg(fig)
     fig.savefig(buf, format="png", dpi=dpi)  # figures call tight_layout; "tight" bbox would draw twice
     return buf.getvalue()
