@@ -119,7 +119,7 @@ CASES = {
     # checkpoints: any text file given as a model
     "text file as classify --model": lambda t, c: (
         ("classify", "val", "--model", write_text(t / "model.pt", "hello\n"), "--data", c / "classify",
-         "--out", t / "val"), "not a checkpoint"),
+         "--out", t / "val"), "not a loadable checkpoint"),
     "text file as segment --finetuned": lambda t, c: (
         ("segment", "predict", "--image", first_image(c), "--box", "1,1,20,20", "--model", "vit_tiny",
          "--finetuned", write_text(t / "best.pt", "hello\n"), "--out", t / "pred"), "best.pt"),

@@ -13,7 +13,7 @@ import torch
 
 from defectkit.core.errors import DefectkitError
 from defectkit.core.imageio import read_image, read_mask
-from defectkit.core.rle import rle_to_mask
+from defectkit.core.rle import mask_to_rle, rle_to_mask
 
 TINY = ["--model", "vit_tiny", "--device", "cpu"]
 
@@ -217,15 +217,16 @@ def test_bad_jsonl_lines_are_one_line_errors(sam_dir, tmp_path, capsys):
     bad = tmp_path / "sam"
     bad.mkdir()
     rec = json.loads((sam_dir / "train.jsonl").read_text().splitlines()[0])
-    rec["width"] = rec["width"] * 2
-    for inst in rec["instances"]:
-        inst["mask"]["size"] = [rec["height"], rec["width"]]
+    good_masks = [inst["mask"] for inst in rec["instances"]]
+    rec["width"] = rec["width"] * 2  # the line (and its masks) say twice the image's width
+    for inst, mask in zip(rec["instances"], good_masks):
+        inst["mask"] = mask_to_rle(np.hstack([rle_to_mask(mask)] * 2))
     (bad / "train.jsonl").write_text(json.dumps(rec) + "\n")
     err = _cli_error(capsys, ["train", "--data", bad, *TINY, "--out", tmp_path / "r", "--no-val"])
     assert "train.jsonl:1" in err and "but the line says" in err
     rec["width"] //= 2
-    for inst in rec["instances"]:
-        inst["mask"]["size"] = [rec["height"], rec["width"]]
+    for inst, mask in zip(rec["instances"], good_masks):
+        inst["mask"] = mask
     rec["image"] = str(tmp_path / "gone.png")
     (bad / "train.jsonl").write_text(json.dumps(rec) + "\n")
     err = _cli_error(capsys, ["train", "--data", bad, *TINY, "--out", tmp_path / "r", "--no-val"])

@@ -175,7 +175,7 @@ def check_torch_file(path: str | Path, what: str = "checkpoint") -> None:
     except OSError as exc:
         raise DefectkitError(f"{path}: cannot read the {what} ({exc.strerror})") from None
     if not head.startswith(_TORCH_MAGIC):
-        raise DefectkitError(f"{path}: not a {what} (not a file torch.save wrote{'; it is empty' if not head else ''})")
+        raise DefectkitError(f"{path}: not a loadable {what} (not a file torch.save wrote{'; it is empty' if not head else ''})")
 
 
 def load_weights_only(path: str | Path, what: str = "checkpoint") -> Any:
