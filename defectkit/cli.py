@@ -19,13 +19,13 @@ def _sample(args: argparse.Namespace) -> int:
     if args.size is None and args.n_per_defect is None:
         paths = write_sample(args.out, overwrite=args.overwrite, seed=args.seed)
     else:
-        size = args.size or 256
+        size = 256 if args.size is None else args.size
         paths = [
             write_category(
                 args.out,
                 args.category,
                 size=(size, size),
-                n_per_defect=args.n_per_defect or 4,
+                n_per_defect=4 if args.n_per_defect is None else args.n_per_defect,
                 seed=args.seed,
                 overwrite=args.overwrite,
                 progress=True,
