@@ -24,7 +24,10 @@ changed when a module is imported. What the context does, and why:
 - **safe checkpoint loading**: ``ULTRALYTICS_SAFE_LOAD=1`` (unless set otherwise): ``.pt`` files load
   with ``torch.load(weights_only=True)`` and ultralytics' allow-list of its layer classes;
 - **YOLO-World text embeddings** (``ultralytics_patched(text_embeddings=table)``):
-  ``WorldModel.get_text_pe`` answers from a ``detect embed`` table instead of running CLIP.
+  ``WorldModel.get_text_pe`` answers from a ``detect embed`` table instead of running CLIP;
+- **quiet** (``ultralytics_patched(quiet=True)``, the stages' ``--quiet``): ultralytics' logger at
+  WARNING, which silences its configuration dump, summaries and progress bars (its TQDM turns
+  itself off above INFO); warnings and errors still show.
 
 Trainers: ultralytics' DDP launcher starts new processes that rebuild the trainer from its class. The
 trainer classes detect hands to ``YOLO.train`` (:func:`trainer_for`, and
@@ -45,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -57,6 +61,7 @@ import matplotlib
 
 from defectkit.core.atomic import atomic_write_json
 from defectkit.core.errors import DefectkitError
+from defectkit.core.torchio import check_torch_file
 from defectkit.core.weights import cache_dir, fetch
 
 if TYPE_CHECKING:
@@ -275,13 +280,24 @@ def _use_text_embeddings(stack: contextlib.ExitStack, table: TextLookup) -> None
     _set(stack, WorldModel, "get_text_pe", get_text_pe)
 
 
+def _quiet(stack: contextlib.ExitStack) -> None:
+    """ultralytics' logger at WARNING until ``stack`` closes: no configuration dump, no INFO lines, and
+    no progress bars (ultralytics' TQDM disables itself when its logger is above INFO)."""
+    from ultralytics.utils import LOGGER  # imported already: we run inside the context
+
+    old = LOGGER.level
+    LOGGER.setLevel(max(logging.WARNING, old))
+    stack.callback(LOGGER.setLevel, old)
+
+
 @contextlib.contextmanager
-def ultralytics_patched(text_embeddings: TextLookup | None = None) -> Iterator[None]:
+def ultralytics_patched(text_embeddings: TextLookup | None = None, *, quiet: bool = False) -> Iterator[None]:
     """Run ultralytics offline-safe and private (see the module docstring); undone on exit.
 
     The outermost context applies the patches (checking the ultralytics version and every patch
     point first) and undoes them; inner ones only add ``text_embeddings`` (YOLO-World: ``get_text_pe`` answers from
-    this table instead of CLIP). Also a decorator. Process-wide: not for concurrent threads.
+    this table instead of CLIP) and ``quiet`` (ultralytics logs warnings and errors only). Also a decorator.
+    Process-wide: not for concurrent threads.
 
     >>> import os
     >>> before = os.environ.get("YOLO_CONFIG_DIR")
@@ -300,6 +316,8 @@ def ultralytics_patched(text_embeddings: TextLookup | None = None) -> Iterator[N
             stack.callback(globals().__setitem__, "_applied", False)
         if text_embeddings is not None:
             _use_text_embeddings(stack, text_embeddings)
+        if quiet:
+            _quiet(stack)
         yield
 
 
@@ -349,17 +367,21 @@ def trainer_for(task: str) -> type:
 
 
 @ultralytics_patched()
-def clip_text_model(variant: str, device: torch.device):
-    """ultralytics' CLIP text model, its weights read from the private weights folder."""
+def clip_text_model(weights: str | Path, device: torch.device):
+    """ultralytics' CLIP text model (the wrapper YOLO-World encodes its prompts with), built from the
+    CLIP file ``weights``.
+
+    The file is handed to ``clip.load`` by path, as the wrapper's ``size``: by name (``ViT-B/32``),
+    clip.load compares the file's SHA-256 with OpenAI's and downloads it again, without a timeout,
+    when they differ. defectkit fetches the file itself (``defectkit.core.weights.fetch``) first.
+    """
     from ultralytics.nn import text_model  # imports the optional `clip` package: callers check it first
 
-    with contextlib.ExitStack() as stack:
-        if not hasattr(text_model, "WEIGHTS_DIR"):
-            raise DefectkitError(
-                f"ultralytics: ultralytics.nn.text_model.WEIGHTS_DIR is missing; install ultralytics{SUPPORTED_RANGE}"
-            )
-        _set(stack, text_model, "WEIGHTS_DIR", weights_dir())  # bound when text_model was first imported
-        return text_model.build_text_model(variant, device=device)
+    if not hasattr(text_model, "CLIP"):
+        raise DefectkitError(
+            f"ultralytics: ultralytics.nn.text_model.CLIP is missing; install ultralytics{SUPPORTED_RANGE}"
+        )
+    return text_model.CLIP(str(weights), device)
 
 
 @ultralytics_patched()
@@ -424,6 +446,8 @@ def resolve_model(model: str | Path) -> str:
             "or an architecture such as yolov8s-worldv2.yaml"
         )
     if path.is_file():
+        if path.suffix.lower() == ".pt":  # a text file would fail deep in torch.load ("pop from empty list")
+            check_torch_file(path, "YOLO checkpoint")
         return str(path)
     if path.parent != Path(".") or path.suffix.lower() != ".pt":
         raise DefectkitError(f"{text}: no such model file")
@@ -433,4 +457,5 @@ def resolve_model(model: str | Path) -> str:
         timeout=20.0,
         hint=f"pass its path with --model /path/to/{path.name}",
     )
+    check_torch_file(local, "YOLO checkpoint")  # the cache holds whatever was put there
     return str(local)

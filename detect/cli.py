@@ -19,6 +19,7 @@ EMB_HELP = (
     "YOLO-World only: the text embeddings file (made by `detect embed`), or 'random' (deterministic by --seed; "
     "for tests and from-scratch runs). Default: <data folder>/text_embeddings_clip-ViT-B-32.pt"
 )
+QUIET_HELP = "no progress bars; ultralytics prints warnings and errors only (no configuration dump)"
 PROMPTS_HELP = (
     'YOLO-World only: class prompts, e.g. "hole=a hole in wood,scratch=a thin scratch" (default: the names)'
 )
@@ -61,6 +62,7 @@ def _train(args) -> int:
         prompts=args.prompts,
         text_embeddings=args.text_embeddings,
         exist_ok=args.exist_ok,
+        quiet=args.quiet,
         **parse_extra_args(args.extra),
     )
     print(f"run folder: {run}  (best weights: {run / 'weights' / 'best.pt'})")
@@ -82,6 +84,7 @@ def _predict(args) -> int:
         device=args.device,
         overwrite=args.overwrite,
         max_det=args.max_det,
+        progress=not args.quiet,
     )
     print(
         f"{len(preds)} detections"
@@ -104,6 +107,7 @@ def _val(args) -> int:
         device=args.device,
         overwrite=args.overwrite,
         seed=args.seed,
+        progress=not args.quiet,
     )
     box, theirs = metrics["bbox"], metrics["ultralytics"]
     print(
@@ -216,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prompts", default=None, help=PROMPTS_HELP)
     p.add_argument("--text-embeddings", default=None, help=EMB_HELP)
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.add_argument(
         "extra", nargs="*", help="further ultralytics training arguments as KEY=VALUE (lr0=0.001 mosaic=0.5)"
     )
@@ -241,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-det", type=int, default=300, help="at most this many boxes an image (default: %(default)s)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser(
@@ -271,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--conf", type=float, default=0.001, help="confidence threshold for mAP (default: %(default)s)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_val)
 
     p = sub.add_parser("export", help="export with ultralytics' exporter (onnx, torchscript, ...)")

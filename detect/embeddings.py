@@ -25,14 +25,18 @@ import contextlib
 import importlib.util
 import os
 import sys
+import types
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import packaging
+import packaging.version  # what clip-anytorch reads through pkg_resources (see _import_clip)
 import torch
 
 from defectkit.core.errors import DefectkitError
-from defectkit.core.torchio import atomic_torch_save, load_weights_only
+from defectkit.core.torchio import atomic_torch_save, check_torch_file, load_weights_only
 from defectkit.core.weights import fetch
 from defectkit.detect._ultralytics import PatchedTrainer, clip_text_model, ultralytics_patched, weights_dir
 
@@ -146,31 +150,91 @@ def random_embeddings(names: list[str], prompts: list[str] | None = None, *, see
     return TextEmbeddings(list(names), list(prompts or names), emb, model="random", seed=int(seed))
 
 
-def clip_embeddings(names: list[str], prompts: list[str], *, device: str = "cpu") -> TextEmbeddings:
-    """Encode the prompts with CLIP ViT-B/32 (ultralytics' text model, the one YOLO-World was trained with)."""
+# What `pip install "defectkit[clip]"` brings: OpenAI's CLIP code from the package index (the same
+# `clip` module, ViT-B/32 text tower and tokenizer as ultralytics' git fork, which a package on the
+# index cannot depend on).
+CLIP_INSTALL = 'pip install "defectkit[clip]" (clip-anytorch: OpenAI\'s CLIP from the package index)'
+# The `clip` functions ultralytics' text model calls.
+CLIP_API = ("load", "tokenize")
+
+
+def _import_clip() -> types.ModuleType:
+    """``import clip``. clip-anytorch 2.6 (the index's release) reads ``packaging`` through
+    ``pkg_resources`` for a torch version check, and setuptools 82 removed ``pkg_resources``: when it is
+    missing, a stand-in holding just ``packaging`` is importable while ``clip`` imports, and only then."""
+    try:
+        return importlib.import_module("clip")
+    except ModuleNotFoundError as exc:
+        if exc.name != "pkg_resources":
+            raise
+    stand_in = types.ModuleType("pkg_resources")
+    stand_in.packaging = packaging  # type: ignore[attr-defined]
+    sys.modules["pkg_resources"] = stand_in
+    try:
+        return importlib.import_module("clip")
+    finally:
+        if sys.modules.get("pkg_resources") is stand_in:
+            del sys.modules["pkg_resources"]
+
+
+def check_clip_package() -> None:
+    """Raise a one-line DefectkitError unless ``import clip`` gives OpenAI's CLIP API.
+
+    The package named ``clip`` on the package index is a clipboard manager: installed by mistake, it
+    imports fine and fails later inside ultralytics. It is named here, with the package to install.
+    """
     if importlib.util.find_spec("clip") is None:
         raise DefectkitError(
-            "CLIP is not installed (pip install git+https://github.com/ultralytics/CLIP.git); install it where "
-            "there is internet and run `detect embed --data DATA.yaml` there, copy the .pt file it writes, or "
-            "pass --text-embeddings random"
+            f"CLIP is not installed: {CLIP_INSTALL}; or make the embeddings where CLIP is installed and pass "
+            "the .pt file with --text-embeddings FILE (or --text-embeddings random)"
         )
-    # ultralytics loads CLIP with clip.load(download_root=<weights>/clip), whose own download has no
-    # timeout: fetch the file there first (cache, or download with a timeout, or a clear offline error).
-    fetch(
+    try:
+        module = _import_clip()
+    except Exception as exc:  # noqa: BLE001  (a broken third-party package fails in any way)
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise DefectkitError(
+            f"the installed `clip` module does not import ({type(exc).__name__}: {first}); {CLIP_INSTALL}"
+        ) from None
+    missing = [name for name in CLIP_API if not callable(getattr(module, name, None))]
+    if missing:
+        where = getattr(module, "__file__", None) or "the installed `clip` module"
+        raise DefectkitError(
+            f"{where}: this `clip` is not OpenAI's CLIP (it has no clip.{missing[0]}; the package index's `clip` "
+            f"is a clipboard manager): pip uninstall clip, then {CLIP_INSTALL}"
+        )
+
+
+def clip_weights() -> Path:
+    """The CLIP ViT-B/32 file in the private weights folder, where ultralytics' ``clip.load`` keeps it:
+    the cached file, else downloaded with a timeout (offline: a clear error)."""
+    return fetch(
         CLIP_WEIGHTS_URL,
         weights_dir() / "clip" / Path(CLIP_WEIGHTS_URL).name,
         timeout=30.0,
         hint="put it there, or copy a text-embeddings file made elsewhere and pass --text-embeddings FILE "
         "(or --text-embeddings random)",
     )
+
+
+def clip_embeddings(names: list[str], prompts: list[str], *, device: str = "cpu") -> TextEmbeddings:
+    """Encode the prompts with CLIP ViT-B/32 (ultralytics' text model, the one YOLO-World was trained with)."""
+    check_clip_package()
+    weights = clip_weights()
+    check_torch_file(weights, "CLIP file")
     try:
-        model = clip_text_model(CLIP_VARIANT, torch.device(device))
+        with warnings.catch_warnings():
+            # clip.load tries torch.jit.load first (OpenAI's file is TorchScript), which torch now deprecates
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
+            model = clip_text_model(weights, torch.device(device))
         with torch.no_grad():
             emb = model.encode_text(model.tokenize(prompts)).float().cpu()
-    except Exception as exc:  # noqa: BLE001  (network and download errors of all kinds)
+    except DefectkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (clip.load fails in many ways on a file that is not CLIP's)
+        first = (str(exc).splitlines() or [""])[0][:160]
         raise DefectkitError(
-            f"CLIP text model could not be loaded ({type(exc).__name__}: {exc}); run `detect embed` with internet "
-            "or pass --text-embeddings random"
+            f"{weights}: CLIP ViT-B/32 could not be loaded from this file ({type(exc).__name__}: {first}); "
+            "delete it to download it again, or pass --text-embeddings FILE|random"
         ) from None
     return TextEmbeddings(list(names), list(prompts), emb, model=CLIP_VARIANT)
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 import supervision as sv
+from tqdm import tqdm
 
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError
-from defectkit.core.imageio import list_images
+from defectkit.core.imageio import list_images, read_image
 from defectkit.core.layout import flat_name
 from defectkit.core.results import detections_to_coco, write_coco_results
 from defectkit.core.torchio import parse_device
@@ -76,10 +76,16 @@ def iter_results(
     if device is not None:  # None: ultralytics picks (the first GPU, else the CPU)
         kwargs["device"] = parse_device(device).ultralytics
     # A generator: the patch context lasts while results are produced (a decorator would leave at once).
-    with ultralytics_patched(), tqdm(total=len(paths), desc="detect", unit="img", disable=not progress) as bar:
+    # Without a progress bar, ultralytics is quiet too (no INFO lines of its own).
+    with ultralytics_patched(quiet=not progress), tqdm(
+        total=len(paths), desc="detect", unit="img", disable=not progress
+    ) as bar:
         for start in range(0, len(paths), CHUNK):
             chunk = paths[start : start + CHUNK]
-            results = model.predict(source=[str(p) for p in chunk], batch=len(chunk), **kwargs)
+            # Decoded here, through defectkit's checks (a truncated or non-image file is a one-line error
+            # naming it); ultralytics gets the BGR arrays it would have read itself and never opens a file.
+            images = [cv2.cvtColor(read_image(p, "rgb"), cv2.COLOR_RGB2BGR) for p in chunk]
+            results = model.predict(source=images, batch=len(chunk), **kwargs)
             for path, result in zip(chunk, results):
                 yield path, result
                 bar.update(1)

@@ -71,6 +71,7 @@ def train(
     text_embeddings: str | None = None,
     exist_ok: bool = False,
     callbacks: dict[str, list] | None = None,
+    quiet: bool = False,
     **extra: Any,
 ) -> Path:
     """Fine-tune ``model`` on the YOLO data set ``data``; returns the run folder (``weights/best.pt`` inside).
@@ -78,7 +79,8 @@ def train(
     ``text_embeddings`` (YOLO-World only): a file made by ``detect embed``, ``"random"``, or None for
     the data set's default file. ``resume``: True to continue ``<project>/<name>/weights/last.pt``,
     or the path of a ``last.pt``. ``callbacks``: ultralytics events to functions of the trainer
-    (``{"on_train_epoch_end": [fn]}``). ``extra``: further ultralytics training arguments, unchanged.
+    (``{"on_train_epoch_end": [fn]}``). ``quiet``: ultralytics logs warnings and errors only (no
+    configuration dump, no progress bars). ``extra``: further ultralytics training arguments, unchanged.
     """
     if device is not None:  # None: ultralytics picks; else checked now and spelled as ultralytics takes it
         device = parse_device(device).ultralytics
@@ -87,7 +89,7 @@ def train(
             raise DefectkitError(
                 f"--resume continues with the run's own arguments; drop {', '.join(f'{k}=' for k in extra)}"
             )
-        return _resume(resume, project, name, device, callbacks)
+        return _resume(resume, project, name, device, callbacks, quiet)
     extra = check_args(extra, reserved=OWN_ARGS)
     ds = load_data(data, splits=("train", "val"))
     yolo = open_model(model)
@@ -115,14 +117,15 @@ def train(
             )
         args["device"] = device
     if not world:  # the trainer class applies the patches in DDP workers too
-        yolo.train(trainer=trainer_for(yolo.task), **args)
+        with ultralytics_patched(quiet=quiet):
+            yolo.train(trainer=trainer_for(yolo.task), **args)
         return Path(yolo.trainer.save_dir)
     table = emb.resolve(text_embeddings, ds.names, ds.yaml_path.parent, prompts_spec=prompts, seed=seed)
     Path(args["project"]).mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".text_embeddings.", suffix=".pt", dir=args["project"])
     os.close(fd)
     try:  # the trainer saves the table into the run folder as it starts; tmp is for DDP workers
-        with emb.training_embeddings(table, Path(tmp)) as trainer:
+        with emb.training_embeddings(table, Path(tmp)) as trainer, ultralytics_patched(quiet=quiet):
             yolo.train(trainer=trainer, **args)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -135,7 +138,7 @@ def _add_callbacks(yolo, callbacks: dict[str, list] | None) -> None:
             yolo.add_callback(event, fn)
 
 
-def _resume(resume: bool | str | Path, project, name, device, callbacks=None) -> Path:
+def _resume(resume: bool | str | Path, project, name, device, callbacks=None, quiet: bool = False) -> Path:
     last = Path(project) / name / "weights" / "last.pt" if resume is True else Path(resume)
     if not last.is_file():
         raise DefectkitError(f"{last}: no checkpoint to resume (train first, or pass --resume PATH/last.pt)")
@@ -154,10 +157,11 @@ def _resume(resume: bool | str | Path, project, name, device, callbacks=None) ->
         kwargs["device"] = device
     try:
         if not is_world(yolo):
-            yolo.train(trainer=trainer_for(yolo.task), **kwargs)
+            with ultralytics_patched(quiet=quiet):
+                yolo.train(trainer=trainer_for(yolo.task), **kwargs)
         else:
             file = last.parent.parent / emb.RUN_FILE
-            with emb.training_embeddings(emb.load(file), file) as trainer:
+            with emb.training_embeddings(emb.load(file), file) as trainer, ultralytics_patched(quiet=quiet):
                 yolo.train(trainer=trainer, **kwargs)
     except AssertionError as exc:  # ultralytics: "training to N epochs is finished, nothing to resume"
         raise DefectkitError(f"{last}: {str(exc).splitlines()[0]}") from None

@@ -174,7 +174,8 @@ def validate(
     preds = predict_images(
         yolo, images, conf=conf, imgsz=imgsz, device=device, image_ids=image_ids, progress=progress
     )
-    theirs = ultralytics_metrics(yolo, ds, split, conf=conf, imgsz=imgsz, device=device)
+    with ultralytics_patched(quiet=not progress):  # its validator's table and bar go with ours
+        theirs = ultralytics_metrics(yolo, ds, split, conf=conf, imgsz=imgsz, device=device)
     run = {
         "model": str(model),
         "data": str(ds.yaml_path),

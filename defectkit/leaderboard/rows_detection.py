@@ -84,14 +84,14 @@ def train_yolo(ctx: RunContext, row_dir: Path, data: Path, model: str, world: bo
     if cfg.resume and last.is_file():
         # a YOLO-World run folder holds its text_embeddings.pt from the start: resume reads it there
         try:
-            detect_train.train(data, model, resume=last, device=cfg.ultralytics_device)
+            detect_train.train(data, model, resume=last, device=cfg.ultralytics_device, quiet=not cfg.progress)
         except DefectkitError as exc:
             if "nothing to resume" not in str(exc):
                 raise  # else training had ended before the interruption; only scoring is left
     else:
         detect_train.train(
             data, model, epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, device=cfg.ultralytics_device,
-            seed=cfg.seed, project=row_dir, name="train", exist_ok=True,
+            seed=cfg.seed, project=row_dir, name="train", exist_ok=True, quiet=not cfg.progress,
             **({"text_embeddings": cfg.text_embeddings, "prompts": cfg.prompts} if world else {}),
             **{**extra_train_args(ctx), **detect_train.parse_extra_args(cfg.yolo_args)},
         )  # fmt: skip
