@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from defectkit.convert.reader import default_root
 from defectkit.core.errors import DefectkitError, cli_entry
-from defectkit.detect.train import parse_extra_args
-from defectkit.leaderboard import ALL_ROWS, DEMO_ROWS, BenchmarkConfig, run_benchmark
 from defectkit.sample import write_category, write_sample
+
+# The leaderboard (and with it torch, ultralytics and segment-anything) is imported by the demo and
+# benchmark subcommands that use it, not here: `defectkit --help` and `defectkit sample` need none of
+# it, and loading it takes seconds (tests/test_architecture.py LAZY_IMPORTS).
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -62,6 +62,8 @@ SMALL_MODELS = {
 
 
 def _rows(text: str) -> list[str]:
+    from defectkit.leaderboard import ALL_ROWS, DEMO_ROWS  # lazy: see the note at the top
+
     names: list[str] = []
     for item in filter(None, (t.strip() for t in text.split(","))):
         names += list(ALL_ROWS) if item == "all" else list(DEMO_ROWS) if item == "demo" else [item]
@@ -69,10 +71,14 @@ def _rows(text: str) -> list[str]:
 
 
 def _default_device() -> str:
+    import torch  # lazy: see the note at the top
+
     return "0" if torch.cuda.is_available() else "cpu"
 
 
 def _run(args: argparse.Namespace, command: str) -> int:
+    from defectkit.leaderboard import BenchmarkConfig, run_benchmark  # lazy: see the note at the top
+
     demo = command == "demo"
     small = demo or args.fast  # the small random-start models, unless named
     for name, default in (SMALL_MODELS if small else REAL_MODELS).items():
@@ -87,6 +93,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
     if sam_lr is not None and not sam_lr > 0:
         raise DefectkitError(f"--sam-lr must be above 0, got {sam_lr}")
     if args.yolo_arg:
+        from defectkit.detect.train import parse_extra_args  # lazy: see the note at the top
+
         parse_extra_args(args.yolo_arg)  # a misspelt argument fails now, not after the data is converted
     if demo and args.root == DEFAULT_SAMPLE and not (args.root / args.category).is_dir():
         print(f"writing the bundled sample to {args.root}")

@@ -19,7 +19,7 @@ from defectkit.segment.embeddings import default_cache_dir
 from defectkit.segment.models import CHECKPOINT_URLS, model_names
 from defectkit.segment.predict import RESULTS_FILE, load_segmenter, segment_images
 from defectkit.segment.prompts import parse_box, parse_point
-from defectkit.segment.train import format_metrics
+from defectkit.segment.train import TrainConfig, format_metrics, train
 from defectkit.segment.val import BASE, FINETUNED, val_split, write_val
 
 
@@ -130,8 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from defectkit.segment.train import TrainConfig, train
-
     cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model, checkpoint=args.checkpoint,
         random_weights=args.random_weights, seed=args.seed, epochs=args.epochs, batch=args.batch, lr=args.lr,

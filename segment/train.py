@@ -11,7 +11,7 @@ A plain loop in the style of torchvision's references/classification/train.py:
 4. ``best.pt`` is written only when the fine-tune beats base SAM (and its own earlier epochs);
    ``last.pt`` (with optimizer and scheduler) is written every epoch for ``--resume``.
 
-Several GPUs: ``torchrun --nproc_per_node N -m segment.cli train ...`` (DDP; each rank takes every
+Several GPUs: ``torchrun --nproc_per_node N -m defectkit.segment.cli train ...`` (DDP; each rank takes every
 N-th step of the same shuffled order; rank 0 validates and writes).
 """
 

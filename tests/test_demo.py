@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-import defectkit.cli as umbrella
+import defectkit.leaderboard as leaderboard
 from defectkit.cli import DEMO_EPOCHS, DEMO_IMGSZ, main
 from defectkit.evaluation import evaluate_anomaly, evaluate_detection
 from defectkit.leaderboard import DEMO_ROWS
@@ -202,7 +202,7 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
         return report
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(umbrella, "run_benchmark", fake_run)  # the name the CLI calls
+    monkeypatch.setattr(leaderboard, "run_benchmark", fake_run)  # the name the CLI imports when it runs
     assert main(["demo"]) == 0
     cfg = seen["cfg"]
     assert (tmp_path / "datasets" / "sample" / "wood" / "train" / "good").is_dir()

@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 
 from defectkit.core.errors import DefectkitError
+from defectkit.core.layout import GOOD, class_of
 from defectkit.core.torchio import parse_device
 
 
@@ -103,8 +104,6 @@ class SplitTruth:
     @cached_property
     def labels(self) -> list[int]:
         """1 for an image from a defect folder, 0 for a good one (MVTec's image-level label)."""
-        from defectkit.core.layout import GOOD, class_of
-
         return [int(class_of(name) != GOOD) for name in self.file_names]
 
     def path(self, file_name: str) -> Path:

@@ -11,13 +11,18 @@ import shlex
 import shutil
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import torch
+
+from defectkit.convert import convert_category
 from defectkit.core.atomic import atomic_write_json
 from defectkit.core.digest import sha256_file
 from defectkit.core.torchio import parse_device
 from defectkit.core.errors import DefectkitError
 from defectkit.leaderboard.context import BenchmarkConfig, RunContext
+from defectkit.leaderboard.report import build_report, chance_line, headline_text
 from defectkit.leaderboard.rows import ROWS, resolve_rows
 from defectkit.leaderboard.rows_detection import WORLD_ROWS, ensure_text_embeddings
 from defectkit.leaderboard.scoring import image_level
@@ -35,8 +40,6 @@ SETTINGS_THAT_MATTER = (
 
 def versions() -> dict[str, str]:
     """Python, platform, the libraries that produce the numbers, and the GPU when there is one."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for dist in (
         "defectkit",
@@ -55,8 +58,6 @@ def versions() -> dict[str, str]:
             out[dist] = version(dist)
         except PackageNotFoundError:
             pass
-    import torch
-
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
         out["cuda"] = str(torch.version.cuda)
@@ -101,8 +102,6 @@ def prepare_run_folder(cfg: BenchmarkConfig) -> dict | None:
 
 def convert_data(cfg: BenchmarkConfig) -> Path:
     """``convert-mvtec <category> --to all`` into ``<out>/data`` (kept across --resume)."""
-    from defectkit.convert import convert_category
-
     data = Path(cfg.out) / "data" / cfg.category
     if (data / "split.json").is_file():
         return data
@@ -189,8 +188,6 @@ def run_rows(ctx: RunContext, rows: list[str]) -> dict[str, dict]:
 
 def run_benchmark(cfg: BenchmarkConfig) -> Path:
     """Run (or resume) a benchmark; returns the report folder (``report.md``, ``report.html``)."""
-    from defectkit.leaderboard.report import build_report, chance_line, headline_text
-
     rows = resolve_rows(cfg.rows)
     check_device(cfg)
     earlier = prepare_run_folder(cfg)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from defectkit.evaluation import evaluate_anomaly
+
 
 def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """The score threshold (``score >= t`` means defective) with the best accuracy on ``labels``.
@@ -61,8 +63,6 @@ def image_level(
     >>> m["test_auroc"], m["threshold"], round(m["test_accuracy"], 3)
     (1.0, 0.45, 0.667)
     """
-    from defectkit.evaluation import evaluate_anomaly
-
     threshold = choose_threshold(np.asarray(val_labels), np.asarray(val_scores))
     anomaly = evaluate_anomaly(np.asarray(test_labels, int), np.asarray(test_scores, np.float64))
     return {
