@@ -23,6 +23,7 @@ from defectkit.classify.cli import main as classify_main
 from defectkit.cli import main as defectkit_main
 from defectkit.convert.cli import main as convert_main
 from defectkit.core.imageio import read_mask, write_png
+from defectkit.detect.cli import main as detect_main
 from defectkit.evaluation import evaluate_detection
 from defectkit.evaluation.cli import main as evaluate_main
 from defectkit.segment.cli import main as segment_main
@@ -30,6 +31,7 @@ from defectkit.segment.cli import main as segment_main
 MAINS = {
     "convert-mvtec": convert_main,
     "defectkit": defectkit_main,
+    "detect": detect_main,
     "evaluate": evaluate_main,
     "classify": classify_main,
     "segment": segment_main,
@@ -126,6 +128,20 @@ CASES = {
     "empty file as segment --checkpoint": lambda t, c: (
         ("segment", "predict", "--image", first_image(c), "--box", "1,1,20,20", "--model", "vit_tiny",
          "--checkpoint", write_text(t / "sam.pth", ""), "--out", t / "pred"), "empty"),
+    "text file as detect --model": lambda t, c: (
+        ("detect", "predict", "--model", write_text(t / "model.pt", "hello\n"), "--source", first_image(c),
+         "--save-coco", t / "preds.json"), "model.pt: not a loadable YOLO checkpoint"),
+    "text file as detect --text-embeddings": lambda t, c: (
+        ("detect", "train", "--data", c / "yolo" / "data.yaml", "--model", "yolov8s-worldv2.yaml",
+         "--text-embeddings", write_text(t / "emb.pt", "hello\n"), "--project", t / "runs"),
+        "emb.pt: not a loadable text-embeddings file"),
+    # detect predict: images ultralytics would open itself (OSError, or pi_heif for a text file)
+    "detect predict on a truncated .png": lambda t, c: (
+        ("detect", "predict", "--model", "yolov8n.yaml", "--source", truncated(first_image(c), t / "cut.png"),
+         "--save-coco", t / "preds.json", "--quiet"), "cut.png"),
+    "detect predict on a text file named .png": lambda t, c: (
+        ("detect", "predict", "--model", "yolov8n.yaml", "--source", write_text(t / "notes.png", "hello\n"),
+         "--save-coco", t / "preds.json", "--quiet"), "notes.png"),
     # segment: the SAM prompts convert-mvtec wrote, edited by hand
     "garbage RLE in sam/train.jsonl": lambda t, c: (
         ("segment", "train", "--data", edited_sam(t, c, mask={"size": None, "counts": "garbage!!"}),
@@ -156,6 +172,13 @@ CASES = {
 
 def write_text(path: Path, text: str) -> Path:
     path.write_text(text)
+    return path
+
+
+def truncated(image: Path, path: Path) -> Path:
+    """The first half of ``image``'s bytes (a download or copy cut short)."""
+    data = image.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
     return path
 
 
