@@ -345,3 +345,25 @@ def test_importing_a_lower_layer_loads_no_stage_above_it(root):
     expected = {m for m in FIRST_PARTY if (m == root or m.startswith(root + ".")) and not m.endswith(".__main__")}
     expected = expected if root != "defectkit" else set()
     assert expected <= set(loaded), f"the walk missed {sorted(expected - set(loaded))}"
+
+
+def test_installing_defectkit_adds_only_the_defectkit_namespace(tmp_path):
+    """Run from outside the checkout (where convert/ is not on sys.path): the stage folders are importable
+    only as defectkit.<stage>, and the installed distribution declares no other top-level package."""
+    probe = (
+        "import importlib, importlib.metadata as md, json\n"
+        "bare = {}\n"
+        "for name in ('convert', 'detect', 'segment', 'classify', 'evaluation'):\n"
+        "    try:\n"
+        "        importlib.import_module(name); bare[name] = 'importable'\n"
+        "    except ModuleNotFoundError:\n"
+        "        bare[name] = 'missing'\n"
+        "staged = [importlib.import_module('defectkit.' + n).__name__ for n in ('convert', 'evaluation')]\n"
+        "top = (md.distribution('defectkit').read_text('top_level.txt') or 'defectkit').split()\n"
+        "print(json.dumps({'bare': bare, 'staged': staged, 'top': top}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    found = json.loads(out.stdout)
+    assert set(found["bare"].values()) == {"missing"}, found["bare"]
+    assert found["staged"] == ["defectkit.convert", "defectkit.evaluation"]
+    assert found["top"] == ["defectkit"], found["top"]

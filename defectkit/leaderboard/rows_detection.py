@@ -130,12 +130,17 @@ def detect_train_command(ctx: RunContext, data: Path, model: str, world: bool) -
     "YOLO-World trained on the train split (detect train); boxes scored by COCO mAP",
 )
 def yolo_world_finetuned(ctx: RunContext, row_dir: Path) -> dict:
-    weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_yaml, ctx.config.detector, world=True)
+    return trained_detector_row(ctx, row_dir, ctx.config.detector, world=True, title="YOLO-World fine-tuned")
+
+
+def trained_detector_row(ctx: RunContext, row_dir: Path, model: str, *, world: bool, title: str) -> dict:
+    """Train a detector on the yolo/ data (detect train), then score its test boxes."""
+    weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_yaml, model, world=world)
     return {
-        **detection_row(ctx, row_dir, weights, "YOLO-World fine-tuned: test boxes"),
+        **detection_row(ctx, row_dir, weights, f"{title}: test boxes"),
         "train_s": train_s,
         "checkpoint": checkpoint_entry(ctx, weights),
-        "command": detect_train_command(ctx, ctx.yolo_yaml, ctx.config.detector, world=True),
+        "command": detect_train_command(ctx, ctx.yolo_yaml, model, world=world),
     }
 
 
@@ -191,10 +196,4 @@ def yolo_world_zero_shot(ctx: RunContext, row_dir: Path) -> dict:
     "a closed-set YOLOv8/YOLO11 detector trained on the same split",
 )
 def yolo_closed_set(ctx: RunContext, row_dir: Path) -> dict:
-    weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_yaml, ctx.config.closed_detector, world=False)
-    return {
-        **detection_row(ctx, row_dir, weights, "closed-set YOLO: test boxes"),
-        "train_s": train_s,
-        "checkpoint": checkpoint_entry(ctx, weights),
-        "command": detect_train_command(ctx, ctx.yolo_yaml, ctx.config.closed_detector, world=False),
-    }
+    return trained_detector_row(ctx, row_dir, ctx.config.closed_detector, world=False, title="closed-set YOLO")
