@@ -67,8 +67,11 @@ from defectkit.core.weights import cache_dir, fetch
 if TYPE_CHECKING:
     import torch
 
-SUPPORTED_RANGE = ">=8.4,<8.5"
-_SUPPORTED_FROM, _SUPPORTED_BELOW = (8, 4), (8, 5)
+# From the lowest release the tests pass on (installed by .ci/minimums.txt): ultralytics.nn.tasks.SAFE_LOAD
+# appears in 8.4.67, YOLO-World checkpoints load under it from 8.4.95, and DDP workers get the trainer's
+# callbacks and model from 8.4.140.
+SUPPORTED_RANGE = ">=8.4.140,<8.5"
+_SUPPORTED_FROM, _SUPPORTED_BELOW = (8, 4, 140), (8, 5, 0)
 ASSETS_URL = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
 _FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 _MISSING = object()
@@ -131,18 +134,18 @@ def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _version_tuple(version: str) -> tuple[int, int] | None:
-    match = re.match(r"(\d+)\.(\d+)", version)
-    return (int(match[1]), int(match[2])) if match else None
+def _version_tuple(version: str) -> tuple[int, int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+    return (int(match[1]), int(match[2]), int(match[3] or 0)) if match else None
 
 
 def check_version(version: str) -> None:
     """Raise a one-line DefectkitError unless ``version`` is in :data:`SUPPORTED_RANGE`.
 
     >>> check_version("8.4.190")
-    >>> check_version("8.3.40")
+    >>> check_version("8.4.139")
     Traceback (most recent call last):
-    defectkit.core.errors.DefectkitError: ultralytics 8.3.40 is not supported: defectkit needs ultralytics>=8.4,<8.5 (pip install 'ultralytics>=8.4,<8.5')
+    defectkit.core.errors.DefectkitError: ultralytics 8.4.139 is not supported: defectkit needs ultralytics>=8.4.140,<8.5 (pip install 'ultralytics>=8.4.140,<8.5')
     """
     parsed = _version_tuple(version)
     if parsed is None or not _SUPPORTED_FROM <= parsed < _SUPPORTED_BELOW:

@@ -212,7 +212,7 @@ def test_predict_images_passes_ultralytics_predict_args(yolov8_run, converted):
     assert preds and max(per_image) <= 2
     with pytest.raises(DefectkitError, match="max_dets.*not an ultralytics predict argument"):
         predict_images(weights, images, conf=0.0, device="cpu", max_dets=2)
-    with pytest.raises(DefectkitError, match="'iou=3' is an invalid value"):
+    with pytest.raises(DefectkitError, match="'iou=3' .*invalid"):  # ultralytics' wording varies within 8.4
         predict_images(weights, images, conf=0.0, device="cpu", iou=3)
     with pytest.raises(DefectkitError, match="detect sets 'save' itself"):
         predict_images(weights, images, conf=0.0, device="cpu", save=True)
@@ -639,15 +639,19 @@ def test_unsupported_ultralytics_version_is_a_one_line_error(yolov8_run, convert
     argv = ["predict", "--model", str(yolov8_run), "--source", str(image), "--save-coco", str(tmp_path / "p.json")]
     err = _cli_error(capsys, argv)
     assert err == (
-        "error: ultralytics 8.3.99 is not supported: defectkit needs ultralytics>=8.4,<8.5 "
-        "(pip install 'ultralytics>=8.4,<8.5')\n"
+        "error: ultralytics 8.3.99 is not supported: defectkit needs ultralytics>=8.4.140,<8.5 "
+        "(pip install 'ultralytics>=8.4.140,<8.5')\n"
     )
     assert _patch_state() == before and not (tmp_path / "p.json").exists()
     monkeypatch.setattr(ultralytics, "__version__", "8.5.0")
-    with pytest.raises(DefectkitError, match=r"ultralytics 8\.5\.0 is not supported.*>=8\.4,<8\.5"):
+    with pytest.raises(DefectkitError, match=r"ultralytics 8\.5\.0 is not supported.*>=8\.4\.140,<8\.5"):
         with ul.ultralytics_patched():
             pass
-    monkeypatch.setattr(ultralytics, "__version__", "8.4.0")
+    monkeypatch.setattr(ultralytics, "__version__", "8.4.139")  # below the tested minimum
+    with pytest.raises(DefectkitError, match=r"ultralytics 8\.4\.139 is not supported"):
+        with ul.ultralytics_patched():
+            pass
+    monkeypatch.setattr(ultralytics, "__version__", "8.4.140")
     with ul.ultralytics_patched():
         pass
 
@@ -664,7 +668,7 @@ def test_a_missing_patch_point_is_an_error_not_a_skipped_patch(monkeypatch):
         with ul.ultralytics_patched():
             pass
     message = str(exc.value)
-    assert "ultralytics.engine.trainer.check_amp is missing" in message and ">=8.4,<8.5" in message
+    assert "ultralytics.engine.trainer.check_amp is missing" in message and ">=8.4.140,<8.5" in message
     assert "\n" not in message
     monkeypatch.undo()
     assert _patch_state() == before  # what was applied before the check failed is undone
@@ -712,6 +716,7 @@ print(json.dumps({
 
 def test_the_users_settings_file_is_never_written(yolov8_run, converted, tmp_path):
     user, cache = tmp_path / "user-config", tmp_path / "cache"
+    user.mkdir()  # a user's config folder exists (ultralytics < 8.4.178 falls back to /tmp for a missing one)
     image = next((converted / "yolo" / "images" / "val").glob("*.png"))
     env = _env_without("YOLO_CONFIG_DIR", YOLO_CONFIG_DIR=str(user), YOLO_OFFLINE="1", DEFECTKIT_CACHE=str(cache))
     argv = [str(yolov8_run / "weights" / "best.pt"), str(image), str(tmp_path / "p.json")]
