@@ -325,3 +325,50 @@ def test_overwrite_onto_a_file_leaves_no_old_copy(sample_root, tmp_path, capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["wood"] and (out / "wood").is_dir()
 
+
+
+# ------------------------------------------------------------------ the benchmark's run folder
+
+
+def _benchmark_argv(sample_root: Path, out: Path, *extra) -> list:
+    return ["benchmark", "wood", "--root", sample_root, "--out", out, "--fast", "--rows", "classifier", "--quiet",
+            *extra]
+
+
+def _config_the_cli_makes(monkeypatch, capsys, argv) -> dict:
+    """The BenchmarkConfig `defectkit benchmark` builds for ``argv``, as run.json stores it (not run)."""
+    import defectkit.leaderboard as leaderboard
+
+    seen = {}
+
+    def capture(cfg):
+        seen["cfg"] = cfg
+        raise KeyboardInterrupt  # stop the CLI here: nothing runs, nothing is written
+
+    with monkeypatch.context() as mp:
+        mp.setattr(leaderboard, "run_benchmark", capture)
+        run_cli(capsys, "defectkit", *argv)
+    return seen["cfg"].to_dict()
+
+
+@pytest.mark.parametrize("broken", ["run.json", "rows/classifier/result.json"])
+def test_benchmark_resume_with_a_corrupt_json_is_a_one_line_error(broken, sample_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    argv = _benchmark_argv(sample_root, out, "--resume")
+    config = _config_the_cli_makes(monkeypatch, capsys, argv)
+    (out / "rows" / "classifier").mkdir(parents=True)
+    (out / "run.json").write_text(json.dumps({"config": config}, default=str))
+    (out / broken).write_text('{"config": {"root": ')  # cut off mid-write by hand
+    code, _, err = run_cli(capsys, "defectkit", *argv)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert broken.split("/")[-1] in err and "not valid JSON" in err
+
+
+def test_benchmark_with_a_bad_sam_checkpoint_writes_nothing(sample_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    bad = write_text(tmp_path / "sam.pth", "not weights\n")
+    argv = ["benchmark", "wood", "--root", sample_root, "--out", out, "--fast", "--rows", "sam-gt-base",
+            "--sam-checkpoint", bad, "--quiet"]
+    code, _, err = run_cli(capsys, "defectkit", *argv)
+    assert code == 2 and "sam.pth" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from defectkit.core.results import write_coco_results
-from defectkit.leaderboard.context import RunContext
+from defectkit.leaderboard.context import BenchmarkConfig, RunContext
 from defectkit.leaderboard.rows import (
     DETECTOR_CONF,
     SEGMENTATION,
@@ -23,11 +23,19 @@ from defectkit.leaderboard.rows import (
 )
 from defectkit.leaderboard.rows_detection import detect_train_command, predict_split_files, train_yolo
 from defectkit.segment.data import read_sam_jsonl, split_jsonl
+from defectkit.segment.models import build_sam
 from defectkit.segment.predict import RESULTS_FILE, Segmenter, load_segmenter, segment_images
 from defectkit.segment.train import TrainConfig, train
 from defectkit.segment.val import BASE, FINETUNED, category_ids, predict_split, val_split, write_val
 
 SAM_TOP_BOXES = 20  # detector boxes per image handed to SAM (segment predict --max-det)
+SAM_ROWS = ("sam-gt-base", "sam-gt-ft", "sam-det")
+
+
+def check_sam(cfg: BenchmarkConfig) -> None:
+    """Build the run's SAM once, on the CPU, before the run folder is touched: a bad --sam-checkpoint
+    (or an official model offline) fails now, not after run.json, data/ and rows/ were written."""
+    build_sam(cfg.sam_model, cfg.sam_checkpoint, random_weights=cfg.sam_random_weights, seed=cfg.seed)
 
 
 def _sam_args(ctx: RunContext, finetuned: Path | None = None) -> list[str]:

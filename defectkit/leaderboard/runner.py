@@ -25,7 +25,9 @@ from defectkit.leaderboard.context import BenchmarkConfig, RunContext
 from defectkit.leaderboard.report import build_report, chance_line, headline_text
 from defectkit.leaderboard.rows import ROWS, resolve_rows
 from defectkit.leaderboard.rows_detection import WORLD_ROWS, ensure_text_embeddings
+from defectkit.leaderboard.rows_segmentation import SAM_ROWS, check_sam
 from defectkit.leaderboard.scoring import image_level
+from defectkit.evaluation.coco_io import load_json
 from defectkit.evaluation.report import to_jsonable
 
 RUN_FILE = "run.json"
@@ -80,7 +82,9 @@ def prepare_run_folder(cfg: BenchmarkConfig) -> dict | None:
             f"{out}: exists and is not a defectkit benchmark run folder (no {RUN_FILE}); choose another --out"
         )
     if cfg.resume:
-        earlier = json.loads(run_file.read_text())
+        earlier = load_json(run_file, "run.json")
+        if not (isinstance(earlier, dict) and isinstance(earlier.get("config"), dict)):
+            raise DefectkitError(f"{run_file}: not a defectkit run.json (no 'config'); use a new --out")
         new = cfg.to_dict()
         # A setting added since that run was written had its default then.
         was = {**BenchmarkConfig(cfg.root, cfg.category, cfg.out, []).to_dict(), **earlier["config"]}
@@ -165,7 +169,9 @@ def run_rows(ctx: RunContext, rows: list[str]) -> dict[str, dict]:
         spec = ROWS[name]
         result_file = ctx.row_dir(name) / RESULT_FILE
         if cfg.resume and result_file.is_file():
-            ctx.results[name] = json.loads(result_file.read_text())
+            ctx.results[name] = load_json(result_file, "row result")
+            if not isinstance(ctx.results[name], dict):
+                raise DefectkitError(f"{result_file}: not a row result; delete {result_file.parent} to run the row again")
             say(cfg, f"[{i}/{len(rows)}] {name}: finished earlier, loaded {result_file}")
             continue
         # What an interrupted attempt left stays: the row's training continues from its last.pt.
@@ -190,6 +196,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
     """Run (or resume) a benchmark; returns the report folder (``report.md``, ``report.html``)."""
     rows = resolve_rows(cfg.rows)
     check_device(cfg)
+    if set(rows) & set(SAM_ROWS):
+        check_sam(cfg)
     earlier = prepare_run_folder(cfg)
     out = Path(cfg.out)
     # The top folder this run creates (out or a missing parent): what a failed fresh start removes.
