@@ -126,6 +126,18 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 def _train(args: argparse.Namespace) -> int:
     if args.resume is not None:
+        # A resumed run goes on in its own folder with its stored options: refuse what would be ignored.
+        if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve().parent:
+            raise DefectkitError(
+                f"{args.resume}: a resumed run continues in its own folder {Path(args.resume).parent}; "
+                f"drop --out {args.out} (or copy the run folder there first)"
+            )
+        given = [f"--{name.replace('_', '-')}" for name in config_overrides(args) if name != "device"]
+        given += [opt for opt, value in (("--data", args.data), ("--preset", args.preset)) if value is not None]
+        if given:
+            raise DefectkitError(
+                f"{args.resume}: a resumed run uses its stored options; only --device may change (drop {', '.join(given)})"
+            )
         train(resume=args.resume, progress=not args.quiet, device=args.device)
         return 0
     if args.data is None:

@@ -152,6 +152,11 @@ CASES = {
     "segment predict --box nan,0,5,5": lambda t, c: (
         ("segment", "predict", "--image", first_image(c), "--box", "nan,0,5,5", "--model", "vit_tiny",
          "--out", t / "pred"), "not finite"),
+    # classify: a resumed run keeps its own folder and options
+    "classify train --resume A/last.pt --out B": lambda t, c: (
+        ("classify", "train", "--resume", fake_last(t / "A"), "--out", t / "B"), "drop --out"),
+    "classify train --resume with --epochs": lambda t, c: (
+        ("classify", "train", "--resume", fake_last(t / "A"), "--epochs", "3"), "drop --epochs"),
     # output paths
     "convert-mvtec --out is a file": lambda t, c: (
         ("convert-mvtec", "wood", "--root", c.parent.parent / "sample", "--out",
@@ -206,6 +211,12 @@ def edited_sam(tmp: Path, converted: Path, **instance_fields) -> Path:
             lines[0] = json.dumps(record)
         (data / "sam" / src.name).write_text("\n".join(lines) + "\n")
     return data / "sam"
+
+
+def fake_last(run: Path) -> Path:
+    """A last.pt path (the option checks come before the file is read)."""
+    run.mkdir(parents=True, exist_ok=True)
+    return write_text(run / "last.pt", "")
 
 
 def first_image(converted: Path) -> Path:
