@@ -162,8 +162,8 @@ def _opencv_quiet() -> Iterator[None]:
     global _quiet_depth, _saved_level
     with _quiet_lock:
         if _quiet_depth == 0:
-            _saved_level = cv2.utils.logging.getLogLevel()
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+            _saved_level = _OPENCV_LOG.getLogLevel()
+            _OPENCV_LOG.setLogLevel(_OPENCV_LOG_SILENT)
         _quiet_depth += 1
     try:
         yield
@@ -171,9 +171,13 @@ def _opencv_quiet() -> Iterator[None]:
         with _quiet_lock:
             _quiet_depth -= 1
             if _quiet_depth == 0:
-                cv2.utils.logging.setLogLevel(_saved_level)
+                _OPENCV_LOG.setLogLevel(_saved_level)
 
 
+# OpenCV 4.13 moved getLogLevel/setLogLevel to cv2.utils.logging; earlier 4.x (the ones that run on
+# numpy 1.x) has them on cv2 itself. Level 0 is LOG_LEVEL_SILENT in both.
+_OPENCV_LOG = getattr(cv2.utils, "logging", cv2)
+_OPENCV_LOG_SILENT = 0
 _quiet_lock = threading.Lock()
 _quiet_depth = 0
 _saved_level = 0
