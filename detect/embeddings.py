@@ -224,7 +224,9 @@ def clip_embeddings(names: list[str], prompts: list[str], *, device: str = "cpu"
     try:
         with warnings.catch_warnings():
             # clip.load tries torch.jit.load first (OpenAI's file is TorchScript), which torch now deprecates
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning
+            )
             model = clip_text_model(weights, torch.device(device))
         with torch.no_grad():
             emb = model.encode_text(model.tokenize(prompts)).float().cpu()

@@ -77,9 +77,10 @@ def iter_results(
         kwargs["device"] = parse_device(device).ultralytics
     # A generator: the patch context lasts while results are produced (a decorator would leave at once).
     # Without a progress bar, ultralytics is quiet too (no INFO lines of its own).
-    with ultralytics_patched(quiet=not progress), tqdm(
-        total=len(paths), desc="detect", unit="img", disable=not progress
-    ) as bar:
+    with (
+        ultralytics_patched(quiet=not progress),
+        tqdm(total=len(paths), desc="detect", unit="img", disable=not progress) as bar,
+    ):
         for start in range(0, len(paths), CHUNK):
             chunk = paths[start : start + CHUNK]
             # Decoded here, through defectkit's checks (a truncated or non-image file is a one-line error
