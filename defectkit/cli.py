@@ -41,6 +41,10 @@ DEFAULT_SAMPLE = Path("datasets/sample")
 # with --fast, 1 epoch at 64 px; else 15 epochs, in which SAM's decoder learns (YOLO-World from a
 # random start does not, at any setting that fits a few CPU minutes) and the whole demo takes 2-4 min.
 DEMO_EPOCHS, DEMO_IMGSZ = 15, 128
+# The demo's time goes where learning happens: a detector from a random start learns nothing in a few
+# CPU minutes, so it gets 2 epochs (enough to exercise train, predict and resume); SAM's decoder and the
+# classifier, which do learn on the sample, get more.
+DEMO_EPOCHS_BY_FAMILY = {"detector": 2, "sam": 20, "classifier": 20}
 FAST_EPOCHS, FAST_IMGSZ = 1, 64
 BENCHMARK_EPOCHS, BENCHMARK_IMGSZ = 30, 640
 # Models: the benchmark's (pretrained, downloaded once) and the small random-start ones the demo and
@@ -87,7 +91,14 @@ def _run(args: argparse.Namespace, command: str) -> int:
     epochs = args.epochs or (FAST_EPOCHS if args.fast else DEMO_EPOCHS if demo else BENCHMARK_EPOCHS)
     imgsz = args.imgsz or (FAST_IMGSZ if args.fast else DEMO_IMGSZ if demo else BENCHMARK_IMGSZ)
     sam_lr = args.sam_lr  # None: segment train picks it (higher for random-start weights)
-    for name, value in (("epochs", epochs), ("imgsz", imgsz), ("batch", args.batch)):
+    per_family = {
+        family: getattr(args, f"epochs_{family}")
+        if getattr(args, f"epochs_{family}") is not None
+        else (DEMO_EPOCHS_BY_FAMILY[family] if demo and not args.fast and args.epochs is None else None)
+        for family in DEMO_EPOCHS_BY_FAMILY
+    }
+    for name, value in (("epochs", epochs), ("imgsz", imgsz), ("batch", args.batch),
+                        *((f"epochs-{f}", v) for f, v in per_family.items() if v is not None)):  # fmt: skip
         if value < 1:
             raise DefectkitError(f"--{name} must be at least 1, got {value}")
     if sam_lr is not None and not sam_lr > 0:
@@ -108,7 +119,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
         sam_checkpoint=str(args.sam_checkpoint) if args.sam_checkpoint else None,
         sam_random_weights=args.sam_random_weights, sam_lr=sam_lr, yolo_args=args.yolo_arg,
         classifier_arch=args.classifier_arch, classifier_weights=args.classifier_weights, epochs=epochs,
-        imgsz=imgsz, batch=args.batch, seed=args.seed, val_frac=args.val_frac, test_frac=args.test_frac,
+        epochs_detector=per_family["detector"], epochs_sam=per_family["sam"],
+        epochs_classifier=per_family["classifier"], imgsz=imgsz, batch=args.batch, seed=args.seed, val_frac=args.val_frac, test_frac=args.test_frac,
         gallery=args.gallery, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
         command=["defectkit", *(args.argv if args.argv is not None else sys.argv[1:])],
     )  # fmt: skip
@@ -242,9 +254,19 @@ def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
         "--epochs",
         type=int,
         default=None,
-        help="training epochs of every trained row (default: "
+        help="training epochs of every trained row without its own option below (default: "
         + f"{DEMO_EPOCHS if demo else BENCHMARK_EPOCHS}, {FAST_EPOCHS} with --fast)",
     )
+    for family, rows in (("detector", "YOLO-World, closed-set YOLO and YOLO-seg rows"),
+                         ("sam", "SAM decoder fine-tuning"), ("classifier", "ResNet classifier")):  # fmt: skip
+        m.add_argument(
+            f"--epochs-{family}",
+            type=int,
+            default=None,
+            help=f"training epochs of the {rows} (default: "
+            + (f"{DEMO_EPOCHS_BY_FAMILY[family]}; --epochs or --fast set all" if demo else "--epochs")
+            + ")",
+        )
     m.add_argument(
         "--imgsz",
         type=int,

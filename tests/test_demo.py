@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import defectkit.leaderboard as leaderboard
-from defectkit.cli import DEMO_EPOCHS, DEMO_IMGSZ, main
+from defectkit.cli import DEMO_EPOCHS, DEMO_EPOCHS_BY_FAMILY, DEMO_IMGSZ, main
 from defectkit.evaluation import evaluate_anomaly, evaluate_detection
 from defectkit.leaderboard import DEMO_ROWS
 from defectkit.leaderboard.report import threshold_label
@@ -213,11 +213,17 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
         and cfg.classifier_weights == "none"
     )
     assert (cfg.epochs, cfg.imgsz, cfg.sam_lr, cfg.yolo_args) == (DEMO_EPOCHS, DEMO_IMGSZ, None, [])
+    # the time goes to the rows that learn: the random-start detector gets few epochs
+    assert {f: cfg.epochs_for(f) for f in DEMO_EPOCHS_BY_FAMILY} == DEMO_EPOCHS_BY_FAMILY
+    assert DEMO_EPOCHS_BY_FAMILY["detector"] < DEMO_EPOCHS_BY_FAMILY["sam"]
     assert "report: runs/demo/report/report.html" in capsys.readouterr().out
+    main(["demo", "--out", "y", "--epochs-sam", "7"])  # one family's own option leaves the others' defaults
+    assert seen["cfg"].epochs_for("sam") == 7 and seen["cfg"].epochs_for("classifier") == DEMO_EPOCHS_BY_FAMILY["classifier"]
     # A real run swaps in real weights; a .pt detector reads the data set's embeddings file, not random ones.
     main(["demo", "--detector", "yolov8s-worldv2.pt", "--epochs", "2", "--device", "0", "--out", "x",
           "--sam-lr", "5e-5", "--yolo-arg", "mosaic=0"])  # fmt: skip
     assert seen["cfg"].text_embeddings is None and seen["cfg"].epochs == 2
+    assert {seen["cfg"].epochs_for(f) for f in DEMO_EPOCHS_BY_FAMILY} == {2}  # --epochs sets every family
     assert seen["cfg"].sam_lr == 5e-5 and seen["cfg"].yolo_args == ["mosaic=0"]
     assert seen["cfg"].ultralytics_device == "0" and seen["cfg"].torch_device == "cuda:0"
     # benchmark: pretrained models at full size, and with --fast the demo's small random-start ones.
@@ -229,6 +235,9 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
         "imagenet",
     )
     assert (real.epochs, real.imgsz, real.sam_lr, real.text_embeddings) == (30, 640, None, None)
+    assert {real.epochs_for(f) for f in DEMO_EPOCHS_BY_FAMILY} == {30}
+    main(["benchmark", "wood", "--out", "b2", "--epochs-detector", "50"])
+    assert seen["cfg"].epochs_for("detector") == 50 and seen["cfg"].epochs_for("sam") == 30
     main(["benchmark", "wood", "--out", "c", "--fast", "--closed-detector", "mine.pt"])
     fast = seen["cfg"]
     assert (fast.detector, fast.sam_model, fast.classifier_weights) == (

@@ -44,7 +44,10 @@ class BenchmarkConfig:
     yolo_args: list[str] = field(default_factory=list)  # further ultralytics training args, KEY=VALUE
     classifier_arch: str = "resnet18"
     classifier_weights: str = "imagenet"  # imagenet | none | path
-    epochs: int = 30
+    epochs: int = 30  # every trained row, unless its family has its own below
+    epochs_detector: int | None = None  # YOLO-World, closed-set YOLO, YOLO-seg (and sam-det's detector)
+    epochs_sam: int | None = None  # SAM decoder fine-tuning
+    epochs_classifier: int | None = None  # the ResNet baseline
     imgsz: int = 640
     batch: int = 16
     seed: int = 0
@@ -56,6 +59,11 @@ class BenchmarkConfig:
     overwrite: bool = False
     progress: bool = True
     command: list[str] = field(default_factory=list)
+
+    def epochs_for(self, family: str) -> int:
+        """Training epochs of a row family (``detector``, ``sam``, ``classifier``): its own or ``epochs``."""
+        own = getattr(self, f"epochs_{family}")
+        return self.epochs if own is None else own
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}

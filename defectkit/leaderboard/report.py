@@ -216,7 +216,8 @@ def build_report(ctx: RunContext, results: dict[str, dict], run_info: dict) -> R
     doc.add_text(
         f"Data `{cfg.root}` category `{cfg.category}`, split manifest `{run_info['split_manifest']['path']}`; "
         f"test split: {len(test.labels)} images ({n_def} defective, {len(test.labels) - n_def} good), "
-        f"val split: {len(ctx.truth['val'].labels)} images. Device `{cfg.device}`, {cfg.epochs} epochs, "
+        f"val split: {len(ctx.truth['val'].labels)} images. Device `{cfg.device}`, epochs: "
+        f"detectors {cfg.epochs_for('detector')}, SAM {cfg.epochs_for('sam')}, classifier {cfg.epochs_for('classifier')}; "
         f"image size {cfg.imgsz}, seed {cfg.seed}. Every number comes from the shared evaluator "
         "(`evaluation`)."
     )

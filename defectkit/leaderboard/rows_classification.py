@@ -37,7 +37,7 @@ def resnet_classifier(ctx: RunContext, row_dir: Path) -> dict:
     tc = TrainConfig(
         data=str(ctx.classify_dir), out=str(row_dir / "train"), arch=cfg.classifier_arch,
         weights=cfg.classifier_weights, freeze="none" if cfg.classifier_weights == "none" else "layer4",
-        epochs=cfg.epochs, batch=cfg.batch, image_size=size, seed=cfg.seed, device=cfg.torch_device,
+        epochs=cfg.epochs_for("classifier"), batch=cfg.batch, image_size=size, seed=cfg.seed, device=cfg.torch_device,
         decode_workers=2,
     )  # fmt: skip
     last = row_dir / "train" / "last.pt"
@@ -90,7 +90,7 @@ def resnet_classifier(ctx: RunContext, row_dir: Path) -> dict:
         "reproduce": reproduce(ctx, [val_command], [out_dirs["test"] / "metrics.json"], [best]),
         "command": command_line(
             "classify", "train", "--data", ctx.classify_dir, "--arch", cfg.classifier_arch,
-            "--weights", cfg.classifier_weights, "--freeze", tc.freeze, "--epochs", cfg.epochs, "--batch", cfg.batch,
+            "--weights", cfg.classifier_weights, "--freeze", tc.freeze, "--epochs", cfg.epochs_for("classifier"), "--batch", cfg.batch,
             "--image-size", size, "--device", cfg.torch_device, "--seed", cfg.seed,
         ),  # fmt: skip
     }

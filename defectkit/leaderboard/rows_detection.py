@@ -90,7 +90,7 @@ def train_yolo(ctx: RunContext, row_dir: Path, data: Path, model: str, world: bo
                 raise  # else training had ended before the interruption; only scoring is left
     else:
         detect_train.train(
-            data, model, epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, device=cfg.ultralytics_device,
+            data, model, epochs=cfg.epochs_for("detector"), imgsz=cfg.imgsz, batch=cfg.batch, device=cfg.ultralytics_device,
             seed=cfg.seed, project=row_dir, name="train", exist_ok=True, quiet=not cfg.progress,
             **({"text_embeddings": cfg.text_embeddings, "prompts": cfg.prompts} if world else {}),
             **{**extra_train_args(ctx), **detect_train.parse_extra_args(cfg.yolo_args)},
@@ -109,7 +109,7 @@ def detect_train_command(ctx: RunContext, data: Path, model: str, world: bool) -
         "--model",
         model,
         "--epochs",
-        cfg.epochs,
+        cfg.epochs_for("detector"),
         "--imgsz",
         cfg.imgsz,
         "--batch",

@@ -157,7 +157,7 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
     tc = TrainConfig(
         data=ctx.sam_dir, out=row_dir / "train", model=cfg.sam_model,
         checkpoint=Path(cfg.sam_checkpoint) if cfg.sam_checkpoint else None, random_weights=cfg.sam_random_weights,
-        seed=cfg.seed, epochs=cfg.epochs, **({"lr": cfg.sam_lr} if cfg.sam_lr is not None else {}),
+        seed=cfg.seed, epochs=cfg.epochs_for("sam"), **({"lr": cfg.sam_lr} if cfg.sam_lr is not None else {}),
         device=cfg.torch_device, overwrite=True, cache_dir=ctx.cache_dir / "sam_embeddings", progress=cfg.progress,
     )  # fmt: skip
     tc.resume = cfg.resume and (tc.out / "last.pt").is_file()  # continue an interrupted attempt
@@ -169,7 +169,7 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
     row = _sam_gt_boxes(ctx, row_dir, weights, "SAM fine-tuned, ground-truth box prompts: test masks")
     if not summary.get("beat_base"):
         row["notes"].append("the fine-tuned decoder never beat base SAM on val (no best.pt): scored last.pt")
-    train_command = ["segment", "train", "--data", arg(ctx, ctx.sam_dir), *_sam_args(ctx), "--epochs", cfg.epochs,
+    train_command = ["segment", "train", "--data", arg(ctx, ctx.sam_dir), *_sam_args(ctx), "--epochs", cfg.epochs_for("sam"),
                      *_lr_args(cfg), "--out", arg(ctx, tc.out)]  # fmt: skip
     return {
         **row,

@@ -35,7 +35,7 @@ RESULT_FILE = "result.json"
 # Settings a finished row depends on: resuming with other values would mix incomparable rows.
 SETTINGS_THAT_MATTER = (
     "root", "category", "device", "detector", "closed_detector", "seg_detector", "text_embeddings", "prompts",
-    "sam_model", "sam_checkpoint", "sam_random_weights", "sam_lr", "yolo_args", "classifier_arch", "classifier_weights", "epochs", "imgsz", "batch", "seed",
+    "sam_model", "sam_checkpoint", "sam_random_weights", "sam_lr", "yolo_args", "classifier_arch", "classifier_weights", "epochs", "epochs_detector", "epochs_sam", "epochs_classifier", "imgsz", "batch", "seed",
     "val_frac", "test_frac", "mask_score_threshold",
 )  # fmt: skip
 
