@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=Path("runs/segment/train"), help="run folder (default: %(default)s)")
     t.add_argument("--epochs", type=int, default=10, help="epochs (default: %(default)s)")
     t.add_argument("--batch", type=int, default=16, help="instances of one image per decoder call (default: %(default)s)")
+    t.add_argument("--images-per-step", type=int, default=1,
+                   help="images whose prompts go through one decoder call and one optimizer step (default: %(default)s)")
     t.add_argument("--lr", type=float, default=None,
                    help="AdamW learning rate, cosine-decayed per step (default: 1e-4 from SAM's released weights, "
                    "3e-3 from random weights: vit_tiny, --random-weights)")
@@ -71,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap of the BCE foreground weight, the background/foreground pixel ratio of each mask: "
                    "foreground and background weigh the same in total, so a thin defect cannot be learnt as an "
                    "empty mask; lower it if masks come out too fat (default: %(default)s)")
+    t.add_argument("--mask-loss", choices=("points", "full"), default="full",
+                   help="where Dice and BCE/focal are computed: 'full', every pixel at the original resolution, or "
+                   "'points', --mask-points points per mask sampled by uncertainty as Mask2Former (default: %(default)s)")
+    t.add_argument("--mask-points", type=int, default=112 * 112,
+                   help="points per mask with --mask-loss points (default: %(default)s)")
     t.add_argument("--val-split", default="val", help="split scored each epoch (default: %(default)s)")
     t.add_argument("--no-val", dest="validate", action="store_false", help="skip validation (then no best.pt; last.pt only)")
     t.add_argument("--select-metric", choices=("mean_iou", "mean_dice", "segm_AP"), default="mean_iou",
@@ -136,11 +143,12 @@ def _train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, device=args.device, resume=args.resume, overwrite=args.overwrite,
         points=args.points, neg_points=args.neg_points, box_jitter=args.box_jitter,
         train_prompt_encoder=args.train_prompt_encoder, loss=args.loss, max_pos_weight=args.max_pos_weight,
+        mask_loss=args.mask_loss, mask_points=args.mask_points, images_per_step=args.images_per_step,
         cache_dir=args.cache_dir, no_cache=args.no_cache, val_split=args.val_split, validate=args.validate,
         select_metric=args.select_metric, amp=args.amp, encode_batch=args.encode_batch, max_steps=args.max_steps,
         progress=not args.quiet,
     )
-    for name in ("epochs", "batch", "encode_batch"):
+    for name in ("epochs", "batch", "encode_batch", "images_per_step", "mask_points"):
         if getattr(cfg, name) < 1:
             raise DefectkitError(f"--{name.replace('_', '-')} must be >= 1")
     train(cfg)

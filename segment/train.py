@@ -5,9 +5,11 @@ A plain loop in the style of torchvision's references/classification/train.py:
 1. build the model, freeze the image encoder, and fill the embedding cache (one encoder pass per
    image, ever);
 2. score base SAM on the validation split (the bar a fine-tune must clear);
-3. each epoch: for every image, one decoder call on a batch of its instances with jittered box
-   prompts (plus sampled points), loss = Dice + weighted BCE (or focal) + MSE on the IoU head,
-   AdamW with a per-step cosine schedule, bf16 autocast on CUDA; then validate;
+3. each epoch: one decoder call per step on the instances of one image (or of
+   ``--images-per-step`` images) with jittered box prompts (plus sampled points), loss = Dice +
+   weighted BCE (or focal) at full resolution or on uncertainty-sampled points (``--mask-loss``),
+   plus MSE on the IoU head, AdamW with a per-step cosine schedule, bf16 autocast on CUDA; then
+   validate;
 4. ``best.pt`` is written only when the fine-tune beats base SAM (and its own earlier epochs);
    ``last.pt`` (with optimizer and scheduler) is written every epoch for ``--resume``.
 
@@ -35,7 +37,16 @@ from defectkit.core.errors import DefectkitError
 from defectkit.core.torchio import atomic_torch_save, init_distributed
 from defectkit.evaluation.plots import new_figure
 from defectkit.segment.data import SamImage, coco_json_for, read_sam_jsonl, split_jsonl
-from defectkit.segment.decoder import PromptDecoder, prompts_to_model_frame, segmentation_loss, upscale_logits
+from defectkit.segment.decoder import (
+    PointSampling,
+    PromptDecoder,
+    area_ratio,
+    full_mask_terms,
+    mask_loss_parts,
+    point_mask_terms,
+    prompts_to_model_frame,
+    upscale_logits,
+)
 from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder, default_cache_dir
 from defectkit.segment.models import FINETUNE_FORMAT, LoadedSam, build_sam, load_finetuned, trainable_state
 from defectkit.segment.predict import Segmenter
@@ -43,6 +54,7 @@ from defectkit.segment.prompts import jitter_boxes, sample_points
 from defectkit.segment.val import score_split
 
 SELECT_METRICS = ("mean_iou", "mean_dice", "segm_AP")
+MASK_LOSSES = ("full", "points")
 
 # Default learning rates (--lr). SAM's released decoder already segments: small steps keep what it
 # knows. A decoder from random weights (vit_tiny, --random-weights) must first learn to localise at
@@ -61,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     epochs: int = 10
     batch: int = 16  # instances of one image per decoder call
+    images_per_step: int = 1  # images whose prompts share one decoder call and optimizer step
     lr: float | None = None  # None: LR_PRETRAINED, or LR_RANDOM_INIT for random base weights
     weight_decay: float = 0.01
     device: str = "auto"
@@ -71,6 +84,8 @@ class TrainConfig:
     box_jitter: float = 0.05  # std of corner noise, as a fraction of the box side
     train_prompt_encoder: bool = False
     loss: str = "dice+bce"
+    mask_loss: str = "full"  # "full": every pixel at the original resolution; "points": sampled points
+    mask_points: int = PointSampling.num_points  # points per mask with mask_loss="points"
     max_pos_weight: float = 1000.0  # BCE foreground weight = background/foreground pixels, capped
     cache_dir: Path | None = None  # None: ~/.cache/defectkit/sam_embeddings
     no_cache: bool = False  # encode every image in the loop (slow; for comparison)
@@ -115,6 +130,44 @@ def _set_trainable(sam, train_prompt_encoder: bool) -> list[torch.nn.Parameter]:
 # ---------------------------------------------------------------- one epoch
 
 
+def steps_per_epoch(n_items: int, images_per_step: int, world: int = 1) -> int:
+    """Decoder steps each rank takes per epoch: the instance batches grouped ``images_per_step`` at
+    a time, the groups shared among ``world`` ranks (the last rank pads by wrapping).
+
+    >>> steps_per_epoch(14, 1), steps_per_epoch(14, 4), steps_per_epoch(14, 4, world=3)
+    (14, 4, 2)
+    """
+    return math.ceil(math.ceil(n_items / images_per_step) / world)
+
+
+def epoch_calls(n_items: int, images_per_step: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This rank's decoder calls of one epoch: indices into the instance batches, grouped.
+
+    The same shuffled order on every rank (seeded by ``seed`` and ``epoch``), cut into groups of
+    ``images_per_step``; each rank takes every ``world``-th group, padded by wrapping so that all
+    ranks take the same number of steps. With one image per step the order is that of earlier
+    releases, so runs reproduce.
+
+    >>> epoch_calls(5, 2, seed=0, epoch=0)
+    [[2, 4], [3, 0], [1]]
+    >>> [len(epoch_calls(5, 2, 0, 0, rank=r, world=2)) for r in (0, 1)]
+    [2, 2]
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(n_items)
+    groups = [order[s : s + images_per_step].tolist() for s in range(0, n_items, images_per_step)]
+    mine = groups[rank::world]
+    steps = steps_per_epoch(n_items, images_per_step, world)
+    return [mine[i % len(mine)] for i in range(steps)]
+
+
+def _point_generator(seed: int, epoch: int, rank: int, device: torch.device) -> torch.Generator:
+    """A torch generator for the loss points of one epoch on one rank (reproducible, and the same
+    after --resume as in an uninterrupted run)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(np.random.default_rng([seed, epoch, rank, 2]).integers(2**62)))
+    return gen
+
+
 def train_one_epoch(
     cfg: TrainConfig,
     model: LoadedSam,
@@ -133,42 +186,62 @@ def train_one_epoch(
     """One pass over this rank's share of the instance batches; returns mean loss parts and the
     predicted/true mask area ratio (watch it: near 0 means the decoder is collapsing to empty)."""
     sam, device = model.sam, model.sam.device
-    # The same permutation on every rank; each rank takes every world-th item.
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(items))
-    mine = np.resize(order[rank::world], steps)  # pad by wrapping so all ranks take `steps` steps
+    calls = epoch_calls(len(items), cfg.images_per_step, cfg.seed, epoch, rank, world)[:steps]
     rng = np.random.default_rng([cfg.seed, epoch, rank, 1])
+    points_rng = _point_generator(cfg.seed, epoch, rank, device) if cfg.mask_loss == "points" else None
+    sampling = PointSampling(num_points=cfg.mask_points)
+    img_size = sam.image_encoder.img_size
     decoder.train()
-    sums: dict[str, float] = {}
-    bar = tqdm(mine, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not (cfg.progress and rank == 0))
-    for item in bar:
-        rec_i, inst_idx = items[item]
-        rec = records[rec_i]
-        emb, original_size, input_size = encoder.embed(rec.image)
-        insts = [rec.instances[j] for j in inst_idx]
-        gt = np.stack([inst.mask() for inst in insts])
-        boxes = jitter_boxes(np.array([i.box_xyxy for i in insts]), cfg.box_jitter, rng, rec.width, rec.height)
-        coords = labels = None
-        if cfg.points or cfg.neg_points:
-            sampled = [sample_points(m, cfg.points, cfg.neg_points, rng, b) for m, b in zip(gt, boxes)]
-            coords = np.stack([s[0] for s in sampled])
-            labels = np.stack([s[1] for s in sampled])
-        b, c, lab = prompts_to_model_frame(encoder.transform, original_size, device, boxes, coords, labels)
+    # Running sums stay on the device: reading a value each step would wait for the GPU every step.
+    sums: dict[str, torch.Tensor] = {}
+    bar = tqdm(calls, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not (cfg.progress and rank == 0))
+    for n_step, call in enumerate(bar):
+        groups = [items[i] for i in call]
+        embedded = encoder.embed_many([records[r].image for r, _ in groups], batch=len(groups))
+        boxes, coords, labels, targets, image_index = [], [], [], [], []
+        for g, ((rec_i, inst_idx), (_, original_size, _)) in enumerate(zip(groups, embedded)):
+            rec = records[rec_i]
+            insts = [rec.instances[j] for j in inst_idx]
+            gt = np.stack([inst.mask() for inst in insts]).astype(np.uint8, copy=False)
+            box = jitter_boxes(np.array([i.box_xyxy for i in insts]), cfg.box_jitter, rng, rec.width, rec.height)
+            c = lab = None
+            if cfg.points or cfg.neg_points:
+                sampled = [sample_points(m, cfg.points, cfg.neg_points, rng, b) for m, b in zip(gt, box)]
+                c, lab = np.stack([s[0] for s in sampled]), np.stack([s[1] for s in sampled])
+            b, c, lab = prompts_to_model_frame(encoder.transform, original_size, device, box, c, lab)
+            boxes.append(b), coords.append(c), labels.append(lab)
+            targets.append(torch.from_numpy(gt).to(device, non_blocking=True))  # uint8: a quarter of float32's copy
+            image_index += [g] * len(insts)
+        b = torch.cat(boxes)
+        c = torch.cat(coords) if coords[0] is not None else None
+        lab = torch.cat(labels) if labels[0] is not None else None
+        emb = torch.cat([e for e, _, _ in embedded])
+        index = torch.tensor(image_index, device=device) if len(groups) > 1 else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=encoder.amp):
-            low_res, iou_pred = decoder(emb, b, c, lab, multimask=False)
-        logits = upscale_logits(sam, low_res, input_size, original_size)[:, 0]
-        target = torch.from_numpy(gt).to(device, torch.float32)
-        parts = segmentation_loss(logits, iou_pred[:, 0], target, cfg.loss, cfg.max_pos_weight)
+            low_res, iou_pred = decoder(emb, b, c, lab, multimask=False, image_index=index)
+        # The loss in float32 (bf16 logits lose the small differences Dice and BCE sum up).
+        low_res = low_res[:, 0].float()
+        terms, start = [], 0
+        for target, (_, original_size, input_size) in zip(targets, embedded):
+            part = low_res[start : start + len(target)]
+            start += len(target)
+            if cfg.mask_loss == "points":
+                extent = (input_size[1] / img_size, input_size[0] / img_size)
+                terms.append(point_mask_terms(part, target, extent, cfg.loss, cfg.max_pos_weight, sampling, points_rng))
+            else:
+                logits = upscale_logits(sam, part[:, None], input_size, original_size)[:, 0]
+                terms.append(full_mask_terms(logits, target, cfg.loss, cfg.max_pos_weight))
+        parts = mask_loss_parts(terms, iou_pred[:, 0])
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
-        with torch.no_grad():
-            area = float((logits > 0).sum() / target.sum().clamp(min=1))
-        for k, v in {**{k: float(v.detach()) for k, v in parts.items()}, "area_ratio": area}.items():
-            sums[k] = sums.get(k, 0.0) + v
-        bar.set_postfix(loss=f"{float(parts['loss'].detach()):.3f}", area=f"{area:.2f}")
-    return {k: v / max(1, len(mine)) for k, v in sums.items()}
+        for k, v in {**parts, "area_ratio": area_ratio(terms)}.items():
+            sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
+        if not bar.disable and n_step % 10 == 0:
+            bar.set_postfix(loss=f"{float(parts['loss']):.3f}", area=f"{float(sums['area_ratio']) / (n_step + 1):.2f}")
+    return {k: float(v) / max(1, len(calls)) for k, v in sums.items()}
 
 
 # ---------------------------------------------------------------- checkpoints and logs
@@ -234,6 +307,10 @@ def train(cfg: TrainConfig) -> dict:
     """Run a fine-tune; returns a summary (best/base metrics, paths, whether the fine-tune beat base)."""
     if cfg.loss not in ("dice+bce", "dice+focal"):
         raise DefectkitError(f"--loss {cfg.loss}: use dice+bce or dice+focal")
+    if cfg.mask_loss not in MASK_LOSSES:
+        raise DefectkitError(f"--mask-loss {cfg.mask_loss}: use {' or '.join(MASK_LOSSES)}")
+    if cfg.images_per_step < 1 or cfg.mask_points < 1:
+        raise DefectkitError("--images-per-step and --mask-points must be at least 1")
     if cfg.select_metric not in SELECT_METRICS:
         raise DefectkitError(f"--select-metric {cfg.select_metric}: use one of {', '.join(SELECT_METRICS)}")
     distributed = init_distributed(cfg.device)
@@ -271,12 +348,13 @@ def train(cfg: TrainConfig) -> dict:
 
     params = _set_trainable(model.sam, cfg.train_prompt_encoder)
     decoder = PromptDecoder(model.sam)
-    steps = math.ceil(len(items) / world)
+    steps = steps_per_epoch(len(items), cfg.images_per_step, world)
     if cfg.max_steps:
         steps = min(steps, cfg.max_steps)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    say(f"{steps} decoder steps per epoch, AdamW lr {cfg.lr:g} (cosine), loss {cfg.loss}, "
-        f"foreground weight <= {cfg.max_pos_weight:g}")
+    where = "at full resolution" if cfg.mask_loss == "full" else f"on {cfg.mask_points} sampled points per mask"
+    say(f"{steps} decoder steps per epoch ({cfg.images_per_step} image(s) each), AdamW lr {cfg.lr:g} (cosine), "
+        f"loss {cfg.loss} {where}, foreground weight <= {cfg.max_pos_weight:g}")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps, eta_min=cfg.lr * 0.01)
     train_decoder: torch.nn.Module = decoder
     if world > 1:

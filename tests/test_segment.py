@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from defectkit.core.errors import DefectkitError
 from defectkit.core.imageio import read_image, read_mask
@@ -267,6 +269,106 @@ def test_sampled_points_and_jitter_stay_valid():
     boxes = jitter_boxes(np.array([[5.0, 10, 30, 14]] * 200), 0.05, rng, 40, 40)
     assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes >= 0).all() and (boxes[:, [0, 2]] <= 40).all()
     assert 0 < np.abs(boxes - [5, 10, 30, 14]).mean() < 2
+
+
+# ---------------------------------------------------------------- point-sampled loss and image batching
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    height=st.integers(48, 128), width=st.integers(48, 128), cx=st.floats(0.3, 0.7), cy=st.floats(0.3, 0.7),
+    radius=st.floats(0.15, 0.35), sharpness=st.floats(0.5, 4.0), seed=st.integers(0, 2**16),
+)
+def test_point_loss_estimates_the_full_loss_on_a_smooth_case(height, width, cx, cy, radius, sharpness, seed):
+    """Uniform points (importance 0) estimate the full-resolution loss: the point reading of the
+    low-res logits matches ``postprocess_masks``' upsampling, and the target is read at full resolution."""
+    from defectkit.segment.decoder import PointSampling, full_mask_terms, point_mask_terms, upscale_logits
+    from defectkit.segment.models import build_sam
+
+    sam = build_sam("vit_tiny").sam
+    img = sam.image_encoder.img_size
+    scale = img / max(height, width)
+    input_size = (round(height * scale), round(width * scale))
+    # A smooth logit map in the padded low-res frame: a blob centred on (cx, cy) of the image.
+    low = torch.zeros(1, img // 4, img // 4)
+    ys, xs = torch.meshgrid(torch.arange(img // 4) + 0.5, torch.arange(img // 4) + 0.5, indexing="ij")
+    u, v = xs / (img // 4) * img / input_size[1], ys / (img // 4) * img / input_size[0]
+    low[0] = sharpness * (radius - ((u - cx) ** 2 + (v - cy) ** 2).sqrt()) * 20
+    full = upscale_logits(sam, low[:, None], input_size, (height, width))[:, 0]
+    py, px = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+    target = ((((px / width - cx) ** 2 + (py / height - cy) ** 2).sqrt() < radius)[None]).to(torch.uint8)
+    extent = (input_size[1] / img, input_size[0] / img)
+    sampling = PointSampling(num_points=20000, oversample=1.0, importance=0.0)
+    pts = point_mask_terms(low, target, extent, sampling=sampling, generator=torch.Generator().manual_seed(seed))
+    ref = full_mask_terms(full, target)
+    assert abs(float(pts["dice_loss"] - ref["dice_loss"])) < 0.05
+    assert abs(float(pts["pixel_loss"] - ref["pixel_loss"])) < 0.15 * float(ref["pixel_loss"]) + 0.02
+    assert abs(float(pts["iou"] - ref["iou"])) < 0.08
+    assert abs(float(pts["pred_area"] / ref["pred_area"].clamp(min=1)) - 1) < 0.1 or float(ref["pred_area"]) < 20
+
+
+def test_uncertain_points_gather_on_the_predicted_boundary():
+    from defectkit.segment.decoder import PointSampling, point_sample, uncertain_points
+
+    low = torch.linspace(-10, 10, 64).expand(2, 64, 64).clone()
+    pts, cand, cand_logits = uncertain_points(low, (0.5, 1.0), PointSampling(400, 3.0, 0.75), torch.Generator().manual_seed(1))
+    assert pts.shape == (2, 400, 2) and cand.shape == (2, 1200, 2)
+    assert float(pts.min()) >= 0 and float(pts.max()) <= 1
+    # The image covers the left half of the map: logit 0 sits at its right edge (x = 1 of the image).
+    assert float((1 - pts[:, :300, 0]).abs().mean()) < 0.15
+    torch.testing.assert_close(cand_logits, point_sample(low, cand * torch.tensor([0.5, 1.0])))
+
+
+def test_several_images_in_one_decoder_call_equal_one_call_each():
+    from defectkit.segment.decoder import PromptDecoder
+    from defectkit.segment.models import build_sam
+
+    sam = build_sam("vit_tiny", seed=4).sam
+    decoder = PromptDecoder(sam).eval()
+    gen = torch.Generator().manual_seed(0)
+    emb = torch.randn(3, sam.prompt_encoder.embed_dim, 16, 16, generator=gen)
+    boxes = torch.tensor([[10.0, 10, 90, 80], [5, 40, 60, 200], [100, 100, 250, 240], [0, 0, 30, 30], [20, 30, 40, 50]])
+    coords = torch.rand(5, 2, 2, generator=gen) * 256
+    labels = torch.tensor([[1, 0], [1, 1], [1, -1], [0, 1], [1, 0]], dtype=torch.int)
+    index = torch.tensor([0, 0, 1, 2, 2])
+    with torch.no_grad():
+        masks, iou = decoder(emb, boxes, coords, labels, image_index=index)
+        for i in range(3):
+            sel = index == i
+            one_masks, one_iou = decoder(emb[i : i + 1], boxes[sel], coords[sel], labels[sel])
+            torch.testing.assert_close(masks[sel], one_masks, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(iou[sel], one_iou, rtol=1e-5, atol=1e-5)
+
+
+def test_point_loss_with_batched_images_learns_on_a_tiny_fixed_set(sam_dir, cache_dir, tmp_path):
+    from defectkit.segment.train import TrainConfig, train
+
+    tiny = _train_subset(sam_dir, tmp_path, 2)
+    summary = train(TrainConfig(data=tiny, out=tmp_path / "run", model="vit_tiny", device="cpu", epochs=12,
+                                lr=3e-3, box_jitter=0.0, validate=False, cache_dir=cache_dir, progress=False,
+                                mask_loss="points", mask_points=2048, images_per_step=2))
+    history = summary["history"]
+    assert [h["steps"] for h in history] == [1] * 12  # both images' prompts in one decoder call
+    losses = [h["train_loss"] for h in history]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert history[-1]["train_dice_loss"] < history[0]["train_dice_loss"]
+
+
+def test_resume_with_point_loss_and_batched_images(sam_dir, cache_dir, tmp_path, capsys):
+    data = _train_subset(sam_dir, tmp_path, 3)
+    run = tmp_path / "run"
+    common = ["train", "--data", data, *TINY, "--out", run, "--cache-dir", cache_dir, "--quiet", "--no-val",
+              "--mask-loss", "points", "--mask-points", 1024, "--images-per-step", 2]
+    _cli([*common, "--epochs", 1])
+    first = torch.load(run / "last.pt", weights_only=True)
+    assert first["train_config"]["mask_loss"] == "points" and first["train_config"]["images_per_step"] == 2
+    _cli([*common, "--epochs", 2, "--resume"])
+    assert "resumed" in capsys.readouterr().out
+    second = torch.load(run / "last.pt", weights_only=True)
+    assert second["epoch"] == 1 and [h["steps"] for h in second["history"]] == [2, 2]  # 3 images, 2 per step
+    assert int(next(iter(second["optimizer"]["state"].values()))["step"]) == 4
+    err = _cli_error(capsys, ["train", "--data", data, *TINY, "--out", tmp_path / "r2", "--mask-points", 0, "--quiet"])
+    assert "--mask-points must be >= 1" in err
 
 
 # ---------------------------------------------------------------- predict

@@ -3,7 +3,8 @@ machine) on a generated 1024x1024 set through the project's own code, and print 
 decoder steps/s and peak GPU memory.
 
 Environment: GPU_CHECK_DEVICE (default cuda), GPU_CHECK_SMOKE=1 (vit_tiny, 256 px, a few steps: a
-CPU smoke test of the same path), GPU_CHECK_STEPS (decoder steps, default 300).
+CPU smoke test of the same path), GPU_CHECK_STEPS (decoder steps, default 300), GPU_CHECK_MASK_LOSS
+(full or points, default full: `segment train --mask-loss`), GPU_CHECK_IMAGES_PER_STEP (default 1).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def main() -> None:
     device = torch.device(os.environ.get("GPU_CHECK_DEVICE", "cuda"))
     size, model_name, n_per_defect = (256, "vit_tiny", 2) if smoke else (1024, "vit_b", 8)
     steps_goal = int(os.environ.get("GPU_CHECK_STEPS", "12" if smoke else "300"))
+    mask_loss = os.environ.get("GPU_CHECK_MASK_LOSS", "full")
+    per_step = int(os.environ.get("GPU_CHECK_IMAGES_PER_STEP", "1"))
     work = Path(os.environ.get("GPU_CHECK_WORK", "/tmp/segment_check"))
     t0 = time.perf_counter()
 
@@ -63,9 +66,10 @@ def main() -> None:
     # 2. Fine-tune through `segment train`'s code: cache fill, then decoder steps on cached embeddings.
     cache_dir = work / "cache"
     n_items = sum(1 for line in (sam_dir / "train.jsonl").read_text().splitlines() if '"box_xyxy"' in line)
-    epochs = max(2, -(-steps_goal // max(1, n_items)))
+    epochs = max(2, -(-steps_goal // max(1, -(-n_items // per_step))))
     cfg = TrainConfig(data=sam_dir, out=work / "run", model=model_name, random_weights=True, device=str(device),
                       epochs=epochs, batch=16, lr=1e-4, points=1, overwrite=True, validate=False,
+                      mask_loss=mask_loss, images_per_step=per_step,
                       cache_dir=cache_dir, encode_batch=8, progress=False)
     t = time.perf_counter()
     summary = train(cfg)
@@ -79,7 +83,8 @@ def main() -> None:
           f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'})")
     print(f"cache fill + training: {total:.1f}s for {n_cached} images, {sum(h['steps'] for h in hist)} decoder steps "
           f"in {len(hist)} epochs")
-    print(f"decoder: {steps / secs:.2f} steps/s (<=16 instances per step, loss at full resolution, 1 point + box)")
+    print(f"decoder: {steps / secs:.2f} steps/s ({per_step} image(s), <=16 instances each, per step; "
+          f"--mask-loss {mask_loss}; 1 point + box)")
     print(f"loss: first epoch {hist[0]['train_loss']:.4f} -> last epoch {hist[-1]['train_loss']:.4f}; "
           f"mask area ratio {hist[-1]['train_area_ratio']:.2f}")
     if device.type == "cuda":
