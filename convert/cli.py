@@ -8,7 +8,7 @@ from pathlib import Path
 
 from defectkit.convert.instances import DEFAULT_MIN_AREA
 from defectkit.core.layout import FORMATS
-from defectkit.convert.pipeline import convert_category
+from defectkit.convert.pipeline import SMALL_CATEGORY_BYTES, convert_category, default_workers
 from defectkit.convert.reader import default_root
 from defectkit.convert.registry import MVTEC_AD_URL, known_categories
 from defectkit.core.errors import cli_entry
@@ -121,7 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="treat warnings (image without mask, mask without image, empty mask, missing defect folder) as errors",
     )
-    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: up to 2)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that decode images and masks in parallel, this one included; the output is the "
+        "same for any N; 1 converts in this process alone (default: every usable core, here "
+        f"{default_workers()}; one for a category under {SMALL_CATEGORY_BYTES >> 20} MB of files, which "
+        "converts before a helper process could start)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

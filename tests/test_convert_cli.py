@@ -4,9 +4,14 @@ split, the options, and every bad input (exit 2, one line naming the file)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import cv2
@@ -433,3 +438,94 @@ def test_polygon_round_trip_on_random_blobs():
             comp = labels == labels[y, x]
             ious.append((comp & back).sum() / (comp | back).sum())
     assert len(ious) > 300 and min(ious) > 0.99 and np.mean(ious) > 0.999
+
+
+# ------------------------------------------------------------------ --workers: helper processes
+# With --workers 2 the first chunks of images (the first images in order) always go to the helper
+# process, so these tests cross the process boundary whatever the timing.
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes | str]:
+    """Every file's bytes (read through links) and every folder, by path relative to ``folder``."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else "folder"
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def test_output_is_the_same_bytes_for_any_number_of_workers(sample_root, tmp_path, capsys):
+    out = tmp_path / "out"  # the same folder each time: absolute paths in the files are the same
+    trees, printed = {}, {}
+    for workers in ("1", "2"):
+        code, stdout, err = run_cli(
+            capsys, "wood", "--root", sample_root, "--out", out, "--to", "all", "--merge-distance", "4",
+            "--overwrite", "--quiet", "--workers", workers,
+        )
+        assert code == 0, err
+        trees[workers], printed[workers] = tree_bytes(out / "wood"), stdout
+    assert len(trees["1"]) > 100 and any(name.endswith(".jsonl") for name in trees["1"])
+    assert trees["2"] == trees["1"]
+    assert printed["2"] == printed["1"]  # counts, dropped components and warnings, in the same order
+
+
+def test_a_bad_image_in_a_helper_is_the_same_one_line_error(part, tmp_path, capsys):
+    category = part / "part"
+    _flip_byte(category / "train" / "good" / "000.png")  # the first image: a helper decodes it
+    _truncate(category / "test" / "scratch" / "002.png")  # a later one: the first in order is named
+    lines = []
+    for workers in ("2", "1"):
+        out = tmp_path / f"out{workers}"
+        lines.append(expect_error(capsys, "000.png: corrupt PNG", "part", "--root", part, "--out", out,
+                                  "--workers", workers))
+        assert not out.exists()  # nothing half-written, and no output folder the run had to create
+    assert lines[0] == lines[1]
+    expect_error(capsys, "--workers 0: must be at least 1", "part", "--root", part, "--out", tmp_path / "o",
+                 "--workers", "0")
+
+
+def _helper_pids(parent: int) -> list[int]:
+    """The spawned helper processes of ``parent`` (from /proc)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat_file.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the helper processes in /proc")
+@pytest.mark.parametrize("signal_to", ["SIGTERM to the command", "Ctrl-C to its process group"])
+def test_interrupt_with_helpers_stops_them_and_leaves_nothing(part, tmp_path, signal_to):
+    # Enough work that the run is still decoding when the signal comes: 150 links to one
+    # 1024x1024 noise PNG (poorly compressed, tens of ms to decode each).
+    good = part / "part" / "train" / "good"
+    noise = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), np.uint8)
+    cv2.imwrite(str(good / "big000.png"), noise)
+    for i in range(1, 150):
+        os.link(good / "big000.png", good / f"big{i:03d}.png")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-c", "from defectkit.convert.cli import main; raise SystemExit(main())",
+            "part", "--root", str(part), "--out", str(out), "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    helpers: list[int] = []
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        helpers = _helper_pids(proc.pid)
+        if helpers and list(out.glob(".part.tmp-*")):
+            break
+        time.sleep(0.02)
+    assert helpers and proc.poll() is None, "the run ended before a helper was seen"
+    if signal_to.startswith("SIGTERM"):
+        proc.send_signal(signal.SIGTERM)  # `timeout`, `docker stop`: the command alone
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends: helpers included
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (143 if signal_to.startswith("SIGTERM") else 130), err
+    assert "Traceback" not in err and err.strip() in ("terminated", "interrupted"), err
+    assert not out.exists()  # the temporary folder went, and the --out folder the run created
+    for pid in helpers:  # the pool was shut down: the helpers ended with the command
+        assert not Path(f"/proc/{pid}").exists(), f"helper {pid} outlived the command"
