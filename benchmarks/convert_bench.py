@@ -1,67 +1,111 @@
-"""convert-mvtec ``--to all`` against the I/O floor: decoding every image and mask once.
+"""convert-mvtec ``--to all`` against the one-core decode floor, as a user runs it and as a library call.
 
-Both are measured in the same run, alternating, several repeats; the medians and their ratios are
-printed. The floor decodes with the same reader (defectkit.core.imageio) the converter uses, one file
-after another (a bare ``cv2.imdecode`` floor is timed too, to show what the reader's checks cost); the converter is timed with 1 decoding thread (like for like) and with its default
-(up to 2 threads), and the 2-thread floor is printed too so the parallel figure is not flattered.
+What each side does:
+
+- **floor**: decode every image and every mask of the category once, one after another in this
+  process, with the reader the converter uses (``defectkit.core.imageio``: structure checks, then
+  OpenCV). Nothing is written. It is the least any converter that looks at every pixel must do on
+  one core.
+- **command**: the whole ``convert-mvtec CATEGORY --root R --out O --to all --quiet`` in a fresh
+  process (interpreter start, imports, scan, split, decode, instances, every format written, exit),
+  with the default ``--workers`` (every usable core) and with ``--workers 1``.
+- **library**: ``convert_category(..., to=("all",))`` in this process, ``workers=None`` (the
+  command's default) and ``workers=1``.
+- **floor as a command**: the floor in a fresh interpreter (start, imports, decode, exit): what the
+  command pays before and after its work, on the floor's side.
+
+Every repeat runs all sides back to back, in an order rotated by one each repeat so load changes
+hit them alike, after a warm-up round (page cache, imports); each side's time is divided by the
+floor of the same repeat, and min/median/max of those ratios are printed with the load. CPU time
+counts this process and every child it waited for (the command and the helpers it started).
 
     python benchmarks/convert_bench.py                       # 1024x1024, 20 images per defect type
-    python benchmarks/convert_bench.py --size 256 --n-per-defect 4 --repeats 3   # quick
+    python benchmarks/convert_bench.py --size 256 --n-per-defect 4 --repeats 5   # quick
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from defectkit.convert import convert_category
+from defectkit.convert.pipeline import default_workers
 from defectkit.convert.reader import scan_category
 from defectkit.core.imageio import read_image, read_mask
 from defectkit.sample import write_category
 
+GOAL = 0.75  # issue 14: the command at default workers, at most 0.75x the one-core floor
 
-def decode_all(folder: Path, threads: int = 1, bare: bool = False) -> int:
-    """The I/O floor: decode every image and every mask of the category once.
 
-    ``bare`` decodes with plain ``cv2.imdecode`` instead of defectkit.core.imageio, leaving out its
-    structure checks (PNG CRCs), so their cost shows and cannot flatter the ratio.
-    """
+def decode_floor(folder: Path) -> int:
+    """The floor: decode every image and every mask of the category once, on one core."""
     source = scan_category(folder)
-    paths = [(folder / img.file_name, False) for img in source.images]
-    paths += [(folder / img.mask, True) for img in source.images if img.mask]
+    pixels = 0
+    for img in source.images:
+        pixels += read_image(folder / img.file_name, mode="unchanged").size
+        if img.mask:
+            pixels += read_mask(folder / img.mask).size
+    return pixels
 
-    def decode(item):
-        path, is_mask = item
-        if bare:
-            flag = cv2.IMREAD_GRAYSCALE if is_mask else cv2.IMREAD_UNCHANGED
-            return cv2.imdecode(np.fromfile(path, np.uint8), flag).size
-        return read_mask(path).size if is_mask else read_image(path, mode="unchanged").size
 
-    if threads == 1:
-        return sum(map(decode, paths))
-    with ThreadPoolExecutor(threads) as pool:
-        return sum(pool.map(decode, paths))
+def command(data: Path, out: Path, workers: int | None) -> list[str]:
+    # The console script installed beside this interpreter (what a venv puts on PATH); a version
+    # manager's shim in front of it (pyenv: a bash script) would add its own 0.1-0.2 s.
+    exe = Path(sys.executable).with_name("convert-mvtec")
+    head = [str(exe)] if exe.is_file() else [sys.executable, "-m", "defectkit.convert.cli"]
+    argv = head + ["bench", "--root", str(data), "--out", str(out), "--to", "all", "--quiet"]
+    return argv + (["--workers", str(workers)] if workers is not None else [])
+
+
+def run_command(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr}")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of every child it has waited for (helpers included)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def timed(fn) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process, all threads) of one call."""
-    w0, c0 = time.perf_counter(), time.process_time()
+    """(wall seconds, CPU seconds) of one call."""
+    w0, c0 = time.perf_counter(), cpu_seconds()
     fn()
-    return time.perf_counter() - w0, time.process_time() - c0
+    return time.perf_counter() - w0, cpu_seconds() - c0
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def autogroup_note() -> str:
+    """Linux's autogroup shares CPU time per session, not per process: where another session is
+    busy, two processes of one command get no more CPU than one, and the parallel gain shrinks."""
+    try:
+        on = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return ""
+    return "kernel.sched_autogroup_enabled=1: CPU time is shared per session, not per process" if on else ""
+
+
+def spread(values: list[float]) -> str:
+    return f"min {min(values):.2f}  median {statistics.median(values):.2f}  max {max(values):.2f}"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--n-per-defect", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
@@ -72,64 +116,62 @@ def main() -> None:
     data = args.data or work / "data"
     folder = data / "bench"
     if not folder.is_dir():
-        write_category(
-            data, "bench", size=(args.size, args.size), n_per_defect=args.n_per_defect, progress=True
-        )
+        write_category(data, "bench", size=(args.size, args.size), n_per_defect=args.n_per_defect, progress=True)
     source = scan_category(folder)
     n_defect = sum(1 for img in source.images if img.mask)
-    print(f"category: {args.size}x{args.size}, {len(source.images)} images ({n_defect} with masks)")
+    megabytes = sum((folder / n).stat().st_size for img in source.images for n in (img.file_name, img.mask) if n)
+    print(f"category: {args.size}x{args.size}, {len(source.images)} images ({n_defect} with masks), "
+          f"{megabytes / 1e6:.0f} MB of files; default --workers here: {default_workers()}")
+    print(f"python {platform.python_version()}, {platform.machine()}; before: {load()}")
+    if note := autogroup_note():
+        print(note)
 
-    decode_all(folder)  # warm the page cache so neither side pays the first disk read
-    names = ("floor-cv2", "floor", "convert-1t", "floor-2t", "convert")
+    outs = iter(range(10**6))
+
+    def fresh_out() -> Path:
+        return work / f"out{next(outs)}"
+
+    floor_command = [
+        sys.executable,
+        "-c",
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); from pathlib import Path; "
+        f"from convert_bench import decode_floor; decode_floor(Path({str(folder)!r}))",
+    ]
+    sides = {
+        "floor": lambda out: decode_floor(folder),
+        "floor as a command": lambda out: run_command(floor_command),
+        "command, default workers": lambda out: run_command(command(data, out, None)),
+        "command, --workers 1": lambda out: run_command(command(data, out, 1)),
+        "library, workers=None": lambda out: convert_category(data, "bench", out, ("all",), progress=False,
+                                                              workers=None),
+        "library, workers=1": lambda out: convert_category(data, "bench", out, ("all",), progress=False,
+                                                           workers=1),
+    }
+    names = list(sides)
     wall: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[float]] = {k: [] for k in names}
-    for i in range(args.repeats):  # alternate the runs so load changes hit both sides alike
-        out = work / f"out{i}"
-        runs = {
-            "floor-cv2": lambda: decode_all(folder, 1, bare=True),
-            "floor": lambda: decode_all(folder, 1),
-            "convert-1t": lambda out=out: convert_category(
-                data, "bench", out, ("all",), progress=False, workers=1
-            ),
-            "floor-2t": lambda: decode_all(folder, 2),
-            "convert": lambda out=out: convert_category(
-                data, "bench", out, ("all",), progress=False, overwrite=True
-            ),
-        }
-        for k in names:
-            w, c = timed(runs[k])
-            wall[k].append(w)
-            cpu[k].append(c)
-        shutil.rmtree(out)
+    for repeat in range(-1, args.repeats):  # repeat -1 is the warm-up, not recorded
+        order = names[repeat % len(names):] + names[: repeat % len(names)]
+        for name in order:
+            out = fresh_out()
+            w, c = timed(lambda: sides[name](out))
+            shutil.rmtree(out, ignore_errors=True)
+            if repeat >= 0:
+                wall[name].append(w)
+                cpu[name].append(c)
+        if repeat >= 0:
+            print(f"repeat {repeat + 1}: " + "  ".join(f"{k} {wall[k][-1]:.2f}s" for k in names), flush=True)
+
+    print(f"after: {load()}")
+    print("seconds (wall), per side:")
     for k in names:
-        print(
-            f"{k:11s} wall median {statistics.median(wall[k]):.2f}s (runs {' '.join(f'{t:.2f}' for t in wall[k])})"
-            f"  cpu median {statistics.median(cpu[k]):.2f}s"
-        )
-
-    def ratio(a: str, b: str, t: dict[str, list[float]]) -> float:
-        """Median over repeats of the per-repeat ratio (each pair ran back to back)."""
-        return statistics.median(x / y for x, y in zip(t[a], t[b]))
-
-    print(
-        f"decode floor (defectkit.core.imageio) / bare cv2.imdecode  : wall {ratio('floor', 'floor-cv2', wall):.2f}x"
-        f"  cpu {ratio('floor', 'floor-cv2', cpu):.2f}x"
-    )
-    print(
-        f"convert --to all, 2 threads / bare cv2.imdecode, 1 t : wall {ratio('convert', 'floor-cv2', wall):.2f}x"
-    )
-    print(
-        f"convert --to all, 1 thread  / decode floor, 1 thread : wall {ratio('convert-1t', 'floor', wall):.2f}x"
-        f"  cpu {ratio('convert-1t', 'floor', cpu):.2f}x"
-    )
-    print(
-        f"convert --to all, 2 threads / decode floor, 1 thread : wall {ratio('convert', 'floor', wall):.2f}x"
-        f"  (goal <= 1.5x)"
-    )
-    print(
-        f"convert --to all, 2 threads / decode floor, 2 threads: wall {ratio('convert', 'floor-2t', wall):.2f}x"
-        f"  cpu {ratio('convert', 'floor-2t', cpu):.2f}x"
-    )
+        print(f"  {k:26s} {spread(wall[k])}   cpu median {statistics.median(cpu[k]):.2f}s")
+    print("ratio to the floor of the same repeat (wall | cpu):")
+    for k in names[1:]:
+        ratios = [x / f for x, f in zip(wall[k], wall["floor"])]
+        cpu_ratios = [x / f for x, f in zip(cpu[k], cpu["floor"])]
+        goal = f"  (goal <= {GOAL}x)" if k == "command, default workers" else ""
+        print(f"  {k:26s} wall {spread(ratios)} | cpu median {statistics.median(cpu_ratios):.2f}{goal}")
     shutil.rmtree(work)  # the outputs, and the generated data unless --data kept it elsewhere
 
 
