@@ -16,11 +16,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-
-from defectkit.core.errors import DefectkitError
-from defectkit.evaluation.plots import roc_figure
+from defectkit.evaluation.charts import roc_curves_png
 from defectkit.evaluation.ranking import auroc, roc_curve, trapezoid_up_to
 from defectkit.evaluation.report import Report
+
+from defectkit.core.errors import DefectkitError
 
 
 def pro_curve(
@@ -194,7 +194,7 @@ def anomaly_report(metrics: dict, curves: dict, title: str | None = None):
     if curves:
         report.add_image(
             "roc_curves.png",
-            roc_figure(
+            roc_curves_png(
                 curves,
                 "ROC and PRO curves",
                 metrics["fpr_limit"],

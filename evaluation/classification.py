@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from defectkit.core.errors import DefectkitError
-from defectkit.evaluation.plots import confusion_matrix_figure
+from defectkit.evaluation.charts import confusion_matrix_png
 from defectkit.evaluation.ranking import auroc
 from defectkit.evaluation.report import Report
+
+from defectkit.core.errors import DefectkitError
 
 
 def _to_indices(labels: Sequence[Any], class_names: list[str], what: str) -> np.ndarray:
@@ -134,7 +134,7 @@ def classification_report(metrics: dict, title: str | None = None):
     report.add_table(headers, rows)
     report.add_image(
         "confusion_matrix.png",
-        confusion_matrix_figure(
+        confusion_matrix_png(
             np.asarray(metrics["confusion_matrix"]), metrics["class_names"], "Confusion matrix"
         ),
         "rows: true class, columns: predicted class; colour = fraction of the row",

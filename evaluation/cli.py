@@ -16,14 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-
-from defectkit.core.errors import DefectkitError, cli_entry
 from defectkit.evaluation.anomaly import evaluate_anomaly
 from defectkit.evaluation.classification import evaluate_classification
 from defectkit.evaluation.coco_io import load_json
 from defectkit.evaluation.detection import STAT_NAMES, evaluate_detection
 from defectkit.evaluation.masks import evaluate_masks
 from defectkit.evaluation.report import format_value
+
+from defectkit.core.errors import DefectkitError, cli_entry
 
 
 def _print_table(rows: list[tuple[str, object]]) -> None:

@@ -9,6 +9,7 @@ the lists, so it costs little next to the evaluation itself.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -82,7 +83,9 @@ def box_problem(bbox: Any) -> str | None:
     >>> box_problem([10, 10, -4, 5])
     "'bbox' [10, 10, -4, 5] has a negative width or height"
     """
-    if not (isinstance(bbox, (list, tuple, np.ndarray)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+    if not (
+        isinstance(bbox, (list, tuple, np.ndarray)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)
+    ):
         return "'bbox' must be [x, y, w, h]"
     if not all(math.isfinite(v) for v in bbox):
         return f"'bbox' {list(bbox)} is not finite"
@@ -164,7 +167,6 @@ def _gt_annotations_ok(anns: list, images: dict, cat_ids: set, iou_type: str) ->
         and math.isfinite(ar)
         and ar >= 0
         and "iscrowd" in a
-        and ("bbox" not in a or box_problem(a["bbox"]) is None)
         and a.get("image_id") in images
         and a.get("category_id") in cat_ids
         for a in anns
@@ -172,14 +174,18 @@ def _gt_annotations_ok(anns: list, images: dict, cat_ids: set, iou_type: str) ->
         return False
     if len({a["id"] for a in anns}) != len(anns):
         return False
+    if not boxes_ok([a["bbox"] for a in anns if "bbox" in a]):
+        return False
     if iou_type == "bbox":
         return all(type(b := a.get("bbox")) in (list, tuple) and len(b) == 4 for a in anns)
     sizes = {i: [img.get("height"), img.get("width")] for i, img in images.items()}
-    return all(
+    if not all(
         type(sg := a.get("segmentation")) is list
-        or (type(sg) is dict and "counts" in sg and sg.get("size") == sizes[a["image_id"]] and rle_problem(sg) is None)
+        or (type(sg) is dict and "counts" in sg and sg.get("size") == sizes[a["image_id"]])
         for a in anns
-    )
+    ):
+        return False
+    return rles_ok([sg for a in anns if type(sg := a["segmentation"]) is dict])
 
 
 def _explain_bad_gt_annotation(anns: list, images: dict, cat_ids: set, iou_type: str, name: str) -> None:
@@ -241,17 +247,112 @@ def _predictions_ok(data: list, images: dict, cat_ids: set, iou_type: str) -> bo
         for d in data
     ):
         return False
-    boxes_ok = all(type(b := d.get("bbox")) in (list, tuple) and box_problem(b) is None for d in data)
+    all_boxed = all(type(b := d.get("bbox")) in (list, tuple) and len(b) == 4 for d in data)
+    if all_boxed and not boxes_ok([d["bbox"] for d in data]):
+        return False
     if iou_type == "bbox":
-        return boxes_ok
+        return all_boxed
+    if not all_boxed and any("bbox" in d for d in data):
+        return False
     sizes = {i: [img.get("height"), img.get("width")] for i, img in images.items()}
-    return (boxes_ok or not any("bbox" in d for d in data)) and all(
+    return all(
         type(sg := d.get("segmentation")) is dict
         and "counts" in sg
         and sg.get("size") == sizes[d["image_id"]]
-        and rle_problem(sg) is None
         for d in data
-    )
+    ) and rles_ok([d["segmentation"] for d in data])
+
+
+def boxes_ok(boxes: list) -> bool:
+    """True when every box is four plain finite numbers with w, h >= 0 (what :func:`box_problem`
+    accepts), checked for all boxes at once; False sends the caller to the per-box explanation.
+
+    >>> boxes_ok([[1, 2, 3, 4], [0.5, 0, 0, 1]]), boxes_ok([[1, 2, -3, 4]]), boxes_ok([[1, 2, True, 4]])
+    (True, False, False)
+    """
+    if not boxes:
+        return True
+    if not all(type(b) in (list, tuple) and len(b) == 4 for b in boxes):
+        return False
+    # Types first (a bool or a numeric string would pass numpy's float conversion), in C loops.
+    if not set(map(type, itertools.chain.from_iterable(boxes))) <= {int, float}:
+        return False
+    xywh = np.asarray(boxes, dtype=np.float64)
+    return bool(np.isfinite(xywh).all() and (xywh[:, 2:] >= 0).all())
+
+
+def rles_ok(segms: list) -> bool:
+    """True when every compressed RLE's run lengths are valid and cover exactly its ``size``: the
+    check of :func:`defectkit.core.rle.rle_problem`, done for all masks in one vectorised pass
+    over their concatenated ``counts`` (a per-mask call costs ~60 µs, seconds at 100k masks).
+
+    False sends the caller to the per-mask explanation. ``size`` is assumed checked (a list of two
+    ints); masks with list counts (uncompressed RLE) or bytes are checked one by one.
+
+    >>> rles_ok([{"size": [2, 2], "counts": "04"}, {"size": [1, 3], "counts": "012"}])
+    True
+    >>> rles_ok([{"size": [2, 2], "counts": "04"}, {"size": [2, 3], "counts": "04"}])
+    False
+    """
+    strings = [sg for sg in segms if type(sg["counts"]) is str]
+    if len(strings) < len(segms) and not all(
+        rle_problem(sg) is None for sg in segms if type(sg["counts"]) is not str
+    ):
+        return False
+    # Chunks of 1,024 masks: temporaries of ~1 MB stay in cache (3-4x faster than 4,096 here).
+    return all(_compressed_rles_ok(strings[i : i + 1024]) for i in range(0, len(strings), 1024))
+
+
+def _compressed_rles_ok(strings: list[dict]) -> bool:
+    """:func:`rles_ok` for RLEs whose ``counts`` are str, all at once."""
+    try:
+        buffer = "".join(sg["counts"] for sg in strings).encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    lengths = np.fromiter((len(sg["counts"]) for sg in strings), np.int64, len(strings))
+    expected = np.fromiter((sg["size"][0] * sg["size"][1] for sg in strings), np.int64, len(strings))
+    chars = np.frombuffer(buffer, np.uint8)
+    if chars.size == 0:
+        return bool((expected == 0).all())
+    if chars.min() < 48 or chars.max() > 111:  # COCO's alphabet is '0'..'o'
+        return False
+    codes = chars - 48  # uint8: one byte per character keeps this pass light at millions of characters
+    ends = (codes & 0x20) == 0  # a character without the "more follows" bit ends a run length
+    char_end = np.cumsum(lengths)
+    nonempty = lengths > 0
+    if not ends[char_end[nonempty] - 1].all():  # a mask's string ends in the middle of a run length
+        return False
+    # Run lengths: 5-bit groups, least significant first, sign bit 0x10 in the last group.
+    last = np.flatnonzero(ends)
+    first = np.concatenate(([0], last[:-1] + 1))
+    n_groups = last - first + 1
+    if n_groups.max() > 7:  # 7 groups of 5 bits cover any uint32 run length
+        return False
+    values = np.zeros(last.size, np.int64)
+    for k in range(int(n_groups.max())):  # most run lengths take one or two characters
+        has = np.flatnonzero(n_groups > k) if k else slice(None)
+        values[has] |= (codes[first[has] + k] & 0x1F).astype(np.int64) << (5 * k)
+    # Sign bit set: the value is negative, i.e. minus 2^(5 x groups) (arithmetic, not a masked write).
+    values -= ((codes[last] & 0x10) != 0).astype(np.int64) << (5 * n_groups)
+    # From a mask's 4th run on, a value is the difference to the run two places back: run m of a
+    # mask is the sum of its values m, m-2, ... down to 1 or 2 (run 0 stands alone). A stride-2
+    # cumulative sum over everything, minus its value just before the mask, gives that at once.
+    run_end = np.searchsorted(last, char_end)  # runs ending before each mask's end
+    run_start = np.concatenate(([0], run_end[:-1]))
+    mask_first_runs = run_start[run_end > run_start]
+    stride2 = values.copy()
+    stride2[mask_first_runs] = 0
+    stride2[0::2] = np.cumsum(stride2[0::2])
+    stride2[1::2] = np.cumsum(stride2[1::2])
+    start_of_run = np.repeat(run_start, run_end - run_start)
+    # The same-parity index just before the mask: start - 1 or start - 2 (shifted by 2 for the padding).
+    before = start_of_run + ((np.arange(values.size) - start_of_run) & 1)
+    runs = stride2 - np.concatenate(([0, 0], stride2))[before]
+    runs[mask_first_runs] = values[mask_first_runs]
+    if runs.min() < 0 or runs.max() > expected.max():  # also keeps the sums below from overflowing
+        return False
+    totals = np.diff(np.concatenate(([0], np.cumsum(runs)))[np.concatenate(([0], run_end))])
+    return bool((totals == expected).all())
 
 
 def load_predictions(

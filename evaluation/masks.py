@@ -20,14 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from defectkit.evaluation.charts import histogram_png
+from defectkit.evaluation.coco_io import (
+    category_names,
+    load_ground_truth,
+    load_predictions,
+    segmentation_to_rle,
+)
+from defectkit.evaluation.report import Report
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from defectkit.core.errors import DefectkitError
 from defectkit.core.imageio import is_image_file, read_mask
-from defectkit.evaluation.coco_io import category_names, load_ground_truth, load_predictions, segmentation_to_rle
-from defectkit.evaluation.plots import new_figure
-from defectkit.evaluation.report import Report
 
 
 @dataclass
@@ -335,14 +340,12 @@ def masks_report(metrics: dict, title: str | None = None):
     )
     scored = [im for im in metrics["per_image"] if im["iou"] is not None]
     if scored:
-        fig = new_figure(6.0, 3.6)
-        ax = fig.add_subplot(1, 1, 1)
-        ax.hist([im["iou"] for im in scored], bins=20, range=(0, 1), color="tab:blue", edgecolor="white")
-        ax.set_xlabel("IoU per image")
-        ax.set_ylabel("images")
-        ax.set_title("Per-image IoU")
         report.add_image(
-            "iou_histogram.png", fig, "per-image IoU (images with an empty mask on both sides left out)"
+            "iou_histogram.png",
+            histogram_png(
+                [im["iou"] for im in scored], 20, (0.0, 1.0), "IoU per image", "images", "Per-image IoU"
+            ),
+            "per-image IoU (images with an empty mask on both sides left out)",
         )
         worst = sorted(scored, key=lambda im: im["iou"])[:10]
         report.add_heading("Worst images")

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError
@@ -95,8 +94,8 @@ def format_value(value: Any, digits: int = 4) -> str:
 def figure_to_png(fig, dpi: int = 100) -> bytes:
     """Render a matplotlib Figure (pyplot or plain ``matplotlib.figure.Figure``) to PNG bytes."""
     buf = io.BytesIO()
-    if fig.canvas is None or type(fig.canvas).__name__ == "FigureCanvasBase":
-        FigureCanvasAgg(fig)
+    # A plain Figure's canvas switches to Agg for PNG by itself: this module never imports
+    # matplotlib, so `evaluate` (whose charts are Pillow's, see charts.py) never pays its import.
     fig.savefig(buf, format="png", dpi=dpi)  # figures call tight_layout; "tight" bbox would draw twice
     return buf.getvalue()
 
@@ -253,7 +252,8 @@ class Report:
                 headers, rows = rest
                 head = "".join(f"<th>{_inline(_unescape_cell(h))}</th>" for h in headers)
                 body = "".join(
-                    "<tr>" + "".join(f"<td>{_inline(_unescape_cell(c))}</td>" for c in row) + "</tr>" for row in rows
+                    "<tr>" + "".join(f"<td>{_inline(_unescape_cell(c))}</td>" for c in row) + "</tr>"
+                    for row in rows
                 )
                 parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             elif kind == "img":
