@@ -14,7 +14,7 @@ Per size, rounds of one run of every command, the order reversed every other rou
 on this shared machine hits both sides alike); after one untimed warm-up run of every command. The
 ratio of a round is ours / pycocotools (masks: / the pycocotools segm script of the same round);
 min / median / max over the rounds are printed, with the median wall times, CPU time ratio and the
-peak RSS of each process (``wait4``'s ru_maxrss: the whole command, one process, no helpers).
+peak RSS of each process (GNU time's ``%M``: the whole command, one process, no helpers).
 
 Second table (``--library``, default on at the sizes in ``--library-sizes``): the library calls
 alone, in forked children of this process, every side loading the same two files itself, with the
@@ -91,24 +91,34 @@ def dataset(n: int, data_dir: Path, size: tuple[int, int]) -> tuple[Path, Path]:
     return gt_path, pred_path
 
 
+GNU_TIME = shutil.which("time") if Path("/usr/bin/time").is_file() else None
+
+
 def run_measured(argv: list[str]) -> tuple[float, float, float, str]:
     """Run ``argv`` as a fresh process: (wall s, CPU s, peak RSS MB of that process, stdout).
 
-    ``wait4`` gives the usage of exactly that child; a failure stops the bench with its stderr.
+    Peak RSS comes from GNU time's ``%M`` when /usr/bin/time exists (nan otherwise): a process
+    started straight from this one would report this process's own peak too (Linux keeps the
+    high-water mark across fork and exec), and this one holds the generated data. CPU time is
+    ``wait4``'s (the command and anything it waited for). A failure stops the bench with its stderr.
     """
-    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out_file, stderr=err_file, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out_file.seek(0)
-        err_file.seek(0)
-        if proc.returncode != 0:
-            raise SystemExit(
-                f"command failed ({proc.returncode}): {' '.join(argv)}\n{err_file.read()[-2000:]}"
-            )
-        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, out_file.read()
+    with tempfile.TemporaryDirectory() as tmp:
+        rss_file = Path(tmp) / "rss"
+        prefix = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if GNU_TIME else []
+        with open(Path(tmp) / "out", "w+") as out_file, open(Path(tmp) / "err", "w+") as err_file:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([*prefix, *argv], stdout=out_file, stderr=err_file, text=True)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out_file.seek(0)
+            err_file.seek(0)
+            if proc.returncode != 0:
+                raise SystemExit(
+                    f"command failed ({proc.returncode}): {' '.join(argv)}\n{err_file.read()[-2000:]}"
+                )
+            peak = float(rss_file.read_text().split()[-1]) / 1024.0 if GNU_TIME else float("nan")
+            return wall, usage.ru_utime + usage.ru_stime, peak, out_file.read()
 
 
 def evaluate_command() -> list[str]:

@@ -142,7 +142,8 @@ class ImageIoUs:
     def block(self, image_id: int, dts: list[dict], gts: list[dict]) -> np.ndarray:
         """The IoUs of ``dts`` (rows, in that order) against ``gts`` (columns) of one image."""
         ious, rows, cols = self.matrix(image_id)
-        return ious[np.ix_([rows[id(d)] for d in dts], [cols[id(a)] for a in gts])]
+        # take() twice: a tenth of np.ix_'s cost on these small blocks (tens of thousands of calls)
+        return ious.take([rows[id(d)] for d in dts], axis=0).take([cols[id(a)] for a in gts], axis=1)
 
 
 class _SharedIoUEval(COCOeval_faster):
