@@ -33,8 +33,8 @@ SAM_ROWS = ("sam-gt-base", "sam-gt-ft", "sam-det")
 
 
 def check_sam(cfg: BenchmarkConfig) -> None:
-    """Build the run's SAM once, on the CPU, before the run folder is touched: a bad --sam-checkpoint
-    (or an official model offline) fails now, not after run.json, data/ and rows/ were written."""
+    """Build the run's SAM once, on the CPU, before any row runs: a bad --sam-checkpoint (or an official
+    model offline) fails while a fresh run can still remove its folder, so a plain rerun works."""
     build_sam(cfg.sam_model, cfg.sam_checkpoint, random_weights=cfg.sam_random_weights, seed=cfg.seed)
 
 

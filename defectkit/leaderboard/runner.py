@@ -196,8 +196,6 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
     """Run (or resume) a benchmark; returns the report folder (``report.md``, ``report.html``)."""
     rows = resolve_rows(cfg.rows)
     check_device(cfg)
-    if set(rows) & set(SAM_ROWS):
-        check_sam(cfg)
     earlier = prepare_run_folder(cfg)
     out = Path(cfg.out)
     # The top folder this run creates (out or a missing parent): what a failed fresh start removes.
@@ -215,6 +213,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
         ctx = RunContext(cfg, convert_data(cfg))
         if set(rows) & set(WORLD_ROWS):
             ensure_text_embeddings(ctx)
+        if set(rows) & set(SAM_ROWS):  # a bad --sam-checkpoint fails here, before any row runs
+            check_sam(cfg)
     except BaseException:
         if earlier is None:  # a fresh run that could not even prepare its data leaves nothing behind
             shutil.rmtree(created, ignore_errors=True)
