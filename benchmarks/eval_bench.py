@@ -300,11 +300,11 @@ def main() -> None:
         f"{'peak MB ours/pycoco':>20} {'goal':>6}  stats vs pycocotools"
     )
     for r in rows:
-        goal = GOALS.get(r["n"], 0.5)
-        met = "met" if statistics.median(r["ratios"]) <= goal else "MISSED"
+        goal = GOALS.get(r["n"])  # the goals are set at 1,500 and 20,000 images only
+        met = "-" if goal is None else "met" if statistics.median(r["ratios"]) <= goal else "MISSED"
         print(
             f"  {r['n']:>7} {r['case']:<6} {r['ours_s']:>8.2f} {r['ref_s']:>9.2f} {_spread(r['ratios']):>22} "
-            f"{r['cpu_ratio']:>6.3f} {r['ours_mb']:>9.0f} / {r['ref_mb']:<8.0f} {'<=' + str(goal):>6} {met}  "
+            f"{r['cpu_ratio']:>6.3f} {r['ours_mb']:>9.0f} / {r['ref_mb']:<8.0f} {'<=' + str(goal) if goal else '-':>6} {met}  "
             f"{r['stats']}"
         )
 
