@@ -49,7 +49,10 @@ def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
         if path.is_file():
             return ImageFont.truetype(str(path), size)
-    return ImageFont.load_default(size)
+    try:
+        return ImageFont.load_default(size)
+    except TypeError:  # Pillow < 10.1: one fixed-size bitmap font
+        return ImageFont.load_default()
 
 
 def blues(fraction: float) -> tuple[int, int, int]:
