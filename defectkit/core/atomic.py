@@ -4,6 +4,7 @@ half-written dataset, checkpoint or report behind (and the previous output stays
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
@@ -45,15 +46,11 @@ def remove_stale_siblings(final: Path) -> None:
     killed (kill -9, a power cut: no handler runs then). The pid in the name tells a dead run's folder
     from one a live run is still writing."""
     with contextlib.suppress(OSError):
-        for sibling in final.parent.glob(f".{glob_escape(final.name)}.*-*-*"):
+        for sibling in final.parent.glob(f".{glob.escape(final.name)}.*-*-*"):
             kind, _, rest = sibling.name[len(final.name) + 2 :].partition("-")
             pid = rest.split("-", 1)[0]
             if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)):
                 _remove(sibling)
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _remove(path: Path) -> None:
