@@ -306,16 +306,3 @@ def area_ratio(terms: list[dict[str, torch.Tensor]]) -> torch.Tensor:
     true = sum(t["true_area"].sum() for t in terms)
     return pred / true.clamp(min=1)
 
-
-def segmentation_loss(
-    logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor, kind: str = "dice+bce",
-    max_pos_weight: float = 1000.0,
-) -> dict[str, torch.Tensor]:
-    """Dice + (weighted BCE | focal) on the masks plus MSE of SAM's IoU head against the real IoU.
-
-    ``logits`` (B, H, W) float32 at the original resolution; ``iou_pred`` (B,); ``target`` (B, H, W) 0/1.
-    Returns the parts, each a loss (lower is better), and their sum under ``"loss"`` (batch means):
-    ``dice_loss`` (1 - soft Dice), ``pixel_loss`` (the weighted BCE or the focal term) and
-    ``iou_mse`` (the IoU head's squared error).
-    """
-    return mask_loss_parts([full_mask_terms(logits, target, kind, max_pos_weight)], iou_pred)
