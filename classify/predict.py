@@ -48,25 +48,6 @@ def predict_probs(
     return posthoc_adjust(logits, ckpt["class_counts"], posthoc_tau).softmax(1)
 
 
-def run_model(
-    ckpt_path: str | Path,
-    paths: Sequence[Path],
-    *,
-    device: str = "auto",
-    posthoc_tau: float = 0.0,
-    batch: int = 64,
-    cache: ImageCache | None = None,
-    progress: bool = False,
-) -> tuple[torch.Tensor, dict]:
-    """Class probabilities (N, C) for ``paths`` from a checkpoint file, and the checkpoint dict."""
-    dev = resolve_device(device)
-    model, ckpt = load_classifier(ckpt_path, dev)
-    probs = predict_probs(
-        model, ckpt, paths, dev, posthoc_tau=posthoc_tau, batch=batch, cache=cache, progress=progress
-    )
-    return probs, ckpt
-
-
 def make_records(
     paths: Sequence[Path], probs: torch.Tensor, classes: Sequence[str], labels=None
 ) -> list[dict]:
