@@ -226,8 +226,9 @@ def _explain_bad_gt_annotation(anns: list, images: dict, cat_ids: set, iou_type:
             raise DefectkitError(f"{name}: annotation {aid}: 'area' {area!r} is not a finite number >= 0")
         if "bbox" in ann and (problem := box_problem(ann["bbox"])):
             raise DefectkitError(f"{name}: annotation {aid}: {problem}")
-        if iou_type == "bbox" and "bbox" not in ann:
-            raise DefectkitError(f"{name}: annotation {aid} has no [x, y, w, h] 'bbox'")
+        if iou_type == "bbox":
+            if "bbox" not in ann:
+                raise DefectkitError(f"{name}: annotation {aid} has no [x, y, w, h] 'bbox'")
         else:
             if "segmentation" not in ann:
                 raise DefectkitError(f"{name}: annotation {aid} has no 'segmentation' (needed for segm)")
