@@ -108,11 +108,18 @@ def _sam_gt_boxes(ctx: RunContext, row_dir: Path, finetuned: Path | None, title:
 
 
 def _mask_union_row(
-    ctx: RunContext, row_dir: Path, files: dict[str, Path], infer_s: float, title: str, commands: list[Command]
+    ctx: RunContext,
+    row_dir: Path,
+    files: dict[str, Path],
+    infer_s: float,
+    title: str,
+    commands: list[Command],
+    checkpoints: list[Path],
 ) -> dict:
     """A predicted-mask row (no true prompts): COCO segm AP via :func:`coco_row`, plus mask IoU/Dice
     and pixel precision/recall of the union of the masks scored >= ``mask_score_threshold`` per image
-    and class (``evaluate masks``). ``commands``: those that wrote ``files["test"]``."""
+    and class (``evaluate masks``). ``commands``: those that wrote ``files["test"]`` from
+    ``checkpoints``."""
     threshold = ctx.config.mask_score_threshold
     row, evaluate_command = coco_row(ctx, row_dir, "segm", files, infer_s, title)
     union, union_command = evaluate_mask_union(ctx, files["test"], row_dir / "eval_masks")
@@ -126,7 +133,10 @@ def _mask_union_row(
     row["per_class"] = {c: v["iou"] for c, v in union["per_class"].items()}
     row["per_class_metric"] = "mask IoU"
     row["notes"] = [f"mask IoU/Dice: union of the masks scored >= {threshold} per image and class"]
-    row["commands"] = [*commands, evaluate_command, union_command]
+    row["reproduce"] = reproduce(
+        ctx, [*commands, evaluate_command, union_command],
+        [row_dir / "eval" / "metrics.json", row_dir / "eval_masks" / "metrics.json"], checkpoints,
+    )  # fmt: skip
     return row
 
 
@@ -211,7 +221,10 @@ def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
                    "--coco", arg(ctx, coco), "--conf", repr(DETECTOR_CONF), "--max-det", str(SAM_TOP_BOXES),
                    "--imgsz", str(cfg.imgsz), *_sam_args(ctx, tuned_path), "--out", arg(ctx, out), "--overwrite",
                    "--quiet"]  # fmt: skip
-    row = _mask_union_row(ctx, row_dir, files, infer_s, "SAM prompted by YOLO-World boxes: test masks", [command])
+    row = _mask_union_row(
+        ctx, row_dir, files, infer_s, "SAM prompted by YOLO-World boxes: test masks", [command],
+        [detector_weights, *([tuned_path] if tuned_path else [])],
+    )  # fmt: skip
     row["prompt"] = "detector boxes"
     row["notes"] += [
         "inference time includes the detector's",
@@ -220,16 +233,11 @@ def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
         else "SAM: base weights ("
         + ("the fine-tune did not beat them on val)" if finetuned else "sam-gt-ft did not run)"),
     ]
-    commands = row.pop("commands")
-    row["reproduce"] = reproduce(
-        ctx, commands, [row_dir / "eval" / "metrics.json", row_dir / "eval_masks" / "metrics.json"],
-        [detector_weights, *([tuned_path] if tuned_path else [])],
-    )  # fmt: skip
     return {
         **row,
         "train_s": detector["train_s"] + (finetuned["train_s"] if tuned else 0.0),
         "checkpoint": tuned,
-        "command": " ".join(commands[0]),
+        "command": " ".join(command),
     }
 
 
@@ -244,12 +252,8 @@ def yolo_seg(ctx: RunContext, row_dir: Path) -> dict:
     weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_seg_yaml, cfg.seg_detector, world=False)
     # detect predict gives a segmentation model's masks at the image's own size; at most COCO's 100 per image.
     files, infer_s, command = predict_split_files(ctx, row_dir, weights, max_det=100)
-    row = _mask_union_row(ctx, row_dir, files, infer_s, "YOLO-seg: test masks", [command])
+    row = _mask_union_row(ctx, row_dir, files, infer_s, "YOLO-seg: test masks", [command], [weights])
     row["prompt"] = "none"
-    commands = row.pop("commands")
-    row["reproduce"] = reproduce(
-        ctx, commands, [row_dir / "eval" / "metrics.json", row_dir / "eval_masks" / "metrics.json"], [weights]
-    )
     return {
         **row,
         "train_s": train_s,
