@@ -98,14 +98,13 @@ def results_to_detections(entries: list[dict], *, masks: bool = True) -> sv.Dete
     >>> results_to_detections([{"bbox": [4, 4, 10, 10], "category_id": 1}]).confidence.tolist()
     [1.0]
     """
-    decode_masks = masks
     if not entries:
         return sv.Detections.empty()
     boxes = np.array([r["bbox"] for r in entries], np.float64).reshape(-1, 4)
     boxes[:, 2:] += boxes[:, :2]
     mask = None
     with_segm = ["segmentation" in r for r in entries]
-    if decode_masks and any(with_segm):
+    if masks and any(with_segm):
         if not all(with_segm):
             raise DefectkitError(f"image {entries[0].get('image_id', '?')}: some results have a segmentation, some not")
         mask = np.stack([rle_to_mask(r["segmentation"]) for r in entries])
