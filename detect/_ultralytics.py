@@ -258,18 +258,15 @@ def _apply(stack: contextlib.ExitStack) -> None:
         settings.update(changed)
     _install_fonts(user_dir)
 
-    def point(name: str) -> tuple[Any, str]:
-        return points[name]
-
-    _set(stack, *point("ultralytics.utils.WEIGHTS_DIR"), weights_dir())
-    _set(stack, *point("ultralytics.utils.checks.USER_CONFIG_DIR"), user_dir)
-    _set(stack, *point("ultralytics.utils.dist.USER_CONFIG_DIR"), user_dir)
-    _set(stack, *point("ultralytics.utils.checks.AUTOINSTALL"), False)
+    _set(stack, *points["ultralytics.utils.WEIGHTS_DIR"], weights_dir())
+    _set(stack, *points["ultralytics.utils.checks.USER_CONFIG_DIR"], user_dir)
+    _set(stack, *points["ultralytics.utils.dist.USER_CONFIG_DIR"], user_dir)
+    _set(stack, *points["ultralytics.utils.checks.AUTOINSTALL"], False)
     if _env_true("YOLO_OFFLINE"):
-        _set(stack, *point("ultralytics.utils.checks.ONLINE"), False)
-    _set(stack, *point("ultralytics.utils.events.events.enabled"), False)
-    _set(stack, *point("ultralytics.nn.tasks.SAFE_LOAD"), _env_true("ULTRALYTICS_SAFE_LOAD"))
-    _set(stack, *point("ultralytics.engine.trainer.check_amp"), _check_amp_offline)
+        _set(stack, *points["ultralytics.utils.checks.ONLINE"], False)
+    _set(stack, *points["ultralytics.utils.events.events.enabled"], False)
+    _set(stack, *points["ultralytics.nn.tasks.SAFE_LOAD"], _env_true("ULTRALYTICS_SAFE_LOAD"))
+    _set(stack, *points["ultralytics.engine.trainer.check_amp"], _check_amp_offline)
 
 
 def _use_text_embeddings(stack: contextlib.ExitStack, table: TextLookup) -> None:
