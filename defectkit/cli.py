@@ -91,10 +91,10 @@ def _run(args: argparse.Namespace, command: str) -> int:
     epochs = args.epochs or (FAST_EPOCHS if args.fast else DEMO_EPOCHS if demo else BENCHMARK_EPOCHS)
     imgsz = args.imgsz or (FAST_IMGSZ if args.fast else DEMO_IMGSZ if demo else BENCHMARK_IMGSZ)
     sam_lr = args.sam_lr  # None: segment train picks it (higher for random-start weights)
+    # A family's own option, else (a plain demo without --epochs) the demo's share, else --epochs (None).
+    fallback = DEMO_EPOCHS_BY_FAMILY if demo and not args.fast and args.epochs is None else {}
     per_family = {
-        family: getattr(args, f"epochs_{family}")
-        if getattr(args, f"epochs_{family}") is not None
-        else (DEMO_EPOCHS_BY_FAMILY[family] if demo and not args.fast and args.epochs is None else None)
+        family: own if (own := getattr(args, f"epochs_{family}")) is not None else fallback.get(family)
         for family in DEMO_EPOCHS_BY_FAMILY
     }
     for name, value in (("epochs", epochs), ("imgsz", imgsz), ("batch", args.batch),
