@@ -109,6 +109,7 @@ def train(
         exist_ok=exist_ok,
         **extra,
     )
+    check_final_batch(ds, yolo, args)
     if device is not None:
         if "," in str(device) and importlib.util.find_spec("cloudpickle") is None:
             # ultralytics' DDP launcher pickles the trainer with cloudpickle (it would try to pip-install it)
@@ -130,6 +131,24 @@ def train(
     finally:
         Path(tmp).unlink(missing_ok=True)
     return Path(yolo.trainer.save_dir)
+
+
+def check_final_batch(ds, yolo, args: dict[str, Any]) -> None:
+    """Refuse, before ultralytics makes a run folder, what its trainer refuses later with a traceback:
+    a last batch of one image at a size under two strides (BatchNorm then sees one value per channel).
+    The rule is ultralytics' own (BaseTrainer._build_train_pipeline, 8.4)."""
+    batch, n_images = int(args["batch"]), len(ds.images("train"))
+    if batch < 1 or n_images % batch != 1:  # batch <= 0: ultralytics' auto batch size
+        return
+    stride = int(max(getattr(yolo.model, "stride", [32])))
+    scale = float(args.get("multi_scale", 0.0) or 0.0)
+    smallest = max(stride, int(args["imgsz"] * (1 - scale))) // stride * stride
+    if smallest < 2 * stride:
+        raise DefectkitError(
+            f"{ds.yaml_path}: {n_images} training images in batches of {batch} leave a last batch of 1 image, "
+            f"which cannot train at imgsz {smallest} (BatchNorm sees one value per channel); "
+            f"use another --batch, or --imgsz {2 * stride} or more"
+        )
 
 
 def _add_callbacks(yolo, callbacks: dict[str, list] | None) -> None:

@@ -157,6 +157,10 @@ CASES = {
         ("classify", "train", "--resume", fake_last(t / "A"), "--out", t / "B"), "drop --out"),
     "classify train --resume with --epochs": lambda t, c: (
         ("classify", "train", "--resume", fake_last(t / "A"), "--epochs", "3"), "drop --epochs"),
+    "detect train with a last batch of 1 image at a small size": lambda t, c: (
+        ("detect", "train", "--data", c / "yolo" / "data.yaml", "--model", "yolov8n.yaml", "--epochs", "1",
+         "--imgsz", "32", "--batch", str(len(list((c / "yolo" / "images" / "train").iterdir())) - 1),
+         "--device", "cpu", "--project", t / "runs"), "last batch of 1 image"),
     # output paths
     "convert-mvtec --out is a file": lambda t, c: (
         ("convert-mvtec", "wood", "--root", c.parent.parent / "sample", "--out",
