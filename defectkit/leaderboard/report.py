@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from defectkit.evaluation.plots import roc_figure
+from defectkit.evaluation.charts import roc_curves_png
 from defectkit.evaluation.ranking import roc_curve
-from defectkit.evaluation.report import Report, figure_to_png
+from defectkit.evaluation.report import Report
 from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.gallery import gallery_image
 from defectkit.leaderboard.rows import CLASSIFICATION, DETECTION, ROWS, SEGMENTATION
@@ -152,9 +152,7 @@ def _roc_figure(ctx: RunContext, results: dict[str, dict]) -> bytes | None:
             curves[f"{r['row']} (AUROC {il['test_auroc']:.3f})"] = (fpr, tpr)
     if not curves:
         return None
-    fig = roc_figure(curves, "image level: defective vs good (test)")
-    fig.axes[0].set_ylabel("true positive rate")
-    return figure_to_png(fig)
+    return roc_curves_png(curves, "image level: defective vs good (test)")
 
 
 def worst_validation_images(ctx: RunContext, results: dict[str, dict], n: int) -> list[int]:
