@@ -1,7 +1,9 @@
-"""Rank-based curve metrics in numpy: AUROC (ties count one half) and ROC curves.
+"""Rank-based curve metrics in numpy: AUROC (ties count one half), ROC curves, average precision and
+F1-max, all from one descending sort of the scores (``ranked_counts``).
 
 Written by hand because scikit-learn is not a dependency; checked against hand-computed cases in
-tests/test_evaluation_metrics.py.
+tests/test_evaluation_metrics.py and against scikit-learn (a dev dependency) in
+tests/test_pixel_metrics.py.
 """
 
 from __future__ import annotations
@@ -9,22 +11,43 @@ from __future__ import annotations
 import numpy as np
 
 
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``values`` with tied values sharing the mean of their ranks.
+def ranked_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, tps, fps): every distinct score, highest first, and the cumulative counts of
+    positives and negatives scored at or above it (the predictions of the rule ``score >= t``).
+    One stable sort; the other functions here read their curves from these three arrays.
 
-    >>> average_ranks(np.array([0.1, 0.5, 0.5, 0.9])).tolist()
-    [1.0, 2.5, 2.5, 4.0]
+    >>> t, tps, fps = ranked_counts(np.array([0, 1, 1, 0]), np.array([0.2, 0.9, 0.2, 0.1]))
+    >>> t.tolist(), tps.tolist(), fps.tolist()
+    ([0.9, 0.2, 0.1], [1, 2, 2], [0, 1, 2])
     """
-    values = np.asarray(values).ravel()
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    # Start index of each run of equal values, and the run lengths.
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    lengths = np.diff(np.r_[starts, values.size])
-    run_ranks = starts + (lengths + 1) / 2.0  # mean of ranks starts+1 .. starts+lengths
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = np.repeat(run_ranks, lengths)
-    return ranks
+    labels = np.asarray(labels).ravel().astype(bool)
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels ({labels.size}) and scores ({scores.size}) differ in length")
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    last_of_run = np.r_[sorted_scores[1:] != sorted_scores[:-1], True] if scores.size else np.zeros(0, bool)
+    positives = np.cumsum(sorted_labels, dtype=np.int64)
+    tps = positives[last_of_run]
+    fps = np.flatnonzero(last_of_run) + 1 - tps  # predicted positive at this threshold minus the true ones
+    return sorted_scores[last_of_run], tps, fps
+
+
+def auroc_from_counts(tps: np.ndarray, fps: np.ndarray) -> float | None:
+    """AUROC from ``ranked_counts``' cumulative counts: the trapezoids under the ROC steps, summed in
+    exact integer arithmetic (a tie run's trapezoid is the one-half the Mann-Whitney statistic
+    gives ties). None when a class is absent.
+
+    >>> auroc_from_counts(np.array([1, 1, 2]), np.array([0, 1, 2]))
+    0.625
+    """
+    tps = np.asarray(tps, dtype=np.int64)
+    fps = np.asarray(fps, dtype=np.int64)
+    if tps.size == 0 or tps[-1] == 0 or fps[-1] == 0:
+        return None
+    tp_prev = np.r_[0, tps[:-1]]
+    twice_area = int(np.sum(np.diff(fps, prepend=0) * (tps + tp_prev)))
+    return twice_area / (2.0 * float(tps[-1]) * float(fps[-1]))
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -36,16 +59,17 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     >>> auroc(np.array([0, 1]), np.array([0.5, 0.5]))
     0.5
     """
-    labels = np.asarray(labels).ravel().astype(bool)
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    if labels.shape != scores.shape:
-        raise ValueError(f"labels ({labels.size}) and scores ({scores.size}) differ in length")
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    rank_sum = average_ranks(scores)[labels].sum()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    _, tps, fps = ranked_counts(labels, scores)
+    return auroc_from_counts(tps, fps)
+
+
+def roc_from_counts(
+    thresholds: np.ndarray, tps: np.ndarray, fps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) from ``ranked_counts``, starting at (0, 0) with threshold inf."""
+    n_pos = max(int(tps[-1]), 1) if tps.size else 1
+    n_neg = max(int(fps[-1]), 1) if fps.size else 1
+    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos], np.r_[np.inf, thresholds]
 
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,15 +79,65 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     >>> fpr.tolist(), tpr.tolist()
     ([0.0, 0.0, 1.0], [0.0, 0.5, 1.0])
     """
-    labels = np.asarray(labels).ravel().astype(bool)
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    order = np.argsort(-scores, kind="mergesort")
-    scores, labels = scores[order], labels[order]
-    last_of_run = np.r_[scores[1:] != scores[:-1], True]
-    tps = np.cumsum(labels)[last_of_run]
-    fps = np.cumsum(~labels)[last_of_run]
-    n_pos, n_neg = max(int(labels.sum()), 1), max(int((~labels).sum()), 1)
-    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos], np.r_[np.inf, scores[last_of_run]]
+    return roc_from_counts(*ranked_counts(labels, scores))
+
+
+def average_precision_from_counts(tps: np.ndarray, fps: np.ndarray) -> float | None:
+    """Average precision from ``ranked_counts``: sum over thresholds of (recall gain) x precision,
+    the step-wise sum scikit-learn's ``average_precision_score`` computes (no interpolation).
+    None when there is no positive.
+
+    >>> average_precision_from_counts(np.array([1, 1, 2]), np.array([0, 1, 2]))
+    0.75
+    """
+    tps = np.asarray(tps, dtype=np.float64)
+    fps = np.asarray(fps, dtype=np.float64)
+    if tps.size == 0 or tps[-1] == 0:
+        return None
+    recall_gain = np.diff(tps, prepend=0.0) / tps[-1]
+    return float(np.sum(recall_gain * tps / (tps + fps)))
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Average precision of ``scores`` for ``labels`` (1 = positive), as scikit-learn's
+    ``average_precision_score``; None when there is no positive.
+
+    >>> average_precision(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    0.8333333333333333
+    """
+    _, tps, fps = ranked_counts(labels, scores)
+    return average_precision_from_counts(tps, fps)
+
+
+def f1_max_from_counts(
+    thresholds: np.ndarray, tps: np.ndarray, fps: np.ndarray
+) -> tuple[float | None, float | None]:
+    """``f1_max`` from ``ranked_counts``' arrays (no second sort)."""
+    tps = np.asarray(tps, dtype=np.float64)
+    fps = np.asarray(fps, dtype=np.float64)
+    if tps.size == 0 or tps[-1] == 0:
+        return None, None
+    # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (predicted positives + actual positives).
+    f1 = 2.0 * tps / (tps + fps + tps[-1])
+    best = int(np.argmax(f1))  # the first maximum in descending order: the highest such threshold
+    return float(f1[best]), float(thresholds[best])
+
+
+def f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, float | None]:
+    """(best F1, its threshold) over the rules ``score >= t`` for every score ``t`` in the data.
+
+    The threshold is a score value from the data; when several thresholds reach the same best F1,
+    the highest one is returned (the fewest positive predictions). ``(None, None)`` when there is
+    no positive (F1 is undefined). One sort and cumulative sums.
+
+    >>> f1_max(np.array([0, 1, 1, 0]), np.array([0.2, 0.9, 0.6, 0.1]))
+    (1.0, 0.6)
+    >>> f1_max(np.array([1, 0, 1]), np.array([0.5, 0.5, 0.5]))  # one threshold: all predicted positive
+    (0.8, 0.5)
+    >>> f1_max(np.array([0, 0]), np.array([0.3, 0.7]))
+    (None, None)
+    """
+    return f1_max_from_counts(*ranked_counts(labels, scores))
 
 
 def trapezoid_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
