@@ -11,6 +11,55 @@ from __future__ import annotations
 import numpy as np
 
 
+def descending_runs(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, run_ends): the stable order that sorts ``scores`` highest first, and the positions
+    (in that order) of the last entry of each run of equal scores. The one sort every curve here
+    is read from; callers that need several curves of the same scores sort once and pass these on.
+
+    >>> order, ends = descending_runs(np.array([0.2, 0.9, 0.2, 0.1]))
+    >>> order.tolist(), ends.tolist()
+    ([1, 0, 2, 3], [0, 2, 3])
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    return order, np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True] if scores.size else [])
+
+
+def cumulative_at_runs(values: np.ndarray, order: np.ndarray, run_ends: np.ndarray) -> np.ndarray:
+    """Sum of ``values`` over the entries scored at or above each distinct score (``descending_runs``).
+
+    >>> order, ends = descending_runs(np.array([0.2, 0.9, 0.2, 0.1]))
+    >>> cumulative_at_runs(np.array([0, 1, 1, 0]), order, ends).tolist()
+    [1, 2, 2]
+    """
+    values = np.asarray(values).ravel()
+    dtype = np.int64 if values.dtype.kind in "biu" else np.float64  # exact integer counts stay integers
+    return np.cumsum(values[order], dtype=dtype)[run_ends]
+
+
+def weighted_ranked_counts(
+    scores: np.ndarray, positives: np.ndarray, negatives: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``ranked_counts`` for entries that each stand for several items with one score: entry i
+    holds ``positives[i]`` positive and ``negatives[i]`` negative items scored ``scores[i]`` (a
+    pixel histogram, or the pixels one predicted instance wins). Scores may repeat.
+
+    >>> t, tps, fps = weighted_ranked_counts(np.array([0.5, 0.9, 0.5]), np.array([3, 1, 0]), np.array([1, 0, 4]))
+    >>> t.tolist(), tps.tolist(), fps.tolist()
+    ([0.9, 0.5], [1, 4], [0, 5])
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if not (scores.size == np.size(positives) == np.size(negatives)):
+        raise ValueError(
+            f"scores ({scores.size}), positives ({np.size(positives)}) and negatives ({np.size(negatives)}) differ in length"
+        )
+    order, run_ends = descending_runs(scores)
+    tps = cumulative_at_runs(positives, order, run_ends)
+    fps = cumulative_at_runs(negatives, order, run_ends)
+    return scores[order][run_ends], tps, fps
+
+
 def ranked_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(thresholds, tps, fps): every distinct score, highest first, and the cumulative counts of
     positives and negatives scored at or above it (the predictions of the rule ``score >= t``).
@@ -21,16 +70,9 @@ def ranked_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     ([0.9, 0.2, 0.1], [1, 2, 2], [0, 1, 2])
     """
     labels = np.asarray(labels).ravel().astype(bool)
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    if labels.shape != scores.shape:
-        raise ValueError(f"labels ({labels.size}) and scores ({scores.size}) differ in length")
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, sorted_labels = scores[order], labels[order]
-    last_of_run = np.r_[sorted_scores[1:] != sorted_scores[:-1], True] if scores.size else np.zeros(0, bool)
-    positives = np.cumsum(sorted_labels, dtype=np.int64)
-    tps = positives[last_of_run]
-    fps = np.flatnonzero(last_of_run) + 1 - tps  # predicted positive at this threshold minus the true ones
-    return sorted_scores[last_of_run], tps, fps
+    if labels.size != np.size(scores):
+        raise ValueError(f"labels ({labels.size}) and scores ({np.size(scores)}) differ in length")
+    return weighted_ranked_counts(scores, labels, ~labels)
 
 
 def auroc_from_counts(tps: np.ndarray, fps: np.ndarray) -> float | None:

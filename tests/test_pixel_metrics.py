@@ -66,3 +66,44 @@ def test_ranked_counts_are_the_predictions_at_each_distinct_threshold():
     for t, tp, fp in zip(thresholds, tps, fps):
         predicted = scores >= t
         assert (tp, fp) == ((predicted & labels).sum(), (predicted & ~labels).sum())
+
+
+def random_maps(seed: int, n_images: int = 5, size: tuple[int, int] = (24, 32)):
+    """Ground-truth masks (some images good, some with two regions) and score maps with many ties."""
+    rng = np.random.default_rng(seed)
+    masks, maps = [], []
+    for i in range(n_images):
+        mask = np.zeros(size, bool)
+        if i % 3:  # every third image is good
+            y, x = rng.integers(0, size[0] - 6), rng.integers(0, size[1] - 8)
+            mask[y : y + rng.integers(2, 6), x : x + rng.integers(2, 8)] = True
+            mask[-3:, :4] = True  # a second region
+        masks.append(mask)
+        maps.append(np.round(rng.random(size) * 0.8 + 0.5 * mask * rng.random(size), 1))  # 1 decimal: ties
+    return masks, maps
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pixel_ap_and_f1_max_match_sklearn_on_flattened_pixels(seed, tmp_path):
+    from defectkit.evaluation import evaluate_anomaly
+
+    masks, maps = random_maps(seed)
+    labels = [int(m.any()) for m in masks]
+    m = evaluate_anomaly(labels, [float(s.max()) for s in maps], masks, maps, out_dir=tmp_path)
+    flat_gt = np.concatenate([x.ravel() for x in masks])
+    flat_scores = np.concatenate([x.ravel() for x in maps])
+    assert m["pixel_ap"] == pytest.approx(metrics.average_precision_score(flat_gt, flat_scores), abs=1e-12)
+    ref_f1, ref_threshold = sklearn_f1_max(flat_gt, flat_scores)
+    assert m["pixel_f1_max"] == pytest.approx(ref_f1, abs=1e-12)
+    assert m["pixel_f1_threshold"] == ref_threshold
+    assert m["pixel_auroc"] == pytest.approx(metrics.roc_auc_score(flat_gt, flat_scores), abs=1e-12)
+    report = (tmp_path / "report.md").read_text()
+    assert "pixel AP" in report and "pixel F1-max" in report
+
+
+def test_pixel_metrics_undefined_without_defect_pixels():
+    from defectkit.evaluation import evaluate_anomaly
+
+    good = [np.zeros((8, 8), bool)] * 2
+    m = evaluate_anomaly([0, 0], [0.1, 0.2], good, [np.full((8, 8), 0.3), np.full((8, 8), 0.4)])
+    assert m["pixel_ap"] is None and m["pixel_f1_max"] is None and m["pixel_auroc"] is None
