@@ -143,9 +143,10 @@ def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
     g.add_argument(
         "--rows",
         default="demo" if demo else "all",
-        help="comma-separated rows: yolo-world-ft, yolo-world-zs, yolo-closed, sam-gt-base, sam-gt-ft, "
-        "sam-det, yolo-seg, classifier; 'all' or 'demo' (yolo-world-ft, sam-gt-base, sam-gt-ft, sam-det, "
-        "classifier); rows a row needs are added (default: %(default)s)",
+        help="comma-separated rows: yolo-world-ft, yolo-world-zs, yolo-closed, sam-gt-base, sam-gt-random, "
+        "sam-gt-ft, sam-det, yolo-seg, classifier; 'all' or 'demo' (yolo-world-ft, sam-gt-base, sam-gt-ft, "
+        "sam-det, classifier); rows a row needs are added; sam-gt-base (SAM as released) is sam-gt-random "
+        "when the SAM has random weights (default: %(default)s)",
     )
     g.add_argument(
         "--device",

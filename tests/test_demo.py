@@ -22,10 +22,13 @@ from defectkit.cli import DEMO_EPOCHS, DEMO_EPOCHS_BY_FAMILY, DEMO_IMGSZ, main
 from defectkit.evaluation import evaluate_anomaly, evaluate_detection
 from defectkit.leaderboard import DEMO_ROWS
 from defectkit.leaderboard.report import threshold_label
+from defectkit.leaderboard.rows import resolve_rows
 from defectkit.leaderboard.scoring import accuracy_at, choose_threshold, image_level
 from defectkit.segment.train import LR_RANDOM_INIT
 from replay import number_differences, replay_row
 
+# The demo's SAM is vit_tiny, random weights: its untuned-SAM row is sam-gt-random, never "base SAM".
+DEMO_RUN_ROWS = resolve_rows(DEMO_ROWS, random_sam=True)
 
 def _run_cli(argv: list[str]) -> str:
     out = io.StringIO()
@@ -54,12 +57,12 @@ def test_demo_ends_with_the_report_path_and_a_row_per_approach(demo):
     # Under the table: what acc@thr must beat (the sample's test split is 5 defective, 1 good).
     footer = " ".join(table.split())
     assert "calling every test image defective already scores 0.833 (5 of 6 are defective)" in footer
-    for name in DEMO_ROWS:
+    for name in DEMO_RUN_ROWS:
         assert re.search(rf"^{re.escape(name)}\s", table, re.MULTILINE), (
             f"{name} missing from the printed table"
         )
     rows = _leaderboard(out)["rows"]
-    assert list(rows) == list(DEMO_ROWS)
+    assert list(rows) == DEMO_RUN_ROWS and "sam-gt-random" in rows and "sam-gt-base" not in rows
     for name, r in rows.items():
         assert r["device"] == "cpu" and r["train_s"] >= 0 and r["infer_s_per_image"] > 0, name
         assert (out / r["predictions"]["test"]).is_file() and (out / r["predictions"]["val"]).is_file()
@@ -158,14 +161,14 @@ def test_run_records_how_to_reproduce_it(demo):
         assert isinstance(torch.load(out / rows[name]["checkpoint"]["path"], weights_only=True), dict)
 
 
-@pytest.mark.parametrize("row", DEMO_ROWS)
+@pytest.mark.parametrize("row", DEMO_RUN_ROWS)
 def test_recorded_commands_rebuild_each_rows_metrics(demo, row, tmp_path):
     """``defectkit benchmark --fast`` (the demo's rows): each row's commands in run.json, run in
     order with the console scripts from a folder holding only the converted data, the embedding
     cache and the row's checkpoints, rebuild every number of its metrics.json files (to 1e-9)."""
     out, _ = demo
     run = json.loads((out / "run.json").read_text())
-    assert list(run["rows"]) == list(DEMO_ROWS)
+    assert list(run["rows"]) == DEMO_RUN_ROWS
     assert run["data"]["commands"][0][0] == "convert-mvtec"
     entry = run["rows"][row]
     assert all(argv[0] in ("detect", "segment", "classify", "evaluate") for argv in entry["commands"])
@@ -246,6 +249,24 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
         "none",
     )
     assert (fast.closed_detector, fast.epochs, fast.imgsz, fast.sam_lr) == ("mine.pt", 1, 64, None)
+
+
+def test_random_baselines_are_named_and_described_as_such(demo):
+    """vit_tiny SAM and random text embeddings: no row calls them SAM or YOLO-World as released, in
+    leaderboard.json and in both reports."""
+    out, _ = demo
+    rows = _leaderboard(out)["rows"]
+    assert rows["sam-gt-random"]["title"] == "SAM (random weights), ground-truth boxes"
+    assert rows["sam-gt-ft"]["title"] == "SAM (fine-tuned from random weights), ground-truth boxes"
+    assert rows["yolo-world-ft"]["title"] == "YOLO-World, fine-tuned (random text embeddings)"
+    assert any("beat that random decoder" in n for n in rows["sam-gt-ft"]["notes"])
+    assert any("random text embeddings, not CLIP's" in n for n in rows["yolo-world-ft"]["notes"])
+    assert any("vit_tiny with random weights" in n for n in rows["sam-det"]["notes"] + rows["sam-gt-ft"]["notes"])
+    md = (out / "report" / "report.md").read_text()
+    html = (out / "report" / "report.html").read_text()
+    for text in (md, html):
+        assert "random weights, not SAM as released" in text and "random text embeddings, not CLIP" in text
+        assert "SAM as released (an official checkpoint)" not in text  # sam-gt-base's description
 
 
 def test_image_level_threshold_comes_from_val(demo):

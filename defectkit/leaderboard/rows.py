@@ -26,6 +26,14 @@ from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.scoring import max_score_per_image
 
 DETECTION, SEGMENTATION, CLASSIFICATION = "detection", "segmentation", "classification"
+# The test metrics a row of each task reports, its main one first (the report's "main metric", the
+# category table's column, the label-efficiency curve's y). A row of another task declares its own
+# (``register(..., metrics=...)``).
+TASK_METRICS = {
+    DETECTION: ("box_AP", "box_AP50", "box_AP75", "box_AR100"),
+    SEGMENTATION: ("mask_mIoU", "mask_mDice", "segm_AP", "segm_AP50", "segm_AR100"),
+    CLASSIFICATION: ("balanced_accuracy", "accuracy"),
+}
 DETECTOR_CONF = 0.001  # keep low-score boxes: COCO AP and the image AUROC need the whole ranking
 SPLITS = ("val", "test")  # val picks the image-level threshold, test is scored
 
@@ -40,14 +48,33 @@ class RowSpec:
     run: Callable[[RunContext, Path], dict]
     about: str
     needs: tuple[str, ...] = ()  # rows whose results this one reads (run first)
+    reads: tuple[str, ...] = ()  # rows whose results it reads when they ran (so a shard keeps them together)
+    metrics: tuple[str, ...] = ()  # its test metrics, the main one first
+
+    @property
+    def main_metric(self) -> str:
+        return self.metrics[0]
 
 
 ROWS: dict[str, RowSpec] = {}
 
 
-def register(name: str, title: str, task: str, about: str, needs: tuple[str, ...] = ()):
+def register(
+    name: str,
+    title: str,
+    task: str,
+    about: str,
+    needs: tuple[str, ...] = (),
+    reads: tuple[str, ...] = (),
+    metrics: tuple[str, ...] | None = None,
+):
+    """Add a row to ``ROWS``; ``metrics`` default to its task's (``TASK_METRICS``)."""
+    declared = tuple(metrics if metrics is not None else TASK_METRICS.get(task, ()))
+    if not declared:
+        raise ValueError(f"row {name}: task {task!r} has no default metrics; pass metrics=(main, ...)")
+
     def wrap(fn: Callable[[RunContext, Path], dict]) -> Callable[[RunContext, Path], dict]:
-        ROWS[name] = RowSpec(name, title, task, fn, about, needs)
+        ROWS[name] = RowSpec(name, title, task, fn, about, needs, reads, declared)
         return fn
 
     return wrap
@@ -165,29 +192,58 @@ ALL_ROWS = (
     "yolo-world-zs",
     "yolo-closed",
     "sam-gt-base",
+    "sam-gt-random",
     "sam-gt-ft",
     "sam-det",
     "yolo-seg",
     "classifier",
 )
+# sam-gt-base is the untuned-SAM row: it becomes sam-gt-random when the run's SAM has random weights.
 DEMO_ROWS = ("yolo-world-ft", "sam-gt-base", "sam-gt-ft", "sam-det", "classifier")
+# The untuned-SAM row by the run's weights: "base SAM" means released weights only.
+UNTUNED_SAM = {False: "sam-gt-base", True: "sam-gt-random"}
 
 
-def resolve_rows(names: list[str] | tuple[str, ...]) -> list[str]:
-    """The rows to run, in run order, with the rows they need added.
+def resolve_rows(names: list[str] | tuple[str, ...], *, random_sam: bool = False) -> list[str]:
+    """The rows to run, in run order, with the rows they need added; the untuned-SAM row named by
+    the run's weights (``random_sam``: sam-gt-random, else sam-gt-base).
 
     >>> resolve_rows(["sam-det"])
     ['yolo-world-ft', 'sam-det']
+    >>> resolve_rows(["sam-gt-base", "sam-gt-ft"], random_sam=True)
+    ['sam-gt-random', 'sam-gt-ft']
     """
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         raise DefectkitError(
             f"--rows {','.join(unknown)}: unknown row; known: {', '.join(ALL_ROWS)}, all, demo"
         )
-    wanted = set(names)
-    for name in list(names):
+    wanted = {UNTUNED_SAM[random_sam] if n in UNTUNED_SAM.values() else n for n in names}
+    for name in list(wanted):
         wanted.update(ROWS[name].needs)
     return [n for n in ALL_ROWS if n in wanted]
+
+
+def row_groups(rows: list[str]) -> list[tuple[str, ...]]:
+    """``rows`` (in run order) cut into the groups a shard runs whole: a row stays with the rows it
+    needs or reads, so its numbers do not depend on how the work was cut.
+
+    >>> row_groups(["yolo-world-ft", "yolo-closed", "sam-gt-ft", "sam-det", "classifier"])
+    [('yolo-world-ft', 'sam-gt-ft', 'sam-det'), ('yolo-closed',), ('classifier',)]
+    """
+    group_of = {name: {name} for name in rows}
+    for name in rows:
+        for other in (*ROWS[name].needs, *ROWS[name].reads):
+            if other in group_of and group_of[other] is not group_of[name]:
+                merged = group_of[name] | group_of[other]
+                for member in merged:
+                    group_of[member] = merged
+    groups: list[tuple[str, ...]] = []
+    for name in rows:
+        group = tuple(n for n in rows if n in group_of[name])
+        if group not in groups:
+            groups.append(group)
+    return groups
 
 
 # The rows register themselves when their modules load; the registry above must exist first.

@@ -27,6 +27,44 @@ from defectkit.leaderboard.rows import (
 )
 
 WORLD_ROWS = ("yolo-world-ft", "yolo-world-zs")
+RANDOM_TEXT_NOTE = "random text embeddings, not CLIP's: the class prompts carry no meaning"
+
+
+def random_start(model: str) -> bool:
+    """A YOLO given as a ``.yaml`` starts from random weights, not from released ones.
+
+    >>> random_start("yolov8s-worldv2.yaml"), random_start("yolov8s-worldv2.pt")
+    (True, False)
+    """
+    return str(model).endswith((".yaml", ".yml"))
+
+
+def text_embeddings_are_random(ctx: RunContext) -> bool:
+    """True when the YOLO-World rows read random text embeddings: ``--text-embeddings random``, or a
+    file made that way (``detect embed`` records the model that made it)."""
+    spec = ctx.config.text_embeddings
+    if spec == "random":
+        return True
+    path = Path(spec) if spec else emb.default_path(ctx.yolo_yaml.parent)
+    return path.is_file() and emb.load(path).model == "random"
+
+
+def honesty_notes(ctx: RunContext, model: str, *, world: bool, trained: bool) -> list[str]:
+    """What a YOLO row's numbers stand for when it did not start from what was released: random
+    weights (a ``.yaml``) and, for YOLO-World, random text embeddings."""
+    notes = []
+    if random_start(model):
+        notes.append(
+            f"{Path(model).name}: random weights, not the released model"
+            + (": trained from scratch" if trained else ": a zero-shot score of random weights is noise")
+        )
+    if world and text_embeddings_are_random(ctx):
+        notes.append(
+            RANDOM_TEXT_NOTE
+            + (" (trained as a closed-set detector with fixed random class vectors)" if trained
+               else "; zero-shot numbers only exercise the pipeline")
+        )  # fmt: skip
+    return notes
 
 
 def ensure_text_embeddings(ctx: RunContext) -> None:
@@ -130,7 +168,10 @@ def detect_train_command(ctx: RunContext, data: Path, model: str, world: bool) -
     "YOLO-World trained on the train split (detect train); boxes scored by COCO mAP",
 )
 def yolo_world_finetuned(ctx: RunContext, row_dir: Path) -> dict:
-    return trained_detector_row(ctx, row_dir, ctx.config.detector, world=True, title="YOLO-World fine-tuned")
+    row = trained_detector_row(ctx, row_dir, ctx.config.detector, world=True, title="YOLO-World fine-tuned")
+    if text_embeddings_are_random(ctx):
+        row["title"] = "YOLO-World, fine-tuned (random text embeddings)"
+    return row
 
 
 def trained_detector_row(ctx: RunContext, row_dir: Path, model: str, *, world: bool, title: str) -> dict:
@@ -138,6 +179,7 @@ def trained_detector_row(ctx: RunContext, row_dir: Path, model: str, *, world: b
     weights, train_s = train_yolo(ctx, row_dir, ctx.yolo_yaml, model, world=world)
     return {
         **detection_row(ctx, row_dir, weights, f"{title}: test boxes"),
+        "notes": honesty_notes(ctx, model, world=world, trained=True),
         "train_s": train_s,
         "checkpoint": checkpoint_entry(ctx, weights),
         "command": detect_train_command(ctx, ctx.yolo_yaml, model, world=world),
@@ -164,11 +206,10 @@ def yolo_world_zero_shot(ctx: RunContext, row_dir: Path) -> dict:
     # recorded commands start (random .yaml weights could not be rebuilt otherwise).
     weights = row_dir / "zero_shot.pt"
     yolo.save(weights)
-    notes = []
-    if str(cfg.detector).endswith(".yaml") or cfg.text_embeddings == "random":
-        notes.append("random weights or random text embeddings: zero-shot numbers only exercise the pipeline")
+    notes = honesty_notes(ctx, cfg.detector, world=True, trained=False)
     return {
         **detection_row(ctx, row_dir, weights, "YOLO-World zero-shot: test boxes"),
+        **({"title": "YOLO-World, zero-shot (random text embeddings)"} if text_embeddings_are_random(ctx) else {}),
         "train_s": 0.0,
         "checkpoint": None,
         "command": command_line(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from defectkit.core.errors import DefectkitError
 from defectkit.core.results import write_coco_results
 from defectkit.leaderboard.context import BenchmarkConfig, RunContext
 from defectkit.leaderboard.rows import (
@@ -21,15 +22,37 @@ from defectkit.leaderboard.rows import (
     register,
     reproduce,
 )
-from defectkit.leaderboard.rows_detection import detect_train_command, predict_split_files, train_yolo
+from defectkit.leaderboard.rows_detection import detect_train_command, honesty_notes, predict_split_files, train_yolo
 from defectkit.segment.data import read_sam_jsonl, split_jsonl
-from defectkit.segment.models import build_sam
+from defectkit.segment.models import MODEL_REGISTRY, build_sam
 from defectkit.segment.predict import RESULTS_FILE, Segmenter, load_segmenter, segment_images
 from defectkit.segment.train import TrainConfig, train
 from defectkit.segment.val import BASE, FINETUNED, category_ids, predict_split, val_split, write_val
 
 SAM_TOP_BOXES = 20  # detector boxes per image handed to SAM (segment predict --max-det)
-SAM_ROWS = ("sam-gt-base", "sam-gt-ft", "sam-det")
+SAM_ROWS = ("sam-gt-base", "sam-gt-random", "sam-gt-ft", "sam-det")
+RANDOM_SAM_NOTE = "random weights, not SAM as released"
+
+
+def sam_is_random(cfg: BenchmarkConfig) -> bool:
+    """True when the run's SAM has random weights: ``vit_tiny`` (no released weights exist) or
+    ``--sam-random-weights`` without a checkpoint. Then no row may call it "base SAM".
+
+    >>> from pathlib import Path
+    >>> cfg = BenchmarkConfig(Path("."), "wood", Path("o"), [], sam_model="vit_tiny")
+    >>> sam_is_random(cfg), sam_is_random(BenchmarkConfig(Path("."), "wood", Path("o"), [], sam_model="vit_b"))
+    (True, False)
+    """
+    spec = MODEL_REGISTRY.get(cfg.sam_model)
+    official = spec is None or spec[0].official  # an unknown name fails in check_sam, with the known ones
+    return cfg.sam_checkpoint is None and (cfg.sam_random_weights or not official)
+
+
+def _sam_weights(cfg: BenchmarkConfig) -> str:
+    """The run's SAM weights in words, for titles and notes."""
+    if sam_is_random(cfg):
+        return f"{cfg.sam_model} with {RANDOM_SAM_NOTE}"
+    return f"{cfg.sam_model} " + (f"from {Path(cfg.sam_checkpoint).name}" if cfg.sam_checkpoint else "as released")
 
 
 def check_sam(cfg: BenchmarkConfig) -> None:
@@ -146,12 +169,34 @@ def _lr_args(cfg) -> list:
 
 @register(
     "sam-gt-base",
-    "SAM (base), ground-truth boxes",
+    "SAM (base, released weights), ground-truth boxes",
     SEGMENTATION,
-    "SAM as released, each true defect prompted by its box: the bar a fine-tune must clear",
+    "SAM as released (an official checkpoint), each true defect prompted by its box: the bar a fine-tune "
+    "must clear",
 )
 def sam_gt_base(ctx: RunContext, row_dir: Path) -> dict:
-    row = _sam_gt_boxes(ctx, row_dir, None, "SAM base, ground-truth box prompts: test masks")
+    if sam_is_random(ctx.config):  # resolve_rows names this row sam-gt-random; never call random weights "base"
+        raise DefectkitError(f"--sam-model {ctx.config.sam_model}: {RANDOM_SAM_NOTE}; the row is sam-gt-random")
+    return _untuned_sam_row(ctx, row_dir, "SAM base, ground-truth box prompts: test masks")
+
+
+@register(
+    "sam-gt-random",
+    "SAM (random weights), ground-truth boxes",
+    SEGMENTATION,
+    f"SAM's architecture with {RANDOM_SAM_NOTE} (vit_tiny, or --sam-random-weights), each true defect "
+    "prompted by its box: only the bar a fine-tune from the same random start must clear",
+)
+def sam_gt_random(ctx: RunContext, row_dir: Path) -> dict:
+    if not sam_is_random(ctx.config):
+        raise DefectkitError(f"--sam-model {ctx.config.sam_model}: released weights; the row is sam-gt-base")
+    row = _untuned_sam_row(ctx, row_dir, f"SAM with {RANDOM_SAM_NOTE}, ground-truth box prompts: test masks")
+    row["notes"].append(f"{_sam_weights(ctx.config)}: its masks show the pipeline, not what SAM can do")
+    return row
+
+
+def _untuned_sam_row(ctx: RunContext, row_dir: Path, title: str) -> dict:
+    row = _sam_gt_boxes(ctx, row_dir, None, title)
     command = " ".join(row["reproduce"]["commands"][0])
     return {**row, "train_s": 0.0, "checkpoint": None, "command": command}
 
@@ -177,8 +222,14 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
     best, last = tc.out / "best.pt", tc.out / "last.pt"
     weights = best if best.is_file() else last
     row = _sam_gt_boxes(ctx, row_dir, weights, "SAM fine-tuned, ground-truth box prompts: test masks")
+    base = "the random-weight SAM" if sam_is_random(cfg) else "base SAM"
+    if sam_is_random(cfg):
+        row["title"] = "SAM (fine-tuned from random weights), ground-truth boxes"
+        row["notes"].append(
+            f"fine-tuned from {_sam_weights(cfg)}: 'beat base' means it beat that random decoder, not SAM"
+        )
     if not summary.get("beat_base"):
-        row["notes"].append("the fine-tuned decoder never beat base SAM on val (no best.pt): scored last.pt")
+        row["notes"].append(f"the fine-tuned decoder never beat {base} on val (no best.pt): scored last.pt")
     train_command = ["segment", "train", "--data", arg(ctx, ctx.sam_dir), *_sam_args(ctx), "--epochs", cfg.epochs_for("sam"),
                      *_lr_args(cfg), "--out", arg(ctx, tc.out)]  # fmt: skip
     return {
@@ -197,6 +248,7 @@ def sam_gt_finetuned(ctx: RunContext, row_dir: Path) -> dict:
     "detect then segment (segment predict --detector): the fine-tuned YOLO-World's top boxes prompt SAM "
     "(its fine-tuned decoder when that beat base SAM); mask score = box score x SAM's predicted IoU",
     needs=("yolo-world-ft",),
+    reads=("sam-gt-ft",),
 )
 def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
     cfg = ctx.config
@@ -230,7 +282,7 @@ def sam_detector_boxes(ctx: RunContext, row_dir: Path) -> dict:
         "inference time includes the detector's",
         "SAM: the fine-tuned decoder (best.pt)"
         if tuned
-        else "SAM: base weights ("
+        else f"SAM: {_sam_weights(cfg)}, not fine-tuned ("
         + ("the fine-tune did not beat them on val)" if finetuned else "sam-gt-ft did not run)"),
     ]
     return {
@@ -254,6 +306,7 @@ def yolo_seg(ctx: RunContext, row_dir: Path) -> dict:
     files, infer_s, command = predict_split_files(ctx, row_dir, weights, max_det=100)
     row = _mask_union_row(ctx, row_dir, files, infer_s, "YOLO-seg: test masks", [command], [weights])
     row["prompt"] = "none"
+    row["notes"] += honesty_notes(ctx, cfg.seg_detector, world=False, trained=True)
     return {
         **row,
         "train_s": train_s,

@@ -25,7 +25,7 @@ from defectkit.leaderboard.context import BenchmarkConfig, RunContext
 from defectkit.leaderboard.report import build_report, chance_line, headline_text
 from defectkit.leaderboard.rows import ROWS, resolve_rows
 from defectkit.leaderboard.rows_detection import WORLD_ROWS, ensure_text_embeddings
-from defectkit.leaderboard.rows_segmentation import SAM_ROWS, check_sam
+from defectkit.leaderboard.rows_segmentation import SAM_ROWS, check_sam, sam_is_random
 from defectkit.leaderboard.scoring import image_level
 from defectkit.evaluation.coco_io import load_json
 from defectkit.evaluation.report import to_jsonable
@@ -194,7 +194,7 @@ def run_rows(ctx: RunContext, rows: list[str]) -> dict[str, dict]:
 
 def run_benchmark(cfg: BenchmarkConfig) -> Path:
     """Run (or resume) a benchmark; returns the report folder (``report.md``, ``report.html``)."""
-    rows = resolve_rows(cfg.rows)
+    rows = resolve_rows(cfg.rows, random_sam=sam_is_random(cfg))
     check_device(cfg)
     earlier = prepare_run_folder(cfg)
     out = Path(cfg.out)
