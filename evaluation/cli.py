@@ -43,6 +43,7 @@ def _detection(args: argparse.Namespace) -> int:
         conf_threshold=args.conf,
         iou_threshold=args.iou,
         confusion_matrix=True,
+        class_agnostic=args.class_agnostic,
     )
     metrics = out[args.iou_type]
     _print_table([(name, metrics[name]) for name in STAT_NAMES])
@@ -243,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.5,
         help="confusion matrix only: IoU needed to match a detection to an object (default: %(default)s)",
+    )
+    p.add_argument(
+        "--class-agnostic",
+        action="store_true",
+        help="collapse every ground-truth category into one ('defect', id 1) and count every prediction "
+        "as it before scoring: only localisation is scored, to compare class-unaware anomaly models "
+        "with detectors fairly",
     )
     common(p)
     p.set_defaults(func=_detection)

@@ -470,3 +470,33 @@ def category_names(gt: dict) -> dict[int, str]:
         seen.add(name)
         names[cat["id"]] = name
     return names
+
+
+AGNOSTIC_CATEGORY = {"id": 1, "name": "defect", "supercategory": "defect"}
+
+
+def class_agnostic_ground_truth(gt: dict) -> dict:
+    """A copy of COCO ground truth with every category collapsed into one, id 1 named ``defect``
+    (images, info and the rest kept; the annotations copied with ``category_id`` 1). For scoring
+    class-unaware models (anomaly detectors) and detectors on the same footing; the caller's dict is
+    not changed.
+
+    >>> gt = {"images": [{"id": 1}], "categories": [{"id": 3, "name": "hole"}, {"id": 5, "name": "scratch"}],
+    ...       "annotations": [{"id": 1, "image_id": 1, "category_id": 5}]}
+    >>> agnostic = class_agnostic_ground_truth(gt)
+    >>> agnostic["categories"], agnostic["annotations"][0]["category_id"], gt["annotations"][0]["category_id"]
+    ([{'id': 1, 'name': 'defect', 'supercategory': 'defect'}], 1, 5)
+    """
+    out = {k: v for k, v in gt.items() if k not in ("annotations", "categories")}
+    out["categories"] = [dict(AGNOSTIC_CATEGORY)]
+    out["annotations"] = [dict(ann, category_id=AGNOSTIC_CATEGORY["id"]) for ann in gt["annotations"]]
+    return out
+
+
+def class_agnostic_predictions(predictions: list[dict]) -> list[dict]:
+    """Copies of COCO results with every ``category_id`` set to 1 (see ``class_agnostic_ground_truth``).
+
+    >>> class_agnostic_predictions([{"image_id": 1, "category_id": 4, "score": 0.9}])
+    [{'image_id': 1, 'category_id': 1, 'score': 0.9}]
+    """
+    return [dict(det, category_id=AGNOSTIC_CATEGORY["id"]) for det in predictions]

@@ -24,6 +24,8 @@ from defectkit.evaluation.charts import confusion_matrix_png, pr_curves_png
 from defectkit.evaluation.coco_io import (
     IOU_TYPES,
     category_names,
+    class_agnostic_ground_truth,
+    class_agnostic_predictions,
     load_ground_truth,
     load_predictions,
     segmentation_to_rle,
@@ -374,6 +376,7 @@ def evaluate_detection(
     iou_threshold: float = 0.5,
     title: str | None = None,
     extend_report: Callable[[Report], Any] | None = None,
+    class_agnostic: bool = False,
 ) -> dict:
     """COCO mAP of ``predictions`` (COCO results: path or list) against ``gt`` (COCO json: path or dict).
 
@@ -386,6 +389,9 @@ def evaluate_detection(
     With ``out_dir``: writes metrics.json, report.md, pr_curves.png, confusion_matrix.png atomically.
     ``extend_report`` (with ``out_dir``) is called with the :class:`Report` before it is written, to add
     a stage's own sections (``add_heading``, ``add_table``) and metrics (``add_metrics``).
+    ``class_agnostic``: after the checks, every ground-truth category is collapsed into one (id 1,
+    ``defect``) and every prediction's ``category_id`` set to 1 (``coco_io.class_agnostic_ground_truth``),
+    so class-unaware models (anomaly detectors) and detectors are scored alike; ``info`` records it.
 
     >>> m = evaluate_detection("coco/test.json", "runs/detect/predictions.json")  # doctest: +SKIP
     >>> m["bbox"]["AP50"], m["bbox"]["per_class"]["hole"]["AP"]  # doctest: +SKIP
@@ -398,16 +404,18 @@ def evaluate_detection(
     with _gc_paused():  # the whole run: the report's steps walk the same hundreds of thousands of dicts
         return _evaluate_detection(
             gt, predictions, iou_type, backend, out_dir, overwrite, confusion_matrix,
-            conf_threshold, iou_threshold, title, extend_report,
+            conf_threshold, iou_threshold, title, extend_report, class_agnostic,
         )  # fmt: skip
 
 
 def _evaluate_detection(
     gt, predictions, iou_type, backend, out_dir, overwrite, confusion_matrix, conf_threshold, iou_threshold,
-    title, extend_report,
+    title, extend_report, class_agnostic,
 ) -> dict:  # fmt: skip
     gt_data, gt_name = load_ground_truth(gt, iou_type)
     preds, pred_name = load_predictions(predictions, gt_data, iou_type, gt_name)
+    if class_agnostic:  # after the checks, so unknown or shifted category ids are still caught
+        gt_data, preds = class_agnostic_ground_truth(gt_data), class_agnostic_predictions(preds)
     # Masks: one IoU table for COCO evaluation and the confusion matrix (boxes are cheap to redo).
     image_ious = (
         ImageIoUs(gt_data, preds, iou_type, fce_rles=True)
@@ -449,6 +457,7 @@ def _evaluate_detection(
         "n_images": len(gt_data["images"]),
         "n_gt": int(sum(n_gt.values())),
         "n_pred": len(preds),
+        "class_agnostic": class_agnostic,
         "quirks": list(QUIRKS[1:]),
     }
     out = {iou_type: metrics, "info": info}
@@ -482,6 +491,12 @@ def detection_report(out: dict, result: CocoResult, names: dict[int, str], title
     report.add_text(
         f"Ground truth `{info['ground_truth']}` ({info['n_images']} images, {info['n_gt']} objects); "
         f"predictions `{info['predictions']}` ({info['n_pred']} results); backend {info['backend']}."
+        + (
+            " Class-agnostic: every category collapsed into one ('defect') and every prediction "
+            "counted as it, so only localisation is scored."
+            if info.get("class_agnostic")
+            else ""
+        )
     )
     report.add_heading("COCO stats")
     report.add_table(
