@@ -7,12 +7,18 @@
 from defectkit.core.layout import Manifest, flat_name
 from defectkit.convert.pipeline import ConvertSummary, convert_category
 from defectkit.convert.registry import MVTEC_AD_CATEGORIES, known_categories
+from defectkit.convert.split import PROTOCOL_CHOICES, PROTOCOLS, Protocol, assign_splits, parse_protocol
 
 __all__ = [
     "MVTEC_AD_CATEGORIES",
+    "PROTOCOLS",
+    "PROTOCOL_CHOICES",
     "ConvertSummary",
     "Manifest",
+    "Protocol",
+    "assign_splits",
     "convert_category",
     "flat_name",
     "known_categories",
+    "parse_protocol",
 ]

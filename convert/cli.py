@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from defectkit.convert.instances import DEFAULT_MIN_AREA
@@ -11,11 +12,12 @@ from defectkit.core.layout import FORMATS
 from defectkit.convert.pipeline import SMALL_CATEGORY_BYTES, convert_category, default_workers
 from defectkit.convert.reader import default_root
 from defectkit.convert.registry import MVTEC_AD_URL, known_categories
+from defectkit.convert.split import DEFAULT_TEST_FRAC, PROTOCOL_CHOICES, PROTOCOLS
 from defectkit.core.errors import cli_entry
 
 EPILOG = f"""\
 outputs (under OUT/CATEGORY/, see docs/FORMATS.md):
-  split.json           the train/val/test manifest every format follows
+  split.json           the train/val/test manifest every format follows (and its --protocol)
   yolo/                ultralytics detection data set (data.yaml, images/, labels/)
   yolo-seg/            the same with polygon labels (holes bridged in)
   coco/<split>.json    COCO instances with RLE masks
@@ -25,9 +27,17 @@ outputs (under OUT/CATEGORY/, see docs/FORMATS.md):
 known MVTec AD categories: {", ".join(known_categories())}
 (any other folder in the same layout works too). Get the data at {MVTEC_AD_URL}
 
+split protocols (--protocol; docs/PROTOCOLS.md gives the papers and the numbers each makes comparable):
+{chr(10).join(
+    textwrap.fill(f"{name + (':K' if name == 'fewshot' else ''):<18} {info.rule} [{info.citation}]",
+                  100, initial_indent="  ", subsequent_indent=" " * 21, break_on_hyphens=False)
+    for name, info in PROTOCOLS.items()
+)}
+
 example:
   convert-mvtec wood --root datasets/sample --to all
   convert-mvtec wood --root ~/Downloads/wood.tar.xz --to yolo,coco --merge-distance 6
+  convert-mvtec wood --protocol fewshot:10 --seed 1     # DRA/AHL's ten-shot general setting, run 2 of 3
 """
 
 
@@ -63,23 +73,33 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"format(s) to write: {', '.join(FORMATS)} or all; repeat or comma-separate (default: all)",
     )
     p.add_argument(
+        "--protocol",
+        default="defectkit",
+        metavar="NAME",
+        help=f"how the test images are split: {PROTOCOL_CHOICES} (see below and docs/PROTOCOLS.md; "
+        "default: %(default)s)",
+    )
+    p.add_argument(
         "--val-frac",
         type=float,
         default=0.2,
-        help="fraction of each test folder put in val (default: %(default)s)",
+        help="defectkit: fraction of each test folder put in val; anomalydiffusion: of each defect type's "
+        "training third and of train/good; fewshot:K: of train/good (default: %(default)s)",
     )
     p.add_argument(
         "--test-frac",
         type=float,
-        default=0.2,
-        help="fraction of each test folder kept for test (default: %(default)s); "
-        "the rest and all of train/good go to train",
+        default=None,
+        help="defectkit protocol only: fraction of each test folder kept for test "
+        f"(default: {DEFAULT_TEST_FRAC}); the rest and all of train/good go to train. "
+        "The other protocols fix their test set by their rule",
     )
     p.add_argument(
         "--seed",
         type=int,
         default=0,
-        help="seed of the split; same arguments, same output (default: %(default)s)",
+        help="seed of the split (and of fewshot's draw of K); same arguments, same output "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--min-area",
@@ -146,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         val_frac=args.val_frac,
         test_frac=args.test_frac,
         seed=args.seed,
+        protocol=args.protocol,
         min_area=args.min_area,
         connectivity=args.connectivity,
         merge_distance=args.merge_distance,
@@ -158,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"wrote {summary.out} ({', '.join(summary.formats)})")
     print(summary.table())
+    print(summary.protocol_line())
     if summary.dropped_small:
         print(f"dropped {summary.dropped_small} component(s) under --min-area {summary.min_area} pixels")
     if summary.warnings:

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from defectkit.convert.instances import DEFAULT_MIN_AREA, extract_instances
 from defectkit.core.layout import FORMATS, MANIFEST, SPLITS, Manifest, check_unique_flat_names, classify_classes
 from defectkit.convert.reader import SourceImage, extract_category, is_archive, locate_category, scan_category
-from defectkit.convert.split import assign_splits, check_fractions
+from defectkit.convert.split import Protocol, assign_splits, check_fractions, parse_protocol
+from defectkit.convert.split import resolve_test_frac
 from defectkit.convert.writers import WRITERS, ImageRecord, WriteContext
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError
@@ -77,6 +78,18 @@ class ConvertSummary:
     warnings: list[str] = field(default_factory=list)
     dropped_small: int = 0
     min_area: int = DEFAULT_MIN_AREA
+    protocol: Protocol = field(default_factory=Protocol)
+    seed: int = 0
+
+    def protocol_line(self) -> str:
+        """The split protocol, its seed and citation, as convert-mvtec prints it.
+
+        >>> s = ConvertSummary("wood", Path("w"), [], [], {}, {}, protocol=Protocol("fewshot", 5), seed=2)
+        >>> s.protocol_line()
+        'split protocol: fewshot:5, seed 2 (pang2019devnet,ding2022dra,zhu2024ahl; docs/PROTOCOLS.md)'
+        """
+        p = self.protocol
+        return f"split protocol: {p.spec}, seed {self.seed} ({p.citation}; docs/PROTOCOLS.md)"
 
     def table(self) -> str:
         """A plain-text table: images / instances per class (rows) and split (columns)."""
@@ -154,6 +167,16 @@ def decode_image(
         points=points,
     )
     return record, [], dropped
+
+
+@contextlib.contextmanager
+def _located(where: Path) -> Iterator[None]:
+    """Prefix a DefectkitError raised inside with ``where``: ``--protocol`` problems are the data's
+    (K larger than its defect images), so the error names the category folder like every other."""
+    try:
+        yield
+    except DefectkitError as exc:
+        raise DefectkitError(f"{where}: {exc}") from None
 
 
 def _check_no_overlap(final: Path, source: Path) -> None:
@@ -324,8 +347,9 @@ def convert_category(
     to: str | Iterable[str] = ("all",),
     *,
     val_frac: float = 0.2,
-    test_frac: float = 0.2,
+    test_frac: float | None = None,
     seed: int = 0,
+    protocol: str | Protocol = "defectkit",
     min_area: int = DEFAULT_MIN_AREA,
     connectivity: int = 8,
     merge_distance: int = 0,
@@ -338,6 +362,10 @@ def convert_category(
 ) -> ConvertSummary:
     """Convert ``root/category`` (a folder in the MVTec AD layout, or an MVTec AD ``.tar.xz``) into
     ``out/category/`` in the formats ``to`` (see docs/FORMATS.md); returns the summary.
+
+    ``protocol``: how the test images are split (``defectkit``, ``anomalydiffusion`` or
+    ``fewshot:K``; docs/PROTOCOLS.md); ``test_frac`` (default 0.2) is for ``defectkit`` only, the
+    others fix their test set by their rule. Every format follows the one split, written to split.json.
 
     ``workers``: processes that decode images and masks, this one included; None: one per usable
     core, or this process alone for a category under 16 MB of files (what ``convert-mvtec`` does by
@@ -354,13 +382,17 @@ def convert_category(
         raise DefectkitError(f"--workers {workers}: must be at least 1")
     opts = ConvertOptions(min_area, connectivity, merge_distance, mask_threshold, strict)
     opts.check()
-    check_fractions(val_frac, test_frac)
     root = Path(root)
     final = Path(out).resolve() / category
     archive = is_archive(root)
     if not archive:
         folder = locate_category(root, category)
         _check_no_overlap(final, folder)
+    where = root if archive else folder  # what a protocol error names: the data the user pointed at
+    with _located(where):
+        protocol = parse_protocol(protocol)
+    test_frac = resolve_test_frac(protocol, test_frac)
+    check_fractions(val_frac, test_frac)
     with atomic_dir(final, overwrite=overwrite) as tmp:
         if archive:
             folder = extract_category(root, category, tmp / SOURCE_DIR, progress=progress)
@@ -373,8 +405,13 @@ def convert_category(
             raise strict_error(warnings[0])
 
         check_unique_flat_names([img.file_name for img in source.images], folder)
-        splits = assign_splits([img.file_name for img in source.images], val_frac, test_frac, seed)
-        manifest = Manifest(category, str(final_source), seed, val_frac, test_frac, source.classes, splits)
+        with _located(where):  # fewshot:K with more shots than defect images
+            names = [img.file_name for img in source.images]
+            splits = assign_splits(names, val_frac, test_frac, seed, protocol)
+        manifest = Manifest(
+            category, str(final_source), seed, val_frac, test_frac, source.classes, splits,
+            protocol.spec, protocol.params, protocol.citation,
+        )  # fmt: skip
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
 
         flags = {
@@ -410,5 +447,6 @@ def convert_category(
             images[split][rec.label] = images[split].get(rec.label, 0) + 1
             instances[split][rec.label] = instances[split].get(rec.label, 0) + len(rec.instances)
     return ConvertSummary(
-        category, final, formats, source.classes, images, instances, warnings, dropped, min_area
-    )
+        category, final, formats, source.classes, images, instances, warnings, dropped, min_area,
+        protocol, seed,
+    )  # fmt: skip

@@ -170,6 +170,19 @@ CASES = {
     "convert-mvtec --out on a read-only file system": lambda t, c: (
         ("convert-mvtec", "wood", "--root", c.parent.parent / "sample", "--out", "/proc/defectkit-out",
          "--quiet"), "/proc"),
+    # split protocols: the error names the category folder
+    "convert-mvtec --protocol fewshot:0": lambda t, c: (
+        ("convert-mvtec", "wood", "--root", c.parent.parent / "sample", "--out", t / "out", "--protocol",
+         "fewshot:0", "--quiet"), "wood: --protocol fewshot:0: K must be a positive integer"),
+    "convert-mvtec --protocol fewshot:K with K over the defect images": lambda t, c: (
+        ("convert-mvtec", "wood", "--root", c.parent.parent / "sample", "--out", t / "out", "--protocol",
+         "fewshot:100000", "--quiet"), "wood: --protocol fewshot:100000: K=100000 is more than the"),
+    "convert-mvtec --protocol no-such-protocol": lambda t, c: (
+        ("convert-mvtec", "wood", "--root", c.parent.parent / "sample", "--out", t / "out", "--protocol",
+         "no-such-protocol", "--quiet"), "unknown protocol (choose from defectkit, anomalydiffusion, fewshot:K)"),
+    "convert-mvtec --protocol anomalydiffusion --test-frac 0.3": lambda t, c: (
+        ("convert-mvtec", "wood", "--root", c.parent.parent / "sample", "--out", t / "out", "--protocol",
+         "anomalydiffusion", "--test-frac", "0.3", "--quiet"), "fixes the test set"),
     # the sample writer
     "defectkit sample --size 0": lambda t, c: (("defectkit", "sample", "--out", t / "s", "--size", "0"), "16..4096"),
     "defectkit sample --size 100000": lambda t, c: (

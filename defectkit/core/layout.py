@@ -14,7 +14,7 @@ split manifest, the COCO / SAM ``image_id`` (1-based position in the split's lis
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
@@ -101,10 +101,16 @@ def classify_classes(classes: list[str]) -> list[str]:
 class Manifest:
     """The split manifest ``<out>/<category>/split.json``: which source image went to which split.
 
+    ``protocol`` is the rule that drew the split (docs/PROTOCOLS.md): ``defectkit``,
+    ``anomalydiffusion`` or ``fewshot:K``, with its parameters and the citation key(s) of the paper it
+    follows; a split.json from before protocols existed reads as ``defectkit``. ``test_frac`` is None
+    where the protocol's rule fixes the test set. Under ``fewshot:K`` the K training anomalies are
+    listed in val too (the protocol's whole labelled budget); :meth:`split_of` then says ``train``.
+
     >>> m = Manifest("wood", "/data/wood", 0, 0.2, 0.2, ["hole"],
     ...              {"train": ["train/good/000.png"], "val": [], "test": ["test/hole/000.png"]})
-    >>> m.image_id("test", "test/hole/000.png"), m.split_of("train/good/000.png")
-    (1, 'train')
+    >>> m.image_id("test", "test/hole/000.png"), m.split_of("train/good/000.png"), m.protocol
+    (1, 'train', 'defectkit')
     >>> m.from_flat("test", "test_hole_000.txt"), m.file_name("test", 1)
     ('test/hole/000.png', 'test/hole/000.png')
     """
@@ -113,9 +119,12 @@ class Manifest:
     source: str
     seed: int
     val_frac: float
-    test_frac: float
+    test_frac: float | None
     classes: list[str]
     splits: dict[str, list[str]]
+    protocol: str = "defectkit"
+    protocol_params: dict[str, int] = field(default_factory=dict)
+    citation: str = "defectkit"
 
     @classmethod
     def load(cls, category_dir: str | Path) -> Manifest:
@@ -123,7 +132,8 @@ class Manifest:
         path = Path(category_dir) / MANIFEST
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            # Only the fields present: the protocol fields have defaults, for manifests written before them.
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
         except FileNotFoundError:
             raise DefectkitError(f"{path}: no split manifest; run convert-mvtec first") from None
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
