@@ -1,0 +1,447 @@
+"""Every contact with anomalib (and the libraries it brings: lightning, timm, huggingface_hub,
+safetensors) in this one module, imported inside the functions that need them.
+
+Why here and why lazily: ``import anomalib.models`` takes about 9 s (it loads lightning, torchmetrics
+and every model), and anomalib is an optional extra (``defectkit[anomaly]``). So ``anomaly --help``
+stays fast, and the leaderboard can import the anomaly stage, ask :func:`anomalib_available` and skip
+its rows with one line when the extra is missing. Every other anomaly module talks to anomalib
+through the functions below.
+
+What defectkit changes in how anomalib runs, and why:
+
+- **raw scores**: the post-processor never normalises (anomalib's min-max normalisation clips scores
+  to [0, 1] and makes ties) and never thresholds: defectkit picks its thresholds on the val split;
+- **no evaluator, no visualiser**: the scores are evaluated by ``defectkit.evaluation``;
+- **weights**: a backbone is always built with ``pre_trained=False`` (timm's download of ImageNet
+  weights retries for about 47 s offline), then loaded from a file defectkit found or fetched itself
+  (:func:`backbone_state_dict`), so an offline failure takes seconds and names the file;
+- **Lightning** trains with no logger, no checkpoint callback and a temporary ``default_root_dir``
+  removed afterwards, so nothing (no pickle, no ``v<N>`` folder) is written into the run folder or
+  the current directory; Draem gets an explicit anomaly source instead of ``./datasets/dtd``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+import urllib.parse
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import list_images
+from defectkit.core.torchio import LOAD_ERRORS, Device, load_weights_only
+
+MISSING_MESSAGE = 'anomalib is not installed; pip install "defectkit[anomaly]"'
+# The anomalib release the stage is written and tested against (pyproject's `anomaly` extra).
+SUPPORTED_RANGE = ">=2.7,<2.8"
+# How long the reachability check of the Hugging Face hub may take before `imagenet` weights are
+# declared unreachable (timm's own download retries for ~47 s offline).
+HUB_CHECK_TIMEOUT_S = 3.0
+
+
+def anomalib_available() -> bool:
+    """Whether anomalib can be imported (its top-level package only: about a second, not the 9 s of
+    its models). The leaderboard asks this before it runs an anomaly row.
+
+    >>> isinstance(anomalib_available(), bool)
+    True
+    """
+    try:
+        import anomalib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_anomalib() -> None:
+    """Raise the one-line DefectkitError of a missing ``anomaly`` extra (before any work starts)."""
+    if not anomalib_available():
+        raise DefectkitError(MISSING_MESSAGE)
+
+
+@contextlib.contextmanager
+def _anomalib_imported() -> Iterator[None]:
+    """Turn an import failure inside anomalib (the extra missing, or half installed) into the one line."""
+    try:
+        yield
+    except ImportError as exc:
+        raise DefectkitError(f"{MISSING_MESSAGE} ({exc})") from None
+
+
+def anomalib_version() -> str:
+    with _anomalib_imported():
+        import anomalib
+    return str(anomalib.__version__)
+
+
+@contextlib.contextmanager
+def quiet_lightning(quiet: bool = True) -> Iterator[None]:
+    """Lightning's and anomalib's INFO lines (accelerator summary, "Initializing Padim model", the
+    few-workers hint) off while defectkit drives them; warnings about real problems still show."""
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "anomalib")
+    saved = {name: logging.getLogger(name).level for name in names}
+    with warnings.catch_warnings():
+        # What Lightning says about how defectkit runs it on purpose: our loaders read an in-memory
+        # cache (more workers would only copy it), no val loop (thresholds are chosen afterwards), no
+        # optimiser for the memory-bank models, anomalib's frozen backbones in eval mode; and the
+        # deprecations inside anomalib and timm that its import prints.
+        for message in (
+            ".*does not have many workers.*",
+            ".*validation_step.*no `val_dataloader`.*",
+            ".*configure_optimizers.*returned `None`.*",
+            ".*module\\(s\\) in eval mode.*",
+            ".*LeafSpec.*",
+            ".*Importing from timm.models.layers.*",
+            ".*dinov2 package is deprecated.*",
+        ):
+            warnings.filterwarnings("ignore", message=message)
+        if quiet:
+            for name in names:
+                logging.getLogger(name).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for name, level in saved.items():
+                logging.getLogger(name).setLevel(level)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models
+
+
+def _post_processor():
+    from anomalib.post_processing import PostProcessor
+
+    # Raw scores: no min-max normalisation (it clips and ties scores), no anomalib threshold.
+    return PostProcessor(enable_normalization=False, enable_thresholding=False)
+
+
+def _components() -> dict[str, Any]:
+    return {"post_processor": _post_processor(), "evaluator": False, "visualizer": False}
+
+
+def build_padim(backbone: str, layers: list[str], image_size: int, n_features: int | None) -> nn.Module:
+    """anomalib's ``Padim`` (random backbone; weights are loaded by :func:`load_backbone`)."""
+    with _anomalib_imported(), quiet_lightning():
+        from anomalib.models import Padim
+
+        try:
+            return Padim(
+                backbone=backbone, layers=list(layers), pre_trained=False, n_features=n_features,
+                pre_processor=Padim.configure_pre_processor((image_size, image_size)), **_components(),
+            )  # fmt: skip
+        except (ValueError, RuntimeError, KeyError) as exc:  # unknown backbone or layer, bad n_features
+            raise DefectkitError(f"--model padim --backbone {backbone}: {_first_line(exc)}") from None
+
+
+def build_patchcore(backbone: str, layers: list[str], image_size: int, coreset_ratio: float) -> nn.Module:
+    """anomalib's ``Patchcore`` (random backbone; weights are loaded by :func:`load_backbone`)."""
+    with _anomalib_imported(), quiet_lightning():
+        from anomalib.models import Patchcore
+
+        try:
+            return Patchcore(
+                backbone=backbone, layers=list(layers), pre_trained=False, coreset_sampling_ratio=coreset_ratio,
+                pre_processor=Patchcore.configure_pre_processor((image_size, image_size)), **_components(),
+            )  # fmt: skip
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise DefectkitError(f"--model patchcore --backbone {backbone}: {_first_line(exc)}") from None
+
+
+def build_draem(anomaly_source: str, image_size: int) -> nn.Module:
+    """anomalib's ``Draem`` with an explicit anomaly source: ``perlin`` (Perlin noise shapes filled
+    with noise, no texture images) or a folder of texture images (the paper uses DTD).
+
+    anomalib's default ``dtd_dir="./datasets/dtd"`` downloads DTD into the current directory, and an
+    empty folder left there makes the next run train on Perlin noise alone without saying so; here
+    the folder is either the user's (checked to hold images) or an empty temporary one."""
+    with _anomalib_imported(), quiet_lightning():
+        from anomalib.models import Draem
+
+        pre = Draem.configure_pre_processor((image_size, image_size))
+        if anomaly_source == "perlin":
+            with tempfile.TemporaryDirectory(prefix="defectkit-perlin-") as empty:
+                model = Draem(dtd_dir=empty, pre_processor=pre, **_components())
+            if model.augmenter.anomaly_source_paths:  # pragma: no cover - an empty folder has none
+                raise DefectkitError("draem: the Perlin-only anomaly source unexpectedly found images")
+            return model
+        source = Path(anomaly_source)
+        if not source.is_dir():
+            raise DefectkitError(f"{source}: no such folder (--anomaly-source takes a folder of texture images or 'perlin')")
+        list_images(source)  # one-line error when nothing below it is an image
+        model = Draem(dtd_dir=source, pre_processor=pre, **_components())
+        if not model.augmenter.anomaly_source_paths:
+            # anomalib matches lower-case suffixes only (torchvision's IMG_EXTENSIONS).
+            raise DefectkitError(
+                f"{source}: anomalib found no texture images here (it reads lower-case .jpg/.png/.bmp/.tif names)"
+            )
+        return model
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def memory_bank_model(module: nn.Module) -> bool:
+    """PaDiM and PatchCore fit a memory bank in one pass; the others train for epochs."""
+    with _anomalib_imported():
+        from anomalib.models.components import MemoryBankMixin
+    return isinstance(module, MemoryBankMixin)
+
+
+def feature_extractor(module: nn.Module) -> nn.Module:
+    """The timm network inside a PaDiM / PatchCore backbone (the module backbone weights load into)."""
+    return module.model.feature_extractor.feature_extractor
+
+
+# ---------------------------------------------------------------------------------------------------
+# Backbone weights
+
+
+def _hub_file(backbone: str) -> tuple[str, str]:
+    """(Hugging Face repo, file) of timm's default ImageNet weights for ``backbone``."""
+    with _anomalib_imported():
+        import timm
+
+    cfg = timm.models.get_pretrained_cfg(backbone)
+    if cfg is None or not cfg.hf_hub_id:
+        raise DefectkitError(
+            f"--backbone {backbone}: timm has no ImageNet weights for it on the Hugging Face hub; "
+            "pass --backbone-weights PATH or none"
+        )
+    return cfg.hf_hub_id, "model.safetensors"
+
+
+def _hub_reachable(endpoint: str, timeout: float) -> str | None:
+    """None when a TCP connection to the hub opens within ``timeout`` seconds, else why not.
+
+    The name lookup runs in a thread with the same deadline: ``getaddrinfo`` has no timeout of its
+    own, and it is what makes an offline machine wait."""
+    parsed = urllib.parse.urlparse(endpoint)
+    host, port = parsed.hostname or "huggingface.co", parsed.port or (443 if parsed.scheme != "http" else 80)
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"{host}: {exc.strerror or exc}")
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"{host}: no answer within {timeout:g} s"
+
+
+def imagenet_weights_file(backbone: str) -> Path:
+    """timm's ImageNet weights of ``backbone``: the Hugging Face cache's copy, else downloaded.
+
+    Offline (``DEFECTKIT_OFFLINE`` / ``HF_HUB_OFFLINE`` set, or the hub unreachable within
+    :data:`HUB_CHECK_TIMEOUT_S`) this fails in seconds with a message that names the file and the
+    option that takes a local copy, instead of timm's retries (about 47 s)."""
+    repo, filename = _hub_file(backbone)
+    with _anomalib_imported():
+        import huggingface_hub
+        from huggingface_hub import constants
+
+    for name in (filename, "pytorch_model.bin"):
+        cached = huggingface_hub.try_to_load_from_cache(repo, name)
+        if isinstance(cached, str) and Path(cached).is_file():
+            return Path(cached)
+    where = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    advice = (
+        f"download {filename} of https://huggingface.co/{repo} into the Hugging Face cache "
+        f"(`hf download {repo} {filename}`), or pass --backbone-weights PATH (a timm/torchvision {backbone} "
+        "state dict) or --backbone-weights none (random init)"
+    )
+    offline = [v for v in ("DEFECTKIT_OFFLINE", "HF_HUB_OFFLINE") if os.environ.get(v, "") not in ("", "0")]
+    if offline:
+        raise DefectkitError(f"{where}: timm's ImageNet weights for {backbone} are not cached and {offline[0]} is set; {advice}")
+    problem = _hub_reachable(constants.ENDPOINT, HUB_CHECK_TIMEOUT_S)
+    if problem is not None:
+        raise DefectkitError(f"{where}: timm's ImageNet weights for {backbone} are not cached and the hub is unreachable ({problem}); {advice}")
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo, filename, etag_timeout=HUB_CHECK_TIMEOUT_S))
+    except Exception as exc:  # huggingface_hub raises many kinds (HTTP, timeouts, missing entry)
+        raise DefectkitError(f"{where}: could not download {repo}/{filename} ({_first_line(exc)}); {advice}") from None
+
+
+def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file or a file ``torch.save`` wrote (loaded with
+    ``weights_only=True``); a checkpoint holding it under ``state_dict`` or ``model`` is unwrapped."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        with _anomalib_imported():
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
+        if not path.is_file():
+            raise DefectkitError(f"{path}: no such {what}")
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, *LOAD_ERRORS) as exc:
+            raise DefectkitError(f"{path}: not a loadable {what} ({_first_line(exc)})") from None
+    state = load_weights_only(path, what)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DefectkitError(f"{path}: not a {what} (expected a dict of tensors)")
+    return state
+
+
+def load_backbone(network: nn.Module, state: dict[str, torch.Tensor], source: str, backbone: str) -> None:
+    """Load a timm / torchvision state dict of the whole classifier into the feature network that
+    anomalib built from it (which keeps only the layers it extracts; ``fc`` and later layers in the
+    file are not needed). Every tensor the network has must be in the file with its shape; a
+    ``module.`` prefix (DataParallel) is dropped. timm's feature wrapper names nested modules with
+    ``_`` for ``.`` (``blocks_0``), so both spellings are looked up."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    wanted = network.state_dict()
+    found, missing, wrong = {}, [], []
+    for key, tensor in wanted.items():
+        head, _, rest = key.partition(".")
+        candidates = (key, f"{head.replace('_', '.')}.{rest}" if rest else head.replace("_", "."))
+        match = next((state[c] for c in candidates if c in state), None)
+        if match is None:
+            missing.append(key)
+        elif match.shape != tensor.shape:
+            wrong.append(f"{key} {tuple(match.shape)} != {tuple(tensor.shape)}")
+        else:
+            found[key] = match
+    if missing or wrong:
+        problem = f"missing {', '.join(missing[:3])}" if missing else f"wrong shapes: {', '.join(wrong[:2])}"
+        raise DefectkitError(
+            f"{source}: not a {backbone} state dict ({len(missing) + len(wrong)} of {len(wanted)} tensors "
+            f"do not fit; {problem}); pass the weights of --backbone {backbone}"
+        )
+    network.load_state_dict(found)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Module state (defectkit's model.pt holds a plain state dict, never anomalib's Lightning pickle)
+
+
+def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``module.state_dict()`` saved by :func:`module_state`. Fitted buffers that start empty
+    (PaDiM's Gaussian, PatchCore's memory bank) are given the saved shapes first."""
+    own = module.state_dict()
+    for key, tensor in state.items():
+        if key in own and own[key].shape != tensor.shape and own[key].numel() == 0:
+            owner_name, _, name = key.rpartition(".")
+            owner = module.get_submodule(owner_name) if owner_name else module
+            if name in owner._buffers:
+                owner._buffers[name] = torch.empty_like(tensor)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DefectkitError(f"{source}: the weights do not fit the model it names ({_first_line(exc)})") from None
+
+
+def module_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's tensors, on the CPU (what model.pt and last.pt keep)."""
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batches, training, inference
+
+
+def image_batch(items: list[dict]) -> Any:
+    """Collate :class:`defectkit.anomaly.data.ImageDataset` items into anomalib's ``ImageBatch``."""
+    from anomalib.data import ImageBatch
+
+    return ImageBatch(
+        image=torch.stack([item["image"] for item in items]),
+        gt_label=torch.tensor([item["label"] for item in items], dtype=torch.long),
+        gt_mask=torch.stack([item["mask"] for item in items]),
+        image_path=[item["path"] for item in items],
+    )
+
+
+def lightning_device(device: Device) -> dict[str, Any]:
+    """Lightning's ``accelerator`` and ``devices`` for a parsed ``--device``."""
+    if device.kind == "cuda":
+        return {"accelerator": "gpu", "devices": [device.gpus[0]]}
+    return {"accelerator": device.kind, "devices": 1}
+
+
+def fit(
+    module: nn.Module,
+    loader: Any,
+    *,
+    epochs: int,
+    device: Device,
+    progress: bool,
+    resume: dict | None = None,
+    epoch_done: Callable[[int, dict], None] | None = None,
+) -> None:
+    """Train ``module`` with a Lightning ``Trainer`` for ``epochs`` epochs (PaDiM / PatchCore: their
+    single pass, which fits the memory bank at its end).
+
+    ``resume``: ``{"epoch": n, "optimizers": [...], "schedulers": [...]}`` from a last.pt: the
+    optimiser and schedule states are put back when training starts and ``epochs`` more run.
+    ``epoch_done(epoch, states)`` is called after each epoch (1-based, counting resumed ones) with
+    the optimiser and scheduler states, for last.pt. Nothing is written anywhere else: no logger,
+    no checkpoint callback, and Lightning's root folder is a temporary one removed afterwards."""
+    with _anomalib_imported():
+        from lightning.pytorch import Callback, Trainer
+
+    done_before = int(resume["epoch"]) if resume else 0
+
+    class _Epochs(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            if resume:
+                for optimizer, saved in zip(trainer.optimizers, resume["optimizers"]):
+                    optimizer.load_state_dict(saved)
+                for config, saved in zip(trainer.lr_scheduler_configs, resume["schedulers"]):
+                    config.scheduler.load_state_dict(saved)
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            if epoch_done is not None:
+                epoch_done(
+                    done_before + trainer.current_epoch + 1,
+                    {
+                        "optimizers": [o.state_dict() for o in trainer.optimizers],
+                        "schedulers": [c.scheduler.state_dict() for c in trainer.lr_scheduler_configs],
+                    },
+                )
+
+    own = {k: v for k, v in module.trainer_arguments.items() if k not in ("max_epochs", "devices", "max_steps")}
+    with tempfile.TemporaryDirectory(prefix="defectkit-lightning-") as root, quiet_lightning(not progress):
+        trainer = Trainer(**{
+            **own, **lightning_device(device), "max_epochs": epochs, "logger": False, "enable_checkpointing": False,
+            "enable_progress_bar": progress, "enable_model_summary": False, "default_root_dir": root,
+            "num_sanity_val_steps": 0, "limit_val_batches": 0, "callbacks": [_Epochs()],
+        })  # fmt: skip
+        trainer.fit(module, train_dataloaders=loader)
+
+
+@torch.inference_mode()
+def infer(module: nn.Module, images: torch.Tensor, sizes: list[tuple[int, int]], device: torch.device):
+    """Raw image scores and anomaly maps of a batch, each map resized (bilinear) from the model's
+    input size back to its image's own ``(height, width)``.
+
+    Returns ``(scores: float64 array (N,), maps: list of float32 HxW arrays)``."""
+    module.eval()
+    out = module(images.to(device))
+    maps = out.anomaly_map
+    if maps.ndim == 3:
+        maps = maps[:, None]
+    scores = out.pred_score.reshape(-1).double().cpu().numpy()
+    full = [
+        F.interpolate(maps[i : i + 1].float(), size=size, mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
+        for i, size in enumerate(sizes)
+    ]
+    return scores, full

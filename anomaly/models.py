@@ -1,0 +1,156 @@
+"""The anomaly models by name (``MODEL_REGISTRY``, like segment-anything's ``sam_model_registry``):
+each entry builds anomalib's Lightning module for a run's configuration, with its defaults.
+
+- ``padim``: PaDiM (Defard et al. 2020), a Gaussian per patch position over ImageNet CNN features;
+- ``patchcore``: PatchCore (Roth et al. 2022), a coreset memory bank of patch features, nearest
+  neighbour distance;
+- ``draem``: DRAEM (Zavrtanik et al. 2021), a reconstruction autoencoder and a discriminative
+  network trained from scratch on good images with synthetic anomalies pasted in: the "autoencoder
+  trained on normal images" done the field's way.
+
+Backbone weights (``--backbone-weights``) for PaDiM and PatchCore: ``imagenet`` (timm's ImageNet
+weights from the Hugging Face cache, downloaded when missing and the hub is reachable), ``none``
+(random init: runs offline, and still separates the sample's defects) or a path to a timm /
+torchvision state dict of the backbone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from torch import nn
+
+from defectkit.anomaly import _anomalib
+from defectkit.core.errors import DefectkitError
+
+BACKBONE_WEIGHTS = ("imagenet", "none")  # or a path
+
+
+@dataclass
+class AnomalyTrainConfig:
+    """Everything an ``anomaly train`` run depends on; stored in model.pt and last.pt (plain types).
+
+    Zero / empty values mean "the model's default" (:meth:`resolved` fills them in).
+
+    >>> cfg = AnomalyTrainConfig(data="datasets/converted/wood", out="runs/anomaly/padim").resolved()
+    >>> cfg.model, cfg.backbone, cfg.layers, cfg.epochs, cfg.batch
+    ('padim', 'resnet18', ['layer1', 'layer2', 'layer3'], 1, 32)
+    """
+
+    data: str
+    out: str = "runs/anomaly/train"
+    model: str = "padim"
+    backbone: str = ""
+    layers: list[str] = field(default_factory=list)
+    backbone_weights: str = "imagenet"
+    imgsz: int = 256
+    epochs: int = 0
+    batch: int = 0
+    n_features: int = 0  # padim: features kept after the random projection (0: anomalib's default)
+    coreset_ratio: float = 0.1  # patchcore: the share of patch features kept in the memory bank
+    anomaly_source: str = ""  # draem: "perlin" or a folder of texture images (required)
+    seed: int = 0
+    device: str = "auto"
+
+    @property
+    def spec(self) -> ModelSpec:
+        try:
+            return MODEL_REGISTRY[self.model]
+        except KeyError:
+            raise DefectkitError(f"--model {self.model}: choose one of {', '.join(MODEL_REGISTRY)}") from None
+
+    def resolved(self) -> AnomalyTrainConfig:
+        """A copy with the model's defaults filled in (backbone, layers, epochs, batch)."""
+        spec = self.spec
+        return replace(
+            self,
+            backbone=self.backbone or spec.backbone,
+            layers=list(self.layers) or list(spec.layers),
+            epochs=self.epochs or spec.epochs,
+            batch=self.batch or spec.batch,
+        )
+
+    def check(self) -> None:
+        """One-line errors for options that cannot work, before any data is read."""
+        spec = self.spec
+        for name in ("imgsz", "epochs", "batch"):
+            if getattr(self, name) < 1:
+                raise DefectkitError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.imgsz < 32:
+            raise DefectkitError(f"--imgsz {self.imgsz}: below 32 px the backbones have no feature map left")
+        if spec.one_pass and self.epochs != 1:
+            raise DefectkitError(f"--epochs {self.epochs}: {self.model} fits its memory bank in one pass; drop --epochs")
+        if spec.backbone and self.backbone_weights not in BACKBONE_WEIGHTS and not Path(self.backbone_weights).is_file():
+            raise DefectkitError(
+                f"{self.backbone_weights}: no such file (--backbone-weights takes imagenet, none or a state dict file)"
+            )
+        if not 0.0 < self.coreset_ratio <= 1.0:
+            raise DefectkitError(f"--coreset-ratio {self.coreset_ratio}: must be in (0, 1]")
+        if self.model == "draem" and not self.anomaly_source:
+            raise DefectkitError(
+                "--model draem needs --anomaly-source: 'perlin' (noise only) or a folder of texture images "
+                "(the paper's DTD: https://www.robots.ox.ac.uk/~vgg/data/dtd/)"
+            )
+
+    def training_options(self) -> dict:
+        """The options that decide what a run learns (all but where it runs: ``out`` and ``device``)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("out", "device")}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> AnomalyTrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: how to build the model and its defaults. ``one_pass``: fitted in a single
+    pass over the good images (a memory bank), so there are no epochs to resume."""
+
+    name: str
+    title: str
+    build: Callable[[AnomalyTrainConfig], nn.Module]
+    backbone: str = ""
+    layers: tuple[str, ...] = ()
+    epochs: int = 1
+    batch: int = 32
+    one_pass: bool = False
+
+
+def _padim(cfg: AnomalyTrainConfig) -> nn.Module:
+    return _anomalib.build_padim(cfg.backbone, cfg.layers, cfg.imgsz, cfg.n_features or None)
+
+
+def _patchcore(cfg: AnomalyTrainConfig) -> nn.Module:
+    return _anomalib.build_patchcore(cfg.backbone, cfg.layers, cfg.imgsz, cfg.coreset_ratio)
+
+
+def _draem(cfg: AnomalyTrainConfig) -> nn.Module:
+    return _anomalib.build_draem(cfg.anomaly_source, cfg.imgsz)
+
+
+# Defaults are anomalib's and the papers': backbones and layers, DRAEM's 700 epochs. On a CPU, PatchCore
+# with --backbone resnet18 stores and searches about five times fewer features than wide_resnet50_2.
+MODEL_REGISTRY: dict[str, ModelSpec] = {
+    "padim": ModelSpec("padim", "PaDiM", _padim, "resnet18", ("layer1", "layer2", "layer3"), one_pass=True),
+    "patchcore": ModelSpec("patchcore", "PatchCore", _patchcore, "wide_resnet50_2", ("layer2", "layer3"), one_pass=True),
+    "draem": ModelSpec("draem", "DRAEM", _draem, epochs=700, batch=8),
+}
+
+
+def build_model(cfg: AnomalyTrainConfig, *, backbone_weights: bool = True) -> nn.Module:
+    """anomalib's module for ``cfg`` (resolved), with its backbone weights loaded when
+    ``backbone_weights`` (a model read back from model.pt gets its weights from there instead)."""
+    module = cfg.spec.build(cfg)
+    if cfg.spec.backbone and backbone_weights and cfg.backbone_weights != "none":
+        if cfg.backbone_weights == "imagenet":
+            path = _anomalib.imagenet_weights_file(cfg.backbone)
+            source = f"{path} (timm's ImageNet weights)"
+        else:
+            path = Path(cfg.backbone_weights)
+            source = str(path)
+        state = _anomalib.read_state_dict(path, f"{cfg.backbone} state dict")
+        _anomalib.load_backbone(_anomalib.feature_extractor(module), state, source, cfg.backbone)
+    return module
