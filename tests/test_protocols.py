@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from defectkit.convert import Manifest, assign_splits, convert_category, flat_name, parse_protocol
-from defectkit.convert.cli import main
 from defectkit.core.errors import DefectkitError
 from defectkit.core.layout import GOOD, SPLITS, class_of
 from defectkit.sample import write_category
+from test_convert_cli import run_cli  # convert-mvtec's main, with its exit code and output
 
 SMALL = {
     "size": (64, 80),
@@ -207,15 +207,6 @@ def test_a_manifest_from_before_protocols_reads_as_defectkit(converted, tmp_path
 
 
 # ------------------------------------------------------------------ the CLI, existing outputs, errors
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_cli_records_and_prints_the_protocol_and_guards_the_existing_output(part, tmp_path, capsys):
