@@ -3,7 +3,7 @@ and, for the lower layers, on what importing them really loads.
 
     defectkit.core                         imports no other defectkit package
     defectkit.convert, defectkit.evaluation  the core only
-    defectkit.detect / segment / classify  the core and evaluation; never convert, never each other,
+    defectkit.detect / segment / classify / anomaly  the core and evaluation; never convert, never each other,
                                            except segment -> detect's public predict API (--detector)
     defectkit.sample                       the core only (a sample writer every stage's tests use)
     defectkit.leaderboard, defectkit.cli   anything: they wire the stages together
@@ -48,6 +48,8 @@ _LEADERBOARD_IS_HEAVY = (
     "the leaderboard loads every stage (torch, ultralytics, segment-anything: seconds); "
     "`defectkit sample` and `defectkit --help` need none of it"
 )
+_ANOMALY_EXTRA = "optional and slow (~9 s): the [anomaly] extra, imported by the functions of anomaly._anomalib"
+ANOMALY_EXTRA_LIBRARIES = ("anomalib", "lightning", "timm", "huggingface_hub", "safetensors")
 LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("defectkit.cli", "defectkit.leaderboard"): _LEADERBOARD_IS_HEAVY,
     ("defectkit.cli", "defectkit.detect.train"): _LEADERBOARD_IS_HEAVY,
@@ -56,6 +58,10 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("defectkit.detect.embeddings", "ultralytics"): _ULTRALYTICS_AT_RUN_TIME,
     ("defectkit.detect.models", "ultralytics"): _ULTRALYTICS_AT_RUN_TIME,
     ("defectkit.detect.embeddings", "clip"): "optional: only `detect embed` needs CLIP (the [clip] extra)",
+    # anomalib (the [anomaly] extra) and what it brings, only inside anomaly._anomalib's functions: `import
+    # anomalib.models` takes ~9 s, `anomaly --help` needs none of it, and the leaderboard imports the stage
+    # without the extra to skip its rows with one line.
+    **{("defectkit.anomaly._anomalib", lib): _ANOMALY_EXTRA for lib in ANOMALY_EXTRA_LIBRARIES},
 }
 
 
@@ -191,6 +197,7 @@ ALLOWED = {
     "detect": {"core", "evaluation"},
     "segment": {"core", "evaluation"},  # + detect's public predict API, below
     "classify": {"core", "evaluation"},
+    "anomaly": {"core", "evaluation"},
     "sample": {"core"},
     "leaderboard": None,
     "cli": None,
@@ -295,9 +302,11 @@ def test_lazy_import_allowlist_is_narrow_and_still_used():
         if allowed.split(".")[0] == "defectkit":
             assert module.rsplit(".", 1)[-1] in ("cli", "__main__"), f"{module}: first-party lazy imports only in a CLI"
         else:
-            assert module.rsplit(".", 1)[-1] in ("cli", "__main__") or allowed in ("ultralytics", "clip"), (
-                f"{module}: lazy {allowed} is neither in a CLI entry point nor ultralytics' containment"
-            )
+            assert (
+                module.rsplit(".", 1)[-1] in ("cli", "__main__")
+                or allowed in ("ultralytics", "clip")
+                or (module == "defectkit.anomaly._anomalib" and allowed in ANOMALY_EXTRA_LIBRARIES)
+            ), f"{module}: lazy {allowed} is neither in a CLI entry point, ultralytics' containment nor the anomaly extra's"
         assert any(
             imp.importer == module and (imp.target == allowed or imp.target.startswith(allowed + ".")) for imp in lazy
         ), f"stale LAZY_IMPORTS entry: {module} no longer imports {allowed} lazily"

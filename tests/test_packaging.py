@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 # The folders pyproject installs as the defectkit package (package-dir).
-PACKAGE_FOLDERS = ("defectkit", "convert", "detect", "segment", "classify", "evaluation")
+PACKAGE_FOLDERS = ("defectkit", "convert", "detect", "segment", "classify", "anomaly", "evaluation")
 # Libraries whose lower bound cannot be installed and tested here: only one torch build is offline.
 UNTESTED_MINIMUMS = {"torch", "torchvision"}
 # vermin takes these for Python 2 names (bytes.decode for str.decode, Tensor.long() for long); a file where it
