@@ -306,29 +306,49 @@ def rles_ok(segms: list) -> bool:
 
 def _compressed_rles_ok(strings: list[dict]) -> bool:
     """:func:`rles_ok` for RLEs whose ``counts`` are str, all at once."""
+    parsed = compressed_run_lengths(strings)
+    if parsed is None:
+        return False
+    runs, run_end = parsed
+    expected = np.fromiter((sg["size"][0] * sg["size"][1] for sg in strings), np.int64, len(strings))
+    if runs.size and (runs.min() < 0 or runs.max() > expected.max()):  # also keeps the sums below from overflowing
+        return False
+    totals = np.diff(np.concatenate(([0], np.cumsum(runs)))[np.concatenate(([0], run_end))])
+    return bool((totals == expected).all())
+
+
+def compressed_run_lengths(strings: list[dict]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(run lengths of all masks concatenated, end index of each mask's runs) of RLEs whose
+    ``counts`` are COCO's compressed str, decoded for all masks at once in numpy (pycocotools
+    decodes one mask per call); None when a string is not valid COCO RLE text. Runs alternate
+    background, foreground, ... from each mask's first pixel (column-major).
+
+    >>> runs, run_end = compressed_run_lengths([{"size": [2, 2], "counts": "04"}, {"size": [1, 3], "counts": "012"}])
+    >>> runs.tolist(), run_end.tolist()
+    ([0, 4, 0, 1, 2], [2, 5])
+    """
     try:
         buffer = "".join(sg["counts"] for sg in strings).encode("ascii")
     except UnicodeEncodeError:
-        return False
+        return None
     lengths = np.fromiter((len(sg["counts"]) for sg in strings), np.int64, len(strings))
-    expected = np.fromiter((sg["size"][0] * sg["size"][1] for sg in strings), np.int64, len(strings))
     chars = np.frombuffer(buffer, np.uint8)
     if chars.size == 0:
-        return bool((expected == 0).all())
+        return np.zeros(0, np.int64), np.zeros(len(strings), np.int64)
     if chars.min() < 48 or chars.max() > 111:  # COCO's alphabet is '0'..'o'
-        return False
+        return None
     codes = chars - 48  # uint8: one byte per character keeps this pass light at millions of characters
     ends = (codes & 0x20) == 0  # a character without the "more follows" bit ends a run length
     char_end = np.cumsum(lengths)
     nonempty = lengths > 0
     if not ends[char_end[nonempty] - 1].all():  # a mask's string ends in the middle of a run length
-        return False
+        return None
     # Run lengths: 5-bit groups, least significant first, sign bit 0x10 in the last group.
     last = np.flatnonzero(ends)
     first = np.concatenate(([0], last[:-1] + 1))
     n_groups = last - first + 1
     if n_groups.max() > 7:  # 7 groups of 5 bits cover any uint32 run length
-        return False
+        return None
     values = np.zeros(last.size, np.int64)
     for k in range(int(n_groups.max())):  # most run lengths take one or two characters
         has = np.flatnonzero(n_groups > k) if k else slice(None)
@@ -350,10 +370,7 @@ def _compressed_rles_ok(strings: list[dict]) -> bool:
     before = start_of_run + ((np.arange(values.size) - start_of_run) & 1)
     runs = stride2 - np.concatenate(([0, 0], stride2))[before]
     runs[mask_first_runs] = values[mask_first_runs]
-    if runs.min() < 0 or runs.max() > expected.max():  # also keeps the sums below from overflowing
-        return False
-    totals = np.diff(np.concatenate(([0], np.cumsum(runs)))[np.concatenate(([0], run_end))])
-    return bool((totals == expected).all())
+    return runs, run_end
 
 
 def load_predictions(

@@ -9,12 +9,18 @@ and class, so nothing but one image's masks is ever held in memory:
   subfolder is a class (MVTec's ``ground_truth/<defect>/``), files at the top are one class;
 - COCO ground truth + COCO results (RLE): per image and class the union of the instances (results
   with score >= ``score_threshold``), counted on the run-length encodings without decoding.
+
+COCO results also give pixel AUROC, AUPRO, pixel AP and pixel F1-max (``defectkit.evaluation.pixels``)
+of a score map per image: each pixel scores the highest score among the predicted instance masks
+covering it (every result, whatever its class and score), 0 where none does; a defect pixel is one
+inside any ground-truth annotation. The map is never drawn: it is read off the RLEs of all images at
+once (``defectkit.evaluation.instance_maps``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,9 @@ from defectkit.evaluation.coco_io import (
     load_predictions,
     segmentation_to_rle,
 )
+from defectkit.evaluation.instance_maps import instance_map_entries
+from defectkit.evaluation.pixels import PIXEL_METRICS, PixelEntries
+from defectkit.evaluation.pixels import pixel_metrics as score_map_metrics
 from defectkit.evaluation.report import Report
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
@@ -171,35 +180,53 @@ def _from_folders(
     return triples(), names
 
 
-def _from_coco(gt: Any, predictions: Any, score_threshold: float) -> tuple[Triples, list[str]]:
+def _from_coco(
+    gt: Any, predictions: Any, score_threshold: float
+) -> tuple[Triples, list[str], Callable[[], PixelEntries]]:
+    """Triples of the COCO input, and a function giving the pixel entries of its instance score
+    maps (every result, whatever its class and score; ``instance_map_entries``)."""
     gt_data, gt_name = load_ground_truth(gt, "segm")
     preds, _ = load_predictions(predictions, gt_data, "segm", gt_name)
     names = category_names(gt_data)
-    gts: dict[tuple[int, int], list] = defaultdict(list)
-    dts: dict[tuple[int, int], list] = defaultdict(list)
+    gts: dict[int, list] = defaultdict(list)
+    dts: dict[int, list] = defaultdict(list)
     for ann in gt_data["annotations"]:
-        gts[ann["image_id"], ann["category_id"]].append(ann["segmentation"])
+        gts[ann["image_id"]].append(ann)
     for det in preds:
-        if det["score"] >= score_threshold:
-            dts[det["image_id"], det["category_id"]].append(det["segmentation"])
+        dts[det["image_id"]].append(det)
     images = {img["id"]: img for img in gt_data["images"]}
 
-    def union(segms, h, w):
-        return mask_utils.merge([segmentation_to_rle(s, h, w) for s in segms]) if segms else None
+    def union(rles: list) -> dict | None:
+        return mask_utils.merge(rles) if rles else None
 
     def triples():
         for image_id in sorted(images):
             img = images[image_id]
             h, w = img["height"], img["width"]
             label = str(img.get("file_name", image_id))
+            gt_rles = [(a["category_id"], segmentation_to_rle(a["segmentation"], h, w)) for a in gts.get(image_id, [])]
+            dets = dts.get(image_id, [])
+            dt_rles = [segmentation_to_rle(d["segmentation"], h, w) for d in dets]
             for cat_id, name in names.items():
-                g, d = union(gts.get((image_id, cat_id)), h, w), union(dts.get((image_id, cat_id)), h, w)
+                g = union([r for c, r in gt_rles if c == cat_id])
+                d = union(
+                    [r for det, r in zip(dets, dt_rles) if det["category_id"] == cat_id and det["score"] >= score_threshold]
+                )
                 ga = int(mask_utils.area(g)) if g is not None else 0
                 da = int(mask_utils.area(d)) if d is not None else 0
                 tp = int(mask_utils.area(mask_utils.merge([g, d], intersect=True))) if ga and da else 0
                 yield label, name, PixelCounts(tp, da - tp, ga - tp)
 
-    return triples(), list(names.values())
+    def pixel_entries() -> PixelEntries:
+        order = sorted(images)
+        return instance_map_entries(
+            [images[i] for i in order],
+            [[a["segmentation"] for a in gts.get(i, [])] for i in order],
+            [[d["segmentation"] for d in dts.get(i, [])] for i in order],
+            [[d["score"] for d in dts.get(i, [])] for i in order],
+        )
+
+    return triples(), list(names.values()), pixel_entries
 
 
 def _is_coco(source: Any) -> bool:
@@ -221,8 +248,14 @@ def evaluate_masks(
     threshold: int = 127,
     title: str | None = None,
     progress: bool = False,
+    pixel_metrics: bool = False,
+    fpr_limit: float = 0.3,
 ) -> dict:
-    """IoU, Dice, pixel precision and recall of predicted masks against ground truth.
+    """IoU, Dice, pixel precision and recall of predicted masks against ground truth; with
+    ``pixel_metrics`` and COCO results also pixel AUROC, AUPRO (up to ``fpr_limit``), pixel AP and
+    pixel F1-max of their score maps (the highest score of the instances covering a pixel, 0
+    elsewhere; see the module docstring). Off by default: they cost about 0.2 ms an image at
+    192x240 (a third of the rest of the evaluation).
 
     Returns ``{"mean_iou", "mean_dice", "pixel_precision", "pixel_recall", "mean_image_iou",
     "mean_image_dice", "per_class": {name: {"iou", "dice", "precision", "recall",
@@ -235,7 +268,8 @@ def evaluate_masks(
     (empty ground truth and empty prediction for IoU/Dice) is None and left out of means.
     ``score_threshold`` keeps COCO results with at least that score; ``threshold`` is the PNG
     grey level above which a pixel is foreground. ``progress`` shows a tqdm bar over
-    (image, class) pairs.
+    (image, class) pairs. The pixel ranking metrics are None for PNG folders and arrays (binary
+    masks carry no scores).
 
     >>> gt = [np.array([[1, 1, 0, 0]], bool)]; pred = [np.array([[0, 1, 1, 0]], bool)]
     >>> m = evaluate_masks(gt, pred)
@@ -245,9 +279,12 @@ def evaluate_masks(
     if _is_coco(gt_masks) or _is_coco(pred_masks):
         if not (_is_coco(gt_masks) and (isinstance(pred_masks, list) or _is_coco(pred_masks))):
             raise DefectkitError("COCO input needs a ground-truth JSON and a results JSON (or list)")
-        triples, names = _from_coco(gt_masks, pred_masks, score_threshold)
+        if not 0 < fpr_limit <= 1:
+            raise DefectkitError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+        triples, names, pixel_entries = _from_coco(gt_masks, pred_masks, score_threshold)
         source = "coco"
     elif isinstance(gt_masks, (str, Path)) or isinstance(pred_masks, (str, Path)):
+        pixel_entries = None
         gt_dir, pred_dir = Path(gt_masks), Path(pred_masks)
         for d in (gt_dir, pred_dir):
             if not d.is_dir():
@@ -255,6 +292,7 @@ def evaluate_masks(
         triples, names = _from_folders(gt_dir, pred_dir, class_names, allow_missing, threshold)
         source = "folders"
     else:
+        pixel_entries = None
         triples, names = _from_arrays(
             list(gt_masks), list(pred_masks), list(class_names) if class_names else None
         )
@@ -306,9 +344,13 @@ def evaluate_masks(
         "mean_image_dice": mean(v["dice"] for v in images),
         "per_class": per_class,
         "per_image": images,
+        **dict.fromkeys((*PIXEL_METRICS, "pixel_f1_threshold")),
+        "fpr_limit": fpr_limit,
         "n_images": len(images),
         "source": source,
     }
+    if pixel_entries is not None and pixel_metrics:
+        out.update(score_map_metrics(pixel_entries(), fpr_limit)[0])
     if out_dir is not None:
         masks_report(out, title).write(out_dir, overwrite=overwrite)
     return out
@@ -328,6 +370,16 @@ def masks_report(metrics: dict, title: str | None = None):
             ["pixel recall", metrics["pixel_recall"]],
             ["mean IoU per image", metrics["mean_image_iou"]],
             ["mean Dice per image", metrics["mean_image_dice"]],
+            *(
+                [
+                    ["pixel AUROC (score maps)", metrics["pixel_auroc"]],
+                    [f"AUPRO (FPR ≤ {metrics['fpr_limit']:g}, normalised)", metrics["aupro"]],
+                    ["pixel AP (score maps)", metrics["pixel_ap"]],
+                    ["pixel F1-max (score maps)", metrics["pixel_f1_max"]],
+                ]
+                if metrics["pixel_ap"] is not None or metrics["pixel_auroc"] is not None
+                else []
+            ),
         ],
     )
     report.add_heading("Per class (pixels pooled over images)")
@@ -356,6 +408,13 @@ def masks_report(metrics: dict, title: str | None = None):
     report.add_text(
         "A ratio with a zero denominator (nothing in the ground truth and nothing predicted) "
         "is n/a and left out of the means."
+        + (
+            " Pixel AUROC / AUPRO / AP / F1-max score a map per image: each pixel takes the highest "
+            "score among the predicted masks covering it (every result, any class and score), 0 "
+            "elsewhere; a defect pixel is one inside any ground-truth mask."
+            if metrics["pixel_ap"] is not None or metrics["pixel_auroc"] is not None
+            else ""
+        )
     )
     report.add_metrics("masks", metrics)
     return report

@@ -59,6 +59,28 @@ class PixelEntries:
             self._runs = descending_runs(self.scores)
         return self._runs
 
+    @classmethod
+    def from_images(cls, parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]]) -> PixelEntries:
+        """Entries of several images from each image's (scores, positives, negatives, region_mass,
+        n_regions), in image order.
+
+        >>> one = (np.array([0.9, 0.0]), np.array([2, 0]), np.array([1, 5]), np.array([1.0, 0.0]), 1)
+        >>> PixelEntries.from_images([one, one]).entries_per_image.tolist()
+        [2, 2]
+        """
+
+        def joined(k: int, dtype) -> np.ndarray:
+            return np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, dtype)
+
+        return cls(
+            scores=joined(0, np.float64).astype(np.float64, copy=False),
+            positives=joined(1, np.int64),
+            negatives=joined(2, np.int64),
+            region_mass=joined(3, np.float64),
+            entries_per_image=np.asarray([len(p[0]) for p in parts], dtype=np.int64),
+            regions_per_image=np.asarray([p[4] for p in parts], dtype=np.int64),
+        )
+
     @property
     def image_of_entry(self) -> np.ndarray:
         """(E,) the image index of every entry."""
@@ -86,24 +108,13 @@ def dense_pixel_entries(gt_masks: Sequence[np.ndarray], score_maps: Sequence[np.
     >>> e.positives.tolist(), e.region_mass.tolist(), e.regions_per_image.tolist()
     ([False, True, True, False], [0.0, 0.5, 0.5, 0.0], [1])
     """
-    positives, masses, scores, sizes, regions = [], [], [], [], []
+    parts = []
     for gt, smap in zip(gt_masks, score_maps):
         gt = np.asarray(gt, dtype=bool)
         n_regions, labels, inv_area = region_labels(gt)
-        positives.append(gt.ravel())
-        masses.append(inv_area[labels].ravel())
-        scores.append(np.asarray(smap, dtype=np.float64).ravel())
-        sizes.append(gt.size)
-        regions.append(n_regions)
-    positives_flat = np.concatenate(positives) if positives else np.zeros(0, bool)
-    return PixelEntries(
-        scores=np.concatenate(scores) if scores else np.zeros(0),
-        positives=positives_flat,
-        negatives=~positives_flat,
-        region_mass=np.concatenate(masses) if masses else np.zeros(0),
-        entries_per_image=np.asarray(sizes, dtype=np.int64),
-        regions_per_image=np.asarray(regions, dtype=np.int64),
-    )
+        positives = gt.ravel()
+        parts.append((np.asarray(smap, dtype=np.float64).ravel(), positives, ~positives, inv_area[labels].ravel(), n_regions))
+    return PixelEntries.from_images(parts)
 
 
 def pro_from_counts(

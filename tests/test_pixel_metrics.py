@@ -3,6 +3,8 @@ scikit-learn's average_precision_score / precision_recall_curve, an independent 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from defectkit.evaluation.ranking import auroc, average_precision, f1_max, ranked_counts
@@ -107,3 +109,90 @@ def test_pixel_metrics_undefined_without_defect_pixels():
     good = [np.zeros((8, 8), bool)] * 2
     m = evaluate_anomaly([0, 0], [0.1, 0.2], good, [np.full((8, 8), 0.3), np.full((8, 8), 0.4)])
     assert m["pixel_ap"] is None and m["pixel_f1_max"] is None and m["pixel_auroc"] is None
+
+
+def decoded_score_maps(gt: dict, preds: list):
+    """The definition, drawn pixel by pixel: the highest score of the masks covering a pixel (0
+    elsewhere), and the union of every ground-truth mask."""
+    from pycocotools import mask as mask_utils
+
+    masks, maps = [], []
+    for img in sorted(gt["images"], key=lambda i: i["id"]):
+        h, w = img["height"], img["width"]
+        gt_mask = np.zeros((h, w), bool)
+        for a in gt["annotations"]:
+            if a["image_id"] == img["id"]:
+                gt_mask |= mask_utils.decode(a["segmentation"]).astype(bool)
+        score_map = np.zeros((h, w))
+        for p in preds:
+            if p["image_id"] == img["id"]:
+                score_map = np.where(mask_utils.decode(p["segmentation"]).astype(bool), np.maximum(score_map, p["score"]), score_map)
+        masks.append(gt_mask)
+        maps.append(score_map)
+    return masks, maps
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_masks_pixel_metrics_equal_the_drawn_score_maps(seed):
+    from defectkit.evaluation import evaluate_anomaly, evaluate_masks
+    from defectkit.evaluation.synthetic import make_coco_case
+
+    gt, preds = make_coco_case(10, size=(40, 56), seed=seed, many_dets_image=False)
+    ours = evaluate_masks(gt, preds, pixel_metrics=True, fpr_limit=0.3)
+    masks, maps = decoded_score_maps(gt, preds)
+    dense = evaluate_anomaly([int(m.any()) for m in masks], [float(s.max()) for s in maps], masks, maps)
+    for key in ("pixel_auroc", "aupro", "pixel_ap", "pixel_f1_max", "pixel_f1_threshold"):
+        assert ours[key] == pytest.approx(dense[key], abs=1e-9), key
+    flat_gt = np.concatenate([m.ravel() for m in masks])
+    flat_scores = np.concatenate([s.ravel() for s in maps])
+    assert ours["pixel_ap"] == pytest.approx(metrics.average_precision_score(flat_gt, flat_scores), abs=1e-9)
+    assert 0.5 < ours["pixel_auroc"] < 1 and 0 < ours["aupro"] < 1
+
+
+def test_masks_pixel_metrics_only_for_scored_input(tmp_path):
+    from defectkit.evaluation import evaluate_masks
+
+    m = evaluate_masks([np.array([[1, 0]], bool)], [np.array([[1, 1]], bool)], pixel_metrics=True)
+    assert m["pixel_ap"] is None and m["pixel_auroc"] is None
+
+
+def test_masks_pixel_metrics_read_polygons_and_uncompressed_rle_too(tmp_path, capsys):
+    from pycocotools import mask as mask_utils
+
+    from defectkit.evaluation import evaluate_anomaly
+    from defectkit.evaluation.cli import main
+
+    image = {"id": 1, "file_name": "a.png", "height": 12, "width": 10}
+    square = [[1.0, 1.0, 6.0, 1.0, 6.0, 5.0, 1.0, 5.0]]  # a polygon
+    gt = {
+        "images": [image, dict(image, id=2, file_name="b.png")],
+        "categories": [{"id": 1, "name": "hole"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": square, "area": 20.0, "bbox": [1, 1, 5, 4], "iscrowd": 0}
+        ],
+    }
+    blob = np.zeros((12, 10), np.uint8)
+    blob[2:9, 3:8] = 1
+    compressed = mask_utils.encode(np.asfortranarray(blob))
+    # Uncompressed RLE: list counts, runs from the first pixel (column-major), background first.
+    flat = blob.ravel(order="F")
+    changes = np.flatnonzero(np.diff(np.r_[0, flat, 1 - flat[-1]]))  # run boundaries
+    uncompressed = {"size": [12, 10], "counts": np.diff(np.r_[0, changes]).tolist()}
+    preds = [
+        {"image_id": 1, "category_id": 1, "score": 0.8, "segmentation": uncompressed},
+        {"image_id": 2, "category_id": 1, "score": 0.3, "segmentation": dict(compressed, counts=compressed["counts"].decode())},
+    ]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(preds))
+    argv = ["masks", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--pixel-metrics"]) == 0
+    assert "pixel_ap" in capsys.readouterr().out
+    ours = json.loads((tmp_path / "o" / "metrics.json").read_text())["masks"]
+    gt_masks = [mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(square, 12, 10))).astype(bool), np.zeros((12, 10), bool)]
+    maps = [blob * 0.8, blob * 0.3]
+    dense = evaluate_anomaly([1, 0], [0.8, 0.3], gt_masks, maps)
+    for key in ("pixel_auroc", "aupro", "pixel_ap", "pixel_f1_max"):
+        assert ours[key] == pytest.approx(dense[key], abs=1e-9), key
+    assert "pixel AP" in (tmp_path / "o" / "report.md").read_text()
+    assert main([*argv, "--overwrite"]) == 0  # without the option: not computed
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["masks"]["pixel_ap"] is None
