@@ -7,7 +7,11 @@ import json
 
 import numpy as np
 import pytest
+from defectkit.evaluation import evaluate_anomaly, evaluate_masks
+from defectkit.evaluation.cli import main
 from defectkit.evaluation.ranking import auroc, average_precision, f1_max, ranked_counts
+from defectkit.evaluation.synthetic import make_coco_case
+from pycocotools import mask as mask_utils
 
 metrics = pytest.importorskip("sklearn.metrics")  # the dev extra has it; the package does not need it
 
@@ -87,7 +91,6 @@ def random_maps(seed: int, n_images: int = 5, size: tuple[int, int] = (24, 32)):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_pixel_ap_and_f1_max_match_sklearn_on_flattened_pixels(seed, tmp_path):
-    from defectkit.evaluation import evaluate_anomaly
 
     masks, maps = random_maps(seed)
     labels = [int(m.any()) for m in masks]
@@ -104,7 +107,6 @@ def test_pixel_ap_and_f1_max_match_sklearn_on_flattened_pixels(seed, tmp_path):
 
 
 def test_pixel_metrics_undefined_without_defect_pixels():
-    from defectkit.evaluation import evaluate_anomaly
 
     good = [np.zeros((8, 8), bool)] * 2
     m = evaluate_anomaly([0, 0], [0.1, 0.2], good, [np.full((8, 8), 0.3), np.full((8, 8), 0.4)])
@@ -114,8 +116,6 @@ def test_pixel_metrics_undefined_without_defect_pixels():
 def decoded_score_maps(gt: dict, preds: list):
     """The definition, drawn pixel by pixel: the highest score of the masks covering a pixel (0
     elsewhere), and the union of every ground-truth mask."""
-    from pycocotools import mask as mask_utils
-
     masks, maps = [], []
     for img in sorted(gt["images"], key=lambda i: i["id"]):
         h, w = img["height"], img["width"]
@@ -134,8 +134,6 @@ def decoded_score_maps(gt: dict, preds: list):
 
 @pytest.mark.parametrize("seed", [3, 4])
 def test_masks_pixel_metrics_equal_the_drawn_score_maps(seed):
-    from defectkit.evaluation import evaluate_anomaly, evaluate_masks
-    from defectkit.evaluation.synthetic import make_coco_case
 
     gt, preds = make_coco_case(10, size=(40, 56), seed=seed, many_dets_image=False)
     ours = evaluate_masks(gt, preds, pixel_metrics=True, fpr_limit=0.3)
@@ -150,17 +148,12 @@ def test_masks_pixel_metrics_equal_the_drawn_score_maps(seed):
 
 
 def test_masks_pixel_metrics_only_for_scored_input(tmp_path):
-    from defectkit.evaluation import evaluate_masks
 
     m = evaluate_masks([np.array([[1, 0]], bool)], [np.array([[1, 1]], bool)], pixel_metrics=True)
     assert m["pixel_ap"] is None and m["pixel_auroc"] is None
 
 
 def test_masks_pixel_metrics_read_polygons_and_uncompressed_rle_too(tmp_path, capsys):
-    from pycocotools import mask as mask_utils
-
-    from defectkit.evaluation import evaluate_anomaly
-    from defectkit.evaluation.cli import main
 
     image = {"id": 1, "file_name": "a.png", "height": 12, "width": 10}
     square = [[1.0, 1.0, 6.0, 1.0, 6.0, 5.0, 1.0, 5.0]]  # a polygon
