@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from defectkit.convert.reader import default_root
+from defectkit.convert.split import parse_protocol
 from defectkit.core.errors import DefectkitError, cli_entry
 from defectkit.sample import write_category, write_sample
 
@@ -80,8 +81,21 @@ def _default_device() -> str:
     return "0" if torch.cuda.is_available() else "cpu"
 
 
+def _is_suite(args: argparse.Namespace) -> bool:
+    """Several categories, seeds, protocols or a shard: a suite folder and the category table;
+    else one run folder, as ``benchmark CATEGORY`` has always written."""
+    return (
+        args.category == "all"
+        or "," in args.category
+        or args.repeats != 1
+        or args.shots is not None
+        or getattr(args, "shard", None) is not None
+    )
+
+
 def _run(args: argparse.Namespace, command: str) -> int:
     from defectkit.leaderboard import BenchmarkConfig, run_benchmark  # lazy: see the note at the top
+    from defectkit.leaderboard import suite, suite_runner  # lazy: see the note at the top
 
     demo = command == "demo"
     small = demo or args.fast  # the small random-start models, unless named
@@ -103,6 +117,20 @@ def _run(args: argparse.Namespace, command: str) -> int:
             raise DefectkitError(f"--{name} must be at least 1, got {value}")
     if sam_lr is not None and not sam_lr > 0:
         raise DefectkitError(f"--sam-lr must be above 0, got {sam_lr}")
+    if args.bootstrap < 0:
+        raise DefectkitError(f"--bootstrap {args.bootstrap}: must be 0 (no intervals) or more resamples")
+    protocol = parse_protocol(args.protocol)
+    args.protocol = protocol.spec
+    if args.test_frac is not None and protocol.fixes_test:
+        raise DefectkitError(
+            f"--test-frac {args.test_frac}: the {args.protocol} protocol fixes the test set by its rule; "
+            "leave --test-frac out"
+        )
+    multi = _is_suite(args)
+    shard = suite.parse_shard(args.shard) if getattr(args, "shard", None) is not None else None
+    protocols = suite.parse_shots(args.shots, args.protocol) if args.shots is not None else [args.protocol]
+    # Several categories: checked (and 'all' listed) before anything is written.
+    categories = suite.find_categories(args.root, args.category) if multi else [args.category]
     if args.yolo_arg:
         from defectkit.detect.train import parse_extra_args  # lazy: see the note at the top
 
@@ -111,8 +139,9 @@ def _run(args: argparse.Namespace, command: str) -> int:
         print(f"writing the bundled sample to {args.root}")
         write_sample(args.root)
     embeddings = args.text_embeddings or ("random" if str(args.detector).endswith(".yaml") else None)
+    default_out = Path("runs/suite") if multi else Path("runs/benchmark") / args.category
     cfg = BenchmarkConfig(
-        root=args.root, category=args.category, out=args.out or Path("runs/benchmark") / args.category,
+        root=args.root, category=args.category, out=args.out or default_out,
         rows=_rows(args.rows), device=args.device or _default_device(), detector=args.detector,
         closed_detector=args.closed_detector, seg_detector=args.seg_detector, text_embeddings=embeddings,
         prompts=args.prompts, sam_model=args.sam_model,
@@ -120,13 +149,28 @@ def _run(args: argparse.Namespace, command: str) -> int:
         sam_random_weights=args.sam_random_weights, sam_lr=sam_lr, yolo_args=args.yolo_arg,
         classifier_arch=args.classifier_arch, classifier_weights=args.classifier_weights, epochs=epochs,
         epochs_detector=per_family["detector"], epochs_sam=per_family["sam"],
-        epochs_classifier=per_family["classifier"], imgsz=imgsz, batch=args.batch, seed=args.seed, val_frac=args.val_frac, test_frac=args.test_frac,
+        epochs_classifier=per_family["classifier"], imgsz=imgsz, batch=args.batch, seed=args.seed, val_frac=args.val_frac,
+        test_frac=0.2 if args.test_frac is None else args.test_frac, protocol=protocols[-1], bootstrap=args.bootstrap,
         gallery=args.gallery, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
         command=["defectkit", *(args.argv if args.argv is not None else sys.argv[1:])],
     )  # fmt: skip
+    if multi:
+        plan = suite_runner.plan_suite(cfg, categories, protocols, args.repeats, shots=args.shots is not None)
+        report = suite_runner.run_suite(cfg, plan, shard)
+        if report is not None:
+            print(f"\nreport: {report / 'report.html'}  (also {report / 'report.md'}, {report / 'leaderboard.json'})")
+        return 0
     report = run_benchmark(cfg)
     print(f"\nreport: {report / 'report.html'}  (also {report / 'report.md'})")
     print((report / "leaderboard.txt").read_text().rstrip())
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from defectkit.leaderboard import suite_runner  # lazy: see the note at the top
+
+    report = suite_runner.merge_suites(args.run_dirs, args.out, overwrite=args.overwrite)
+    print(f"report: {report / 'report.html'}  (also {report / 'report.md'}, {report / 'leaderboard.json'})")
     return 0
 
 
@@ -166,8 +210,36 @@ def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
     g.add_argument(
         "--test-frac",
         type=float,
-        default=0.2,
-        help="share of each test folder for test (default: %(default)s)",
+        default=None,
+        help="share of each test folder for test, defectkit protocol only (default: 0.2)",
+    )
+    g.add_argument(
+        "--protocol",
+        default="defectkit",
+        help="how convert-mvtec splits the data (docs/PROTOCOLS.md): defectkit (stratified, the default), "
+        "anomalydiffusion (the first third of each defect type trains), fewshot:K (K defect images train); "
+        "recorded in run.json (default: %(default)s)",
+    )
+    g.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="resamples of the test images behind each metric's 95%% interval, seeded by --seed; 0: no "
+        "intervals (default: %(default)s)",
+    )
+    g.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run the whole benchmark R times with seeds SEED..SEED+R-1 (a new split where the protocol draws "
+        "one, a new training seed always) and report mean ± std over the repeats (default: %(default)s)",
+    )
+    g.add_argument(
+        "--shots",
+        default=None,
+        metavar="K,K,...,all",
+        help="label efficiency: run the fewshot:K protocol for each K ('all': --protocol's split) and plot "
+        "image AUROC and each row's main metric against the labelled defect images (e.g. 1,5,10,all)",
     )
     g.add_argument(
         "--resume",
@@ -356,7 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
         "threshold chosen on val) and reports its own task metrics and cost. Writes <out>/report/report.md, "
         "report.html (plots inlined), leaderboard.json; --resume skips finished rows.",
     )
-    p.add_argument("category", help="category folder under --root (e.g. wood)")
+    p.add_argument(
+        "category",
+        help="category folder under --root (e.g. wood); several: a,b,c or 'all' (every folder in the MVTec AD "
+        "layout), each run in <out>/<category>/ and one table of them in <out>/report/. `defectkit benchmark "
+        "merge RUN_DIRS... --out DIR` joins shards",
+    )
     p.add_argument(
         "--root",
         type=Path,
@@ -364,12 +441,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="MVTec AD-layout data root or a .tar.xz (default: $DEFECTKIT_DATA_ROOT, else %(default)s)",
     )
     _add_run_options(p, demo=False)
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run only the I-th of N equal, contiguous parts of the work (category x row group x split x "
+        "seed, in that order), e.g. a job array's index; each shard its own --out, then `defectkit benchmark "
+        "merge` joins them",
+    )
     p.set_defaults(func=lambda args: _run(args, "benchmark"))
     return parser
 
 
+def build_merge_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="defectkit benchmark merge",
+        description="Join the run folders of a suite's shards (`defectkit benchmark ... --shard I/N --out DIR_I`) "
+        "into the one category table a single run writes: DIR/report/report.md, report.html, leaderboard.json. "
+        "The shards must share every setting and the plan, each part once, none missing.",
+    )
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="the shards' --out folders")
+    p.add_argument("--out", type=Path, required=True, help="folder for the merged report (report/ in it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier merge in --out")
+    p.set_defaults(func=_merge)
+    return p
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else list(argv)
+    if given[:2] == ["benchmark", "merge"]:  # a subcommand of benchmark beside its CATEGORY argument
+        args = build_merge_parser().parse_args(given[2:])
+        return args.func(args)
     args = build_parser().parse_args(argv)
     args.argv = argv
     return args.func(args)

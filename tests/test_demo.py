@@ -70,7 +70,7 @@ def test_demo_ends_with_the_report_path_and_a_row_per_approach(demo):
             assert r["image_level"] is None  # prompted by the truth: no fair image-level score
         else:
             il = r["image_level"]
-            assert il["n_test"] == len(r["scores"]["test"]) and 0 <= il["test_accuracy"] <= 1
+            assert il["n_test"] == len(r["scores"]["test"]) and 0 <= il["test_accuracy"]["value"] <= 1
     # Trained rows really trained: their checkpoints exist and carry the sha256 the report shows.
     for name in ("yolo-world-ft", "sam-gt-ft", "classifier"):
         ck = rows[name]["checkpoint"]
@@ -97,10 +97,10 @@ def test_numbers_are_the_shared_evaluators(demo):
     for name in ("yolo-world-ft", "sam-det", "classifier"):
         r = rows[name]
         expected = evaluate_anomaly(labels, r["scores"]["test"])["image_auroc"]
-        assert r["image_level"]["test_auroc"] == pytest.approx(expected), name
+        assert r["image_level"]["test_auroc"]["value"] == pytest.approx(expected), name
     for name, iou_type, key in (("yolo-world-ft", "bbox", "box_AP"), ("sam-gt-ft", "segm", "segm_AP")):
         preds = json.loads((out / rows[name]["predictions"]["test"]).read_text())
-        assert rows[name]["metrics"][key] == pytest.approx(
+        assert rows[name]["metrics"][key]["value"] == pytest.approx(
             evaluate_detection(str(test_gt), preds, iou_type)[iou_type]["AP"]
         )
     # The classifier's defective score is 1 - p(good) of its own checkpoint's prediction.

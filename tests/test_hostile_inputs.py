@@ -183,6 +183,28 @@ CASES = {
     "convert-mvtec --protocol anomalydiffusion --test-frac 0.3": lambda t, c: (
         ("convert-mvtec", "wood", "--root", c.parent.parent / "sample", "--out", t / "out", "--protocol",
          "anomalydiffusion", "--test-frac", "0.3", "--quiet"), "fixes the test set"),
+    # benchmark suites: shards, category lists, merges
+    "defectkit benchmark --shard 3/2": lambda t, c: (
+        ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "run", "--fast",
+         "--rows", "classifier", "--shard", "3/2"), "--shard 3/2: i must be 1..n"),
+    "defectkit benchmark --shard 0/2": lambda t, c: (
+        ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "run", "--fast",
+         "--rows", "classifier", "--shard", "0/2"), "--shard 0/2: i must be 1..n"),
+    "defectkit benchmark --shard x": lambda t, c: (
+        ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "run", "--fast",
+         "--rows", "classifier", "--shard", "x"), "--shard x: expected i/n"),
+    "defectkit benchmark with an unknown category in the list": lambda t, c: (
+        ("defectkit", "benchmark", "wood,nosuch", "--root", c.parent.parent / "sample", "--out", t / "run",
+         "--fast", "--rows", "classifier"), "nosuch: unknown category 'nosuch'"),
+    "defectkit benchmark --repeats 0": lambda t, c: (
+        ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "run", "--fast",
+         "--rows", "classifier", "--repeats", "0"), "--repeats 0: must be at least 1"),
+    "defectkit benchmark --shots 1,x": lambda t, c: (
+        ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "run", "--fast",
+         "--rows", "classifier", "--shots", "1,x"), "'x' is not a number of images"),
+    "defectkit benchmark merge of runs with different settings": lambda t, c: (
+        ("defectkit", "benchmark", "merge", suite_json(t / "a", epochs=1), suite_json(t / "b", epochs=2), "--out",
+         t / "merged"), "settings epochs=2, but"),
     # the sample writer
     "defectkit sample --size 0": lambda t, c: (("defectkit", "sample", "--out", t / "s", "--size", "0"), "16..4096"),
     "defectkit sample --size 100000": lambda t, c: (
@@ -234,6 +256,14 @@ def fake_last(run: Path) -> Path:
     """A last.pt path (the option checks come before the file is read)."""
     run.mkdir(parents=True, exist_ok=True)
     return write_text(run / "last.pt", "")
+
+
+def suite_json(folder: Path, **settings) -> Path:
+    """A shard's folder holding only its suite.json (merge reads the settings before any result)."""
+    folder.mkdir(parents=True)
+    plan = {"categories": ["wood"], "protocols": ["defectkit"], "seeds": [0], "rows": ["classifier"], "shots": False}
+    write_text(folder / "suite.json", json.dumps({"settings": settings, "plan": plan, "units": []}))
+    return folder
 
 
 def first_image(converted: Path) -> Path:

@@ -52,7 +52,9 @@ class BenchmarkConfig:
     batch: int = 16
     seed: int = 0
     val_frac: float = 0.2
-    test_frac: float = 0.2
+    test_frac: float = 0.2  # the defectkit protocol's; the others fix their test set by their rule
+    protocol: str = "defectkit"  # convert-mvtec --protocol: defectkit, anomalydiffusion, fewshot:K
+    bootstrap: int = 1000  # resamples of the test images per metric's 95% interval; 0: no intervals
     gallery: int = 6  # worst validation images drawn
     mask_score_threshold: float = 0.25  # results kept in a predicted mask union (detector-prompted rows)
     resume: bool = False

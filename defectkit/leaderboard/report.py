@@ -15,11 +15,17 @@ from defectkit.evaluation.ranking import roc_curve
 from defectkit.evaluation.report import Report
 from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.gallery import gallery_image
-from defectkit.leaderboard.rows import CLASSIFICATION, DETECTION, ROWS, SEGMENTATION
+from defectkit.leaderboard.intervals import as_interval, at_chance, format_metric, tied_with, value_of
+from defectkit.leaderboard.rows import ROWS, metric_label
 from defectkit.leaderboard.scoring import majority_accuracy, rank_errors
 
-MAIN_METRIC = {DETECTION: "box_AP", SEGMENTATION: "mask_mIoU", CLASSIFICATION: "balanced_accuracy"}
-MAIN_LABEL = {DETECTION: "box AP", SEGMENTATION: "mask mIoU", CLASSIFICATION: "balanced acc."}
+CHANCE = "not distinguishable from chance"
+
+
+def auroc_of(result: dict) -> dict | None:
+    """A row's test image AUROC as an interval dict (None: no image-level score)."""
+    level = result.get("image_level")
+    return as_interval(level["test_auroc"]) if level and level.get("test_auroc") is not None else None
 
 
 def leaderboard(results: dict[str, dict]) -> list[dict]:
@@ -27,10 +33,17 @@ def leaderboard(results: dict[str, dict]) -> list[dict]:
 
     def key(item):
         order, r = item
-        auroc = (r.get("image_level") or {}).get("test_auroc")
+        auroc = value_of(auroc_of(r))
         return (auroc is None, -(auroc or 0.0), order)
 
     return [r for _, r in sorted(enumerate(results.values()), key=key)]
+
+
+def main_metric(result: dict) -> tuple[str, dict | None]:
+    """A row's main metric: its label and its interval dict."""
+    name = ROWS[result["row"]].main_metric
+    found = result["metrics"].get(name)
+    return metric_label(name), None if found is None else as_interval(found)
 
 
 def threshold_label(level: dict) -> str | float | None:
@@ -62,28 +75,35 @@ def headline_rows(results: dict[str, dict]) -> tuple[list[str], list[list]]:
         "rank",
         "approach",
         "task",
-        "image AUROC (test)",
+        "image AUROC (test) [95% CI]",
+        "tied with",
+        "chance",
         "acc. @ val threshold (test)",
         "threshold",
         "main metric",
-        "value",
+        "value [95% CI]",
         "train s",
         "infer ms/img",
         "device",
     ]
+    ranked = leaderboard(results)
+    ties = tied_with([auroc_of(r) for r in ranked])
     rows = []
-    for i, r in enumerate(leaderboard(results), 1):
+    for i, (r, tied) in enumerate(zip(ranked, ties), 1):
         il = r.get("image_level") or {}
+        label, main = main_metric(r)
         rows.append(
             [
                 i,
                 f"{r['title']} (`{r['row']}`)",
                 r["task"],
-                il.get("test_auroc"),
-                il.get("test_accuracy"),
+                format_metric(auroc_of(r)),
+                ", ".join(map(str, tied)) or "-",
+                CHANCE if at_chance(auroc_of(r)) else "",
+                format_metric(as_interval(il["test_accuracy"])) if il else "n/a",
                 threshold_label(il) if il else None,
-                MAIN_LABEL[r["task"]],
-                r["metrics"].get(MAIN_METRIC[r["task"]]),
+                label,
+                format_metric(main),
                 f"{r['train_s']:.1f}",
                 f"{1000 * r['infer_s_per_image']:.1f}",
                 r["device"],
@@ -94,21 +114,19 @@ def headline_rows(results: dict[str, dict]) -> tuple[list[str], list[list]]:
 
 def headline_text(results: dict[str, dict], footer: str = "") -> str:
     """The leaderboard as a fixed-width text table (what the CLI prints at the end), then ``footer``."""
-    headers = ["approach", "task", "AUROC", "acc@thr", "main metric", "train s", "ms/img"]
+    headers = ["approach", "task", "AUROC [95% CI]", "acc@thr", "main metric", "train s", "ms/img"]
     rows = []
     for r in leaderboard(results):
         il = r.get("image_level") or {}
-
-        def f(v):
-            return "n/a" if v is None else f"{v:.3f}"
-
+        label, main = main_metric(r)
+        auroc = format_metric(auroc_of(r)) + (" ~chance" if at_chance(auroc_of(r)) else "")
         rows.append(
             [
                 r["row"],
                 r["task"],
-                f(il.get("test_auroc")),
-                f(il.get("test_accuracy")),
-                f"{MAIN_LABEL[r['task']]} {f(r['metrics'].get(MAIN_METRIC[r['task']]))}",
+                auroc,
+                format_metric(as_interval(il["test_accuracy"]) if il else None),
+                f"{label} {format_metric(main and {'value': main['value']})}",
                 f"{r['train_s']:.1f}",
                 f"{1000 * r['infer_s_per_image']:.1f}",
             ]
@@ -117,24 +135,25 @@ def headline_text(results: dict[str, dict], footer: str = "") -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in [headers, *rows]]
     lines = [line.rstrip() for line in lines]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if any(at_chance(auroc_of(r)) for r in results.values()):
+        footer = f"~chance: the AUROC's 95% interval contains 0.5 ({CHANCE}). {footer}"
     return "\n".join([*lines, *textwrap.wrap(footer, max(60, len(lines[0])))])
 
 
 def _task_tables(doc: Report, results: dict[str, dict], classes: list[str]) -> None:
-    for task, metrics in (
-        (DETECTION, ["box_AP", "box_AP50", "box_AP75", "box_AR100"]),
-        (SEGMENTATION, ["mask_mIoU", "mask_mDice", "segm_AP", "segm_AP50", "segm_AR100"]),
-        (CLASSIFICATION, ["accuracy", "balanced_accuracy"]),
-    ):
+    for task in dict.fromkeys(r["task"] for r in results.values()):
         rows = [r for r in results.values() if r["task"] == task]
-        if not rows:
-            continue
+        metrics = list(dict.fromkeys(m for r in rows for m in ROWS[r["row"]].metrics))
         doc.add_heading(task.capitalize(), 3)
-        extra = ["prompt"] if task == SEGMENTATION else []
+        extra = ["prompt"] if any("prompt" in r for r in rows) else []
         doc.add_table(
             ["approach", *extra, *metrics],
-            [[r["row"], *[r.get(e) for e in extra], *[r["metrics"].get(m) for m in metrics]] for r in rows],
-        )
+            [
+                [r["row"], *[r.get(e) for e in extra],
+                 *[format_metric(as_interval(r["metrics"][m]) if m in r["metrics"] else None) for m in metrics]]
+                for r in rows
+            ],
+        )  # fmt: skip
         metric_names = sorted({r["per_class_metric"] for r in rows})
         doc.add_text(f"Per class ({', '.join(metric_names)}; test split):")
         doc.add_table(
@@ -146,10 +165,10 @@ def _roc_figure(ctx: RunContext, results: dict[str, dict]) -> bytes | None:
     labels = np.asarray(ctx.truth["test"].labels)
     curves = {}
     for r in results.values():
-        il = r.get("image_level")
-        if il and il.get("test_auroc") is not None:
+        auroc = auroc_of(r)
+        if auroc is not None:
             fpr, tpr, _ = roc_curve(labels, np.asarray(r["scores"]["test"]))
-            curves[f"{r['row']} (AUROC {il['test_auroc']:.3f})"] = (fpr, tpr)
+            curves[f"{r['row']} (AUROC {auroc['value']:.3f})"] = (fpr, tpr)
     if not curves:
         return None
     return roc_curves_png(curves, "image level: defective vs good (test)")
@@ -216,7 +235,8 @@ def build_report(ctx: RunContext, results: dict[str, dict], run_info: dict) -> R
         f"test split: {len(test.labels)} images ({n_def} defective, {len(test.labels) - n_def} good), "
         f"val split: {len(ctx.truth['val'].labels)} images. Device `{cfg.device}`, epochs: "
         f"detectors {cfg.epochs_for('detector')}, SAM {cfg.epochs_for('sam')}, classifier {cfg.epochs_for('classifier')}; "
-        f"image size {cfg.imgsz}, seed {cfg.seed}. Every number comes from the shared evaluator "
+        f"image size {cfg.imgsz}, seed {cfg.seed}, split protocol `{cfg.protocol}`, bootstrap {cfg.bootstrap} "
+        "resamples. Every number comes from the shared evaluator "
         "(`evaluation`)."
     )
     doc.add_heading("Leaderboard", 2)
@@ -224,7 +244,9 @@ def build_report(ctx: RunContext, results: dict[str, dict], run_info: dict) -> R
         "The common column: each approach's image-level defective score (detectors: the highest box score; "
         "mask predictors: the highest mask score; the classifier: 1 - p(good)) ranked by test image AUROC, "
         "and the test accuracy of the defective/good call at the threshold that was best on val. "
-        "Rows prompted by ground-truth boxes have no image-level score (n/a). Train s: training wall time; "
+        "Rows prompted by ground-truth boxes have no image-level score (n/a). In brackets: the 95% bootstrap "
+        "interval over the test images (`--bootstrap`); rows whose AUROC intervals overlap are tied (the data "
+        f"cannot order them), and a row whose AUROC interval contains 0.5 is {CHANCE}. Train s: training wall time; "
         "infer ms/img: test-split inference per image (detector boxes + SAM for `sam-det`). A threshold "
         "shown as 'none: all defective' (or good) put every val image on one side: the scores did not "
         "separate the classes on val, so the call is the larger class. " + chance_line(ctx)
@@ -267,7 +289,9 @@ def _reproduce(doc: Report, ctx: RunContext, results: dict[str, dict], run_info:
             ["seed", ctx.config.seed],
             ["split manifest", run_info["split_manifest"]["path"]],
             ["split manifest sha256", run_info["split_manifest"]["sha256"]],
+            ["split protocol", ctx.config.protocol],
             ["val / test fractions", f"{ctx.config.val_frac} / {ctx.config.test_frac}"],
+            ["bootstrap resamples (seeded by the seed)", ctx.config.bootstrap],
         ],
     )
     doc.add_table(

@@ -34,6 +34,19 @@ TASK_METRICS = {
     SEGMENTATION: ("mask_mIoU", "mask_mDice", "segm_AP", "segm_AP50", "segm_AR100"),
     CLASSIFICATION: ("balanced_accuracy", "accuracy"),
 }
+METRIC_LABELS = {
+    "image_auroc": "image AUROC", "box_AP": "box AP", "mask_mIoU": "mask mIoU", "segm_AP": "segm AP",
+    "balanced_accuracy": "balanced acc.",
+}  # fmt: skip
+
+
+def metric_label(metric: str) -> str:
+    """How tables name a metric.
+
+    >>> metric_label("box_AP"), metric_label("pixel_AUROC")
+    ('box AP', 'pixel AUROC')
+    """
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
 DETECTOR_CONF = 0.001  # keep low-score boxes: COCO AP and the image AUROC need the whole ranking
 SPLITS = ("val", "test")  # val picks the image-level threshold, test is scored
 
@@ -50,6 +63,7 @@ class RowSpec:
     needs: tuple[str, ...] = ()  # rows whose results this one reads (run first)
     reads: tuple[str, ...] = ()  # rows whose results it reads when they ran (so a shard keeps them together)
     metrics: tuple[str, ...] = ()  # its test metrics, the main one first
+    table: tuple[str, ...] = ()  # its columns in the category table (beside image AUROC, when it has one)
 
     @property
     def main_metric(self) -> str:
@@ -67,14 +81,16 @@ def register(
     needs: tuple[str, ...] = (),
     reads: tuple[str, ...] = (),
     metrics: tuple[str, ...] | None = None,
+    table: tuple[str, ...] | None = None,
 ):
-    """Add a row to ``ROWS``; ``metrics`` default to its task's (``TASK_METRICS``)."""
+    """Add a row to ``ROWS``. ``metrics``: its test metrics, main first (default: its task's,
+    ``TASK_METRICS``); ``table``: the ones the category table shows (default: the main one)."""
     declared = tuple(metrics if metrics is not None else TASK_METRICS.get(task, ()))
     if not declared:
         raise ValueError(f"row {name}: task {task!r} has no default metrics; pass metrics=(main, ...)")
 
     def wrap(fn: Callable[[RunContext, Path], dict]) -> Callable[[RunContext, Path], dict]:
-        ROWS[name] = RowSpec(name, title, task, fn, about, needs, reads, declared)
+        ROWS[name] = RowSpec(name, title, task, fn, about, needs, reads, declared, tuple(table or declared[:1]))
         return fn
 
     return wrap

@@ -4,6 +4,7 @@ defective = 1 - p(good)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from defectkit.classify.train import TrainConfig, train
 from defectkit.classify.val import validate
 from defectkit.core.atomic import atomic_dir, atomic_write_json
 from defectkit.core.errors import DefectkitError
-from defectkit.core.layout import Manifest
+from defectkit.core.layout import GOOD, Manifest
 from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.rows import (
     CLASSIFICATION,
@@ -25,6 +26,33 @@ from defectkit.leaderboard.rows import (
 )
 
 
+DEFECTIVE = "defective"  # the one defect class of the binary view
+
+
+def types_without_training_images(classify_dir: Path) -> list[str]:
+    """The class folders of ``classify/train`` with no image: a ``fewshot:K`` split leaves most defect
+    types out of train, and a classifier cannot learn a class it never sees."""
+    train = classify_dir / "train"
+    return sorted(d.name for d in train.iterdir() if d.is_dir() and not any(d.iterdir()))
+
+
+def binary_view(classify_dir: Path, out: Path) -> Path:
+    """``classify/`` with every defect type in one ``defective`` folder beside ``good`` (hard links, else
+    symlinks; same file names, so predictions map back through the manifest): DevNet's and DRA's
+    good-vs-anomalous task, which K labelled defect images of any type can train."""
+    with atomic_dir(out, overwrite=True) as tmp:
+        for split_dir in sorted(p for p in classify_dir.iterdir() if p.is_dir()):
+            for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+                target = tmp / split_dir.name / (GOOD if class_dir.name == GOOD else DEFECTIVE)
+                target.mkdir(parents=True, exist_ok=True)
+                for image in sorted(class_dir.iterdir()):
+                    try:
+                        os.link(image, target / image.name)
+                    except OSError:
+                        os.symlink(image.resolve(), target / image.name)
+    return out
+
+
 @register(
     "classifier",
     "ResNet classifier",
@@ -34,8 +62,12 @@ from defectkit.leaderboard.rows import (
 def resnet_classifier(ctx: RunContext, row_dir: Path) -> dict:
     cfg = ctx.config
     size = min(cfg.imgsz, 224)  # ResNets see 224 px in the course's setup; smaller for tiny demo runs
+    unseen = types_without_training_images(ctx.classify_dir)
+    # No training image for some defect types (fewshot:K): learn good vs defective instead. Under
+    # cache/ (which a replay links), so the recorded commands find it.
+    data = binary_view(ctx.classify_dir, ctx.cache_dir / "classify_binary") if unseen else ctx.classify_dir
     tc = TrainConfig(
-        data=str(ctx.classify_dir), out=str(row_dir / "train"), arch=cfg.classifier_arch,
+        data=str(data), out=str(row_dir / "train"), arch=cfg.classifier_arch,
         weights=cfg.classifier_weights, freeze="none" if cfg.classifier_weights == "none" else "layer4",
         epochs=cfg.epochs_for("classifier"), batch=cfg.batch, image_size=size, seed=cfg.seed, device=cfg.torch_device,
         decode_workers=2,
@@ -53,25 +85,30 @@ def resnet_classifier(ctx: RunContext, row_dir: Path) -> dict:
     for split in SPLITS:
         t0 = time.perf_counter()
         with atomic_dir(out_dirs[split], overwrite=True) as tmp:
-            metrics[split] = validate(best, ctx.classify_dir, split, tmp, device=cfg.torch_device, progress=cfg.progress)
+            metrics[split] = validate(best, data, split, tmp, device=cfg.torch_device, progress=cfg.progress)
         infer_s = time.perf_counter() - t0
         by_name = {}
         for rec in json.loads((out_dirs[split] / "predictions.json").read_text()):
             if rec["defective"] is None:
-                raise DefectkitError(f"{ctx.classify_dir}: no 'good' class, so no image-level defective score")
+                raise DefectkitError(f"{data}: no 'good' class, so no image-level defective score")
             name = manifest.from_flat(split, Path(rec["file"]).name)
             by_name[name] = {"class": rec["class"], "score": rec["score"], "defective": rec["defective"]}
         truth = ctx.truth[split]
         missing = [n for n in truth.file_names if n not in by_name]
         if missing:
-            raise DefectkitError(f"{ctx.classify_dir / split}: no image for {missing[0]} of coco/{split}.json")
+            raise DefectkitError(f"{data / split}: no image for {missing[0]} of coco/{split}.json")
         records[split] = [{"file_name": n, **by_name[n]} for n in truth.file_names]
         scores[split] = [by_name[n]["defective"] for n in truth.file_names]
     test_metrics = metrics["test"]
-    val_command = ["classify", "val", "--model", arg(ctx, best), "--data", arg(ctx, ctx.classify_dir), "--split",
+    val_command = ["classify", "val", "--model", arg(ctx, best), "--data", arg(ctx, data), "--split",
                    "test", "--device", cfg.torch_device, "--out", arg(ctx, out_dirs["test"]), "--overwrite",
                    "--quiet"]  # fmt: skip
+    notes = [
+        f"no training image of {', '.join(unseen)} (split {cfg.protocol}): trained good vs {DEFECTIVE}, every "
+        "defect type in one class, so its accuracies are binary"
+    ] if unseen else []  # fmt: skip
     return {
+        "notes": notes,
         "metrics": {
             "accuracy": test_metrics["accuracy"],
             "balanced_accuracy": test_metrics["balanced_accuracy"],
@@ -89,7 +126,7 @@ def resnet_classifier(ctx: RunContext, row_dir: Path) -> dict:
         "checkpoint": checkpoint_entry(ctx, best),
         "reproduce": reproduce(ctx, [val_command], [out_dirs["test"] / "metrics.json"], [best]),
         "command": command_line(
-            "classify", "train", "--data", ctx.classify_dir, "--arch", cfg.classifier_arch,
+            "classify", "train", "--data", data, "--arch", cfg.classifier_arch,
             "--weights", cfg.classifier_weights, "--freeze", tc.freeze, "--epochs", cfg.epochs_for("classifier"), "--batch", cfg.batch,
             "--image-size", size, "--device", cfg.torch_device, "--seed", cfg.seed,
         ),  # fmt: skip

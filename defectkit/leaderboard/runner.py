@@ -17,12 +17,14 @@ from pathlib import Path
 import torch
 
 from defectkit.convert import convert_category
+from defectkit.convert.split import parse_protocol
 from defectkit.core.atomic import atomic_write_json
 from defectkit.core.digest import sha256_file
 from defectkit.core.torchio import parse_device
 from defectkit.core.errors import DefectkitError
 from defectkit.leaderboard.context import BenchmarkConfig, RunContext
-from defectkit.leaderboard.report import build_report, chance_line, headline_text
+from defectkit.leaderboard.intervals import as_interval, at_chance, format_metric
+from defectkit.leaderboard.report import CHANCE, auroc_of, build_report, chance_line, headline_text
 from defectkit.leaderboard.rows import ROWS, resolve_rows
 from defectkit.leaderboard.rows_detection import WORLD_ROWS, ensure_text_embeddings
 from defectkit.leaderboard.rows_segmentation import SAM_ROWS, check_sam, sam_is_random
@@ -36,7 +38,7 @@ RESULT_FILE = "result.json"
 SETTINGS_THAT_MATTER = (
     "root", "category", "device", "detector", "closed_detector", "seg_detector", "text_embeddings", "prompts",
     "sam_model", "sam_checkpoint", "sam_random_weights", "sam_lr", "yolo_args", "classifier_arch", "classifier_weights", "epochs", "epochs_detector", "epochs_sam", "epochs_classifier", "imgsz", "batch", "seed",
-    "val_frac", "test_frac", "mask_score_threshold",
+    "val_frac", "test_frac", "mask_score_threshold", "protocol", "bootstrap",
 )  # fmt: skip
 
 
@@ -116,8 +118,9 @@ def convert_data(cfg: BenchmarkConfig) -> Path:
         Path(cfg.out) / "data",
         ("all",),
         val_frac=cfg.val_frac,
-        test_frac=cfg.test_frac,
+        test_frac=test_frac(cfg),
         seed=cfg.seed,
+        protocol=cfg.protocol,
         progress=cfg.progress,
         overwrite=True,
     )
@@ -125,11 +128,18 @@ def convert_data(cfg: BenchmarkConfig) -> Path:
     return data
 
 
+def test_frac(cfg: BenchmarkConfig) -> float | None:
+    """``--test-frac`` as convert takes it: the default protocol's; the others fix their test set."""
+    return None if parse_protocol(cfg.protocol).fixes_test else cfg.test_frac
+
+
 def convert_command(cfg: BenchmarkConfig) -> list[str]:
     """``convert-mvtec`` as :func:`convert_data` runs it, from the run folder (writes ``data/``)."""
+    fractions = ["--val-frac", repr(cfg.val_frac)]
+    if test_frac(cfg) is not None:
+        fractions += ["--test-frac", repr(cfg.test_frac)]
     return ["convert-mvtec", cfg.category, "--root", str(Path(cfg.root).resolve()), "--out", "data", "--to", "all",
-            "--val-frac", repr(cfg.val_frac), "--test-frac", repr(cfg.test_frac), "--seed", str(cfg.seed),
-            "--overwrite"]  # fmt: skip
+            *fractions, "--protocol", cfg.protocol, "--seed", str(cfg.seed), "--overwrite"]  # fmt: skip
 
 
 def say(cfg: BenchmarkConfig, text: str) -> None:
@@ -151,6 +161,12 @@ def finish_row(ctx: RunContext, name: str, result: dict, wall_s: float) -> dict:
             f"every test image got the same score ({scores['test'][0]:g}): nothing told defective and good "
             "images apart, so its AUROC of 0.5 is chance (too little training?)"
         )
+    result["metrics"] = {m: as_interval(v) for m, v in result["metrics"].items()}
+    if level is not None:
+        level = {**level, **{k: as_interval(level[k]) for k in ("test_auroc", "test_accuracy")}}
+        level["at_chance"] = at_chance(level["test_auroc"])
+        if level["at_chance"]:
+            notes.append(f"image AUROC {format_metric(level['test_auroc'])}: {CHANCE} (its 95% interval contains 0.5)")
     return {
         "row": name,
         "title": spec.title,
@@ -182,12 +198,11 @@ def run_rows(ctx: RunContext, rows: list[str]) -> dict[str, dict]:
         result = to_jsonable(result)
         atomic_write_json(result_file, result)
         ctx.results[name] = result
-        il = result["image_level"] or {}
-        auroc = il.get("test_auroc")
+        auroc = auroc_of(result)
         say(
             cfg,
             f"[{i}/{len(rows)}] {name}: done in {result['wall_s']:.1f}s"
-            + (f", image AUROC {auroc:.3f}" if auroc is not None else ""),
+            + (f", image AUROC {format_metric(auroc)}" if auroc is not None else ""),
         )
     return {name: ctx.results[name] for name in rows}
 

@@ -1,0 +1,169 @@
+"""``defectkit benchmark all`` / ``a,b,c``: the category table every paper prints (categories plus a
+mean row, approach x metric columns) in report.md, report.html and leaderboard.json; the same table
+from shards joined by ``benchmark merge``; ``--repeats`` (mean ± std) and ``--shots`` (the
+label-efficiency curve); 95% intervals that hold their point estimate, and a row at chance marked.
+
+Cheap rows only: ``yolo-world-zs`` and ``sam-gt-random`` do not train, the classifier trains one epoch
+at 64 px, on three small synthetic categories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defectkit.cli import main
+from defectkit.leaderboard.suite import SuitePlan
+from defectkit.sample import write_category
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CATEGORIES = ("board_a", "board_b", "board_c")
+ROWS = "yolo-world-zs,sam-gt-random,classifier"
+
+
+def _run(argv: list) -> str:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([str(a) for a in argv]) == 0
+    return printed.getvalue()
+
+
+def _bench(root: Path, what: str, out: Path, *extra) -> list:
+    return ["benchmark", what, "--root", root, "--out", out, "--fast", "--rows", ROWS, "--batch", "8",
+            "--bootstrap", "200", "--quiet", *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def root3(tmp_path_factory) -> Path:
+    """Three small categories in the MVTec AD layout (and a folder that is not one, skipped by 'all')."""
+    root = tmp_path_factory.mktemp("root3")
+    for i, name in enumerate(CATEGORIES):
+        write_category(root, name, size=(96, 96), seed=10 + i)
+    (root / "notes").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def single(root3, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "suite"
+    printed = _run(_bench(root3, "all", out))
+    assert f"report: {out / 'report' / 'report.html'}" in printed
+    return out
+
+
+@pytest.fixture(scope="module")
+def merged(root3, single, tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("shards")
+    for i in (1, 2):
+        assert "report:" not in _run(_bench(root3, ",".join(CATEGORIES), base / f"shard{i}", "--shard", f"{i}/2"))
+    _run(["benchmark", "merge", base / "shard1", base / "shard2", "--out", base / "merged"])
+    return base
+
+
+def _board(folder: Path) -> dict:
+    return json.loads((folder / "report" / "leaderboard.json").read_text())
+
+
+def test_all_writes_the_category_table_with_a_mean_row(single):
+    board = _board(single)
+    assert board["plan"]["categories"] == list(CATEGORIES)  # 'notes' has no train/good and test/
+    table = board["protocols"]["defectkit"]["table"]
+    assert [tuple(c) for c in table["columns"]] == [
+        ("yolo-world-zs", "image_auroc"), ("yolo-world-zs", "box_AP"), ("sam-gt-random", "mask_mIoU"),
+        ("classifier", "image_auroc"), ("classifier", "balanced_accuracy"),
+    ]  # fmt: skip
+    for row, metric in table["columns"]:
+        values = [table["categories"][c][row][metric]["value"] for c in CATEGORIES]
+        assert table["mean"][row][metric]["value"] == pytest.approx(np.mean(values))
+        # each category's number is its own run's (<out>/<category>/, a plain benchmark run folder)
+        for c in CATEGORIES:
+            result = json.loads((single / c / "rows" / row / "result.json").read_text())
+            stored = result["image_level"]["test_auroc"] if metric == "image_auroc" else result["metrics"][metric]
+            assert stored["value"] == table["categories"][c][row][metric]["value"]
+    md = (single / "report" / "report.md").read_text()
+    header = "| category | yolo-world-zs: image AUROC | yolo-world-zs: box AP | sam-gt-random: mask mIoU |"
+    assert header in md
+    for name in (*CATEGORIES, "mean"):
+        assert re.search(rf"^\| {name} \| \d\.\d{{3}}", md, re.MULTILINE), name
+    html = (single / "report" / "report.html").read_text()
+    assert "<th>yolo-world-zs: image AUROC</th>" in html and "<td>mean</td>" in html
+    assert all(f"<td>{c}</td>" in html for c in CATEGORIES)
+
+
+def test_runs_record_the_protocol_and_the_commands(single):
+    run = json.loads((single / "board_a" / "run.json").read_text())
+    assert run["config"]["protocol"] == "defectkit" and run["config"]["bootstrap"] == 200
+    convert = run["data"]["commands"][0]
+    assert convert[:2] == ["convert-mvtec", "board_a"] and convert[convert.index("--protocol") + 1] == "defectkit"
+    assert set(run["rows"]) == {"yolo-world-zs", "sam-gt-random", "classifier"}
+    suite = json.loads((single / "suite.json").read_text())
+    assert len(suite["units"]) == 3 * 3 and suite["shard"] is None
+
+
+def test_shards_merged_give_the_single_runs_table(single, merged):
+    one, joined = _board(single), _board(merged / "merged")
+    assert joined["protocols"] == one["protocols"]  # every number, interval, rank and tie
+    units = [json.loads((merged / f"shard{i}" / "suite.json").read_text())["units"] for i in (1, 2)]
+    assert [len(u) for u in units] == [5, 4]  # 9 units (3 categories x 3 row groups) in two equal parts
+    md = (merged / "merged" / "report" / "report.md").read_text()
+    assert md.split("## Per category")[1].split("## Reproduce")[0] == (single / "report" / "report.md").read_text().split(
+        "## Per category")[1].split("## Reproduce")[0]  # fmt: skip
+
+
+def test_shards_are_contiguous_equal_parts():
+    plan = SuitePlan(["a", "b", "c"], ["defectkit"], [0, 1], ["yolo-world-ft", "sam-det", "classifier"])
+    parts = [plan.shard(i, 4) for i in range(1, 5)]
+    assert [len(p) for p in parts] == [3, 3, 3, 3] and sum(parts, []) == plan.units()
+    # a row stays with the rows it needs: sam-det is never cut from yolo-world-ft
+    assert all(u.rows in (("yolo-world-ft", "sam-det"), ("classifier",)) for u in plan.units())
+    assert [len(p) for p in (plan.shard(i, 5) for i in range(1, 6))] == [3, 3, 2, 2, 2]
+
+
+@pytest.fixture(scope="module")
+def repeats_and_shots(root3, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shots") / "suite"
+    argv = ["benchmark", "board_a", "--root", root3, "--out", out, "--fast", "--rows", "yolo-world-zs,classifier",
+            "--repeats", "2", "--shots", "1,all", "--bootstrap", "200", "--quiet"]  # fmt: skip
+    _run(argv)
+    return out
+
+
+def test_repeats_give_mean_and_std_over_the_seeds(repeats_and_shots):
+    board = _board(repeats_and_shots)
+    assert board["plan"]["seeds"] == [0, 1]
+    cell = board["protocols"]["defectkit"]["table"]["categories"]["board_a"]["classifier"]["balanced_accuracy"]
+    runs = [json.loads((repeats_and_shots / "shots-all" / "board_a" / f"seed-{s}" / "rows" / "classifier" /
+                        "result.json").read_text())["metrics"]["balanced_accuracy"] for s in (0, 1)]  # fmt: skip
+    assert [r["seed"] for r in cell["repeats"]] == [0, 1]
+    assert [r["value"] for r in cell["repeats"]] == [r["value"] for r in runs]
+    assert cell["value"] == pytest.approx(np.mean([r["value"] for r in runs]))
+    assert cell["std"] == pytest.approx(np.std([r["value"] for r in runs], ddof=1))
+    # each seed drew its own split (the default protocol's split is seeded)
+    splits = [json.loads((repeats_and_shots / "shots-all" / "board_a" / f"seed-{s}" / "data" / "board_a" /
+                          "split.json").read_text())["splits"] for s in (0, 1)]  # fmt: skip
+    assert splits[0] != splits[1]
+    assert " ± " in (repeats_and_shots / "report" / "report.md").read_text()
+
+
+def test_shots_plot_the_label_efficiency_curve(repeats_and_shots):
+    board = _board(repeats_and_shots)
+    assert list(board["protocols"]) == ["fewshot:1", "defectkit"]
+    x = board["label_efficiency"]["x"]
+    manifest = json.loads((repeats_and_shots / "shots-1" / "board_a" / "seed-0" / "data" / "board_a" / "split.json").read_text())
+    assert x["1"] == 1 and sum(not n.startswith("train/good/") for n in manifest["splits"]["train"]) == 1
+    assert x["all"] > 1
+    curves = board["label_efficiency"]["curves"]
+    assert set(curves["image AUROC"]) == {"yolo-world-zs", "classifier"}
+    assert [p[0] for p in curves["image AUROC"]["classifier"]] == [x["1"], x["all"]]
+    md = (repeats_and_shots / "report" / "report.md").read_text()
+    html = (repeats_and_shots / "report" / "report.html").read_text()
+    for name in ("label_efficiency_image_AUROC.png", "label_efficiency_main_metric.png"):
+        assert f"]({name})" in md and (repeats_and_shots / "report" / name).read_bytes()[:4] == b"\x89PNG"
+    assert html.count('src="data:image/png;base64,') == 2
