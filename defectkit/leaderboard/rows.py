@@ -26,17 +26,20 @@ from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.scoring import max_score_per_image
 
 DETECTION, SEGMENTATION, CLASSIFICATION = "detection", "segmentation", "classification"
+# The pixel metrics papers report, of a score map per image (the evaluator's names).
+PIXEL_METRICS = ("pixel_auroc", "aupro", "pixel_ap", "pixel_f1_max")
 # The test metrics a row of each task reports, its main one first (the report's "main metric", the
 # category table's column, the label-efficiency curve's y). A row of another task declares its own
 # (``register(..., metrics=...)``).
 TASK_METRICS = {
     DETECTION: ("box_AP", "box_AP50", "box_AP75", "box_AR100"),
-    SEGMENTATION: ("mask_mIoU", "mask_mDice", "segm_AP", "segm_AP50", "segm_AR100"),
+    SEGMENTATION: ("mask_mIoU", "mask_mDice", "segm_AP", "segm_AP50", "segm_AR100", *PIXEL_METRICS),
     CLASSIFICATION: ("balanced_accuracy", "accuracy"),
 }
 METRIC_LABELS = {
     "image_auroc": "image AUROC", "box_AP": "box AP", "mask_mIoU": "mask mIoU", "segm_AP": "segm AP",
-    "balanced_accuracy": "balanced acc.",
+    "balanced_accuracy": "balanced acc.", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "pixel_ap": "pixel AP",
+    "pixel_f1_max": "pixel F1-max",
 }  # fmt: skip
 
 
@@ -146,12 +149,14 @@ def evaluate_test(ctx: RunContext, pred_file: Path, iou_type: str, out_dir: Path
 
 
 def evaluate_mask_union(ctx: RunContext, pred_file: Path, out_dir: Path) -> tuple[dict, Command]:
-    """``evaluate masks`` of the test split's COCO results: IoU/Dice of the union of the masks
-    scored >= ``mask_score_threshold`` per image and class."""
+    """``evaluate masks --pixel-metrics`` of the test split's COCO results: IoU/Dice of the union of
+    the masks scored >= ``mask_score_threshold`` per image and class, and the pixel metrics of each
+    image's score map (a pixel's highest covering mask score, 0 elsewhere)."""
     gt, threshold = ctx.truth["test"].coco_path, ctx.config.mask_score_threshold
-    out = evaluate_masks(str(gt), str(pred_file), score_threshold=threshold, out_dir=out_dir)
+    out = evaluate_masks(str(gt), str(pred_file), score_threshold=threshold, out_dir=out_dir, pixel_metrics=True)
     command = ["evaluate", "masks", "--gt", arg(ctx, gt), "--pred", arg(ctx, pred_file),
-               "--score-threshold", repr(float(threshold)), "--out", arg(ctx, out_dir), "--overwrite"]  # fmt: skip
+               "--score-threshold", repr(float(threshold)), "--pixel-metrics", "--out", arg(ctx, out_dir),
+               "--overwrite"]  # fmt: skip
     return out, command
 
 

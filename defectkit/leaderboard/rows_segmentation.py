@@ -12,6 +12,7 @@ from defectkit.core.results import write_coco_results
 from defectkit.leaderboard.context import BenchmarkConfig, RunContext
 from defectkit.leaderboard.rows import (
     DETECTOR_CONF,
+    PIXEL_METRICS,
     SEGMENTATION,
     SPLITS,
     Command,
@@ -152,6 +153,7 @@ def _mask_union_row(
         **row["metrics"],
         "pixel_precision": union["pixel_precision"],
         "pixel_recall": union["pixel_recall"],
+        **{m: union[m] for m in PIXEL_METRICS},
     }
     row["per_class"] = {c: v["iou"] for c, v in union["per_class"].items()}
     row["per_class_metric"] = "mask IoU"
