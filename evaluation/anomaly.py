@@ -9,10 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from defectkit.evaluation.bootstrap import (
+    bootstrap_info,
+    percentile_interval,
+    pixel_metrics_resampled,
+    resample_weights,
+    weighted_auroc,
+)
 from defectkit.evaluation.charts import roc_curves_png
 from defectkit.evaluation.pixels import dense_pixel_entries, pixel_metrics
 from defectkit.evaluation.ranking import auroc, roc_curve
-from defectkit.evaluation.report import Report
+from defectkit.evaluation.report import Report, add_intervals
 
 from defectkit.core.errors import DefectkitError
 
@@ -69,6 +76,8 @@ def evaluate_anomaly(
     out_dir: str | Path | None = None,
     overwrite: bool = True,
     title: str | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict:
     """Image AUROC from per-image labels (1 = defect) and scores; with per-pixel ``gt_masks`` and
     ``score_maps`` (same order and size, an all-false mask for good images) also pixel AUROC,
@@ -77,11 +86,15 @@ def evaluate_anomaly(
 
     Returns ``{"image_auroc", "pixel_auroc", "aupro", "pixel_ap", "pixel_f1_max",
     "pixel_f1_threshold", "fpr_limit", "n_images", "n_anomalous", "n_regions"}``; a metric that
-    cannot be defined (one class only) is None.
+    cannot be defined (one class only) is None. ``bootstrap`` (resamples, 0 = off) adds ``ci``:
+    95% percentile intervals of each metric over resamples of the images (pixel metrics too: the
+    images are resampled, not the pixels; seeded by ``seed``).
 
     >>> evaluate_anomaly([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])["image_auroc"]
     0.75
     """
+    if not 0 < fpr_limit <= 1:
+        raise DefectkitError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     labels = np.asarray(image_labels).ravel()
     scores = np.asarray(image_scores, dtype=np.float64).ravel()
     if labels.size != scores.size:
@@ -112,6 +125,10 @@ def evaluate_anomaly(
         curves[f"image ROC (AUROC {out['image_auroc']:.3f})"] = (fpr, tpr)
     if (gt_masks is None) != (score_maps is None):
         raise DefectkitError("pass both gt_masks and score_maps for pixel metrics, or neither")
+    weights = resample_weights(labels.size, bootstrap, seed) if bootstrap > 0 else None
+    if weights is not None:
+        out["ci"] = {"image_auroc": percentile_interval(out["image_auroc"], weighted_auroc(labels, scores, weights))}
+        out["bootstrap"] = bootstrap_info(bootstrap, seed)
     if gt_masks is not None:
         masks = _stack(gt_masks, "gt_masks", bool)
         maps = _stack(score_maps, "score_maps", np.float64)
@@ -128,6 +145,9 @@ def evaluate_anomaly(
         pixel, pixel_curves = pixel_metrics(entries, fpr_limit, curves=out_dir is not None)
         out.update(pixel)
         out["n_regions"] = int(entries.regions_per_image.sum())
+        if weights is not None:
+            resampled = pixel_metrics_resampled(entries, weights, fpr_limit)
+            out["ci"].update({name: percentile_interval(out[name], values) for name, values in resampled.items()})
         if "roc" in pixel_curves:
             curves[f"pixel ROC (AUROC {out['pixel_auroc']:.3f})"] = pixel_curves["roc"]
         if "pro" in pixel_curves:
@@ -154,6 +174,8 @@ def anomaly_report(metrics: dict, curves: dict, title: str | None = None):
             ["pixel F1-max threshold (score >=)", metrics["pixel_f1_threshold"]],
         ],
     )
+    if "ci" in metrics:
+        add_intervals(report, metrics["ci"], metrics["bootstrap"])
     if curves:
         report.add_image(
             "roc_curves.png",

@@ -9,9 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from defectkit.evaluation.bootstrap import (
+    bootstrap_info,
+    percentile_interval,
+    resample_weights,
+    weighted_mean,
+    weighted_ratio,
+)
 from defectkit.evaluation.charts import confusion_matrix_png
 from defectkit.evaluation.ranking import auroc
-from defectkit.evaluation.report import Report
+from defectkit.evaluation.report import Report, add_intervals
 
 from defectkit.core.errors import DefectkitError
 
@@ -56,6 +63,8 @@ def evaluate_classification(
     out_dir: str | Path | None = None,
     overwrite: bool = True,
     title: str | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict:
     """Score predicted labels (names or indices into ``class_names``) against the true ones.
 
@@ -63,6 +72,8 @@ def evaluate_classification(
     "support", "auroc"?}}, "confusion_matrix": [[...]], "class_names", "n_images"}``. Precision of a
     never-predicted class and recall of an absent class are None (not 0), and balanced accuracy
     averages recall over the classes that occur. ``probs`` (N x K) adds one-vs-rest AUROC per class.
+    ``bootstrap`` (resamples, 0 = off) adds ``ci``: 95% percentile intervals of accuracy and
+    balanced accuracy over resamples of the images (seeded by ``seed``).
 
     >>> m = evaluate_classification(["good", "hole", "hole"], ["good", "good", "hole"], ["good", "hole"])
     >>> m["accuracy"], m["balanced_accuracy"], m["per_class"]["good"]["precision"]
@@ -111,6 +122,21 @@ def evaluate_classification(
         "class_names": class_names,
         "n_images": n,
     }
+    if bootstrap > 0:
+        weights = resample_weights(n, bootstrap, seed)
+        correct = (t == p).astype(np.float64)
+        one_hot = np.eye(k)[t]  # (N, K): the true class of each image
+        per_class_recall = weighted_ratio(one_hot * correct[:, None], one_hot, weights)  # (B, K)
+        with np.errstate(invalid="ignore"):
+            present = np.isfinite(per_class_recall)
+            balanced = np.where(
+                present.any(axis=1), np.nansum(per_class_recall, axis=1) / np.maximum(present.sum(axis=1), 1), np.nan
+            )
+        out["ci"] = {
+            "accuracy": percentile_interval(out["accuracy"], weighted_mean(correct, weights)),
+            "balanced_accuracy": percentile_interval(out["balanced_accuracy"], balanced),
+        }
+        out["bootstrap"] = bootstrap_info(bootstrap, seed)
     if out_dir is not None:
         classification_report(out, title).write(out_dir, overwrite=overwrite)
     return out
@@ -123,6 +149,8 @@ def classification_report(metrics: dict, title: str | None = None):
         ["metric", "value"],
         [["accuracy", metrics["accuracy"]], ["balanced accuracy", metrics["balanced_accuracy"]]],
     )
+    if "ci" in metrics:
+        add_intervals(report, metrics["ci"], metrics["bootstrap"])
     has_auroc = any("auroc" in v for v in metrics["per_class"].values())
     headers = ["class", "precision", "recall", "F1", "support"] + (
         ["AUROC (one-vs-rest)"] if has_auroc else []

@@ -20,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from defectkit.evaluation.bootstrap import (
+    CocoMatches,
+    bootstrap_info,
+    coco_ap_resampled,
+    percentile_interval,
+    resample_weights,
+)
 from defectkit.evaluation.charts import confusion_matrix_png, pr_curves_png
 from defectkit.evaluation.coco_io import (
     IOU_TYPES,
@@ -30,7 +37,7 @@ from defectkit.evaluation.coco_io import (
     load_predictions,
     segmentation_to_rle,
 )
-from defectkit.evaluation.report import Report
+from defectkit.evaluation.report import Report, add_intervals
 from faster_coco_eval import COCO as FasterCOCO
 from faster_coco_eval import COCOeval_faster
 from faster_coco_eval.core import mask as fce_mask
@@ -81,6 +88,7 @@ class CocoResult:
     rec_thrs: np.ndarray
     iou_thrs: np.ndarray
     extra: dict = field(default_factory=dict)
+    matches: CocoMatches | None = None  # per-image match results, when asked for (the bootstrap)
 
 
 def _empty_results(coco_cls, gt: dict):
@@ -173,11 +181,13 @@ def run_coco_eval(
     iou_type: str,
     backend: str = "faster-coco-eval",
     image_ious: ImageIoUs | None = None,
+    keep_matches: bool = False,
 ) -> CocoResult:
     """Run COCO evaluation with ``backend`` on already-checked, private copies of the data.
 
     ``image_ious`` (faster-coco-eval, segm): share the per-image mask IoUs with the caller, who
-    reads the confusion matrix's pairs from the same table afterwards.
+    reads the confusion matrix's pairs from the same table afterwards. ``keep_matches``: also keep
+    the per-image match results (``bootstrap.CocoMatches``, what the bootstrap resamples).
 
     >>> run_coco_eval(gt, preds, "bbox").stats[0]  # doctest: +SKIP
     0.3512...
@@ -214,6 +224,12 @@ def run_coco_eval(
     else:
         raise DefectkitError(f"unknown COCO backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     p = evaluator.params
+    matches = None
+    if keep_matches:
+        per_image = evaluator._evalImgs_cpp if backend == "faster-coco-eval" else evaluator.evalImgs
+        matches = CocoMatches.from_image_evaluations(
+            per_image, len(p.catIds), len(p.imgIds), len(p.areaRng), p.recThrs, p.iouThrs, p.maxDets[-1]
+        )
     return CocoResult(
         stats=np.asarray(evaluator.stats[:12], dtype=np.float64),
         precision=np.asarray(evaluator.eval["precision"]),
@@ -221,6 +237,7 @@ def run_coco_eval(
         cat_ids=[int(c) for c in p.catIds],
         rec_thrs=np.asarray(p.recThrs),
         iou_thrs=np.asarray(p.iouThrs),
+        matches=matches,
     )
 
 
@@ -377,6 +394,8 @@ def evaluate_detection(
     title: str | None = None,
     extend_report: Callable[[Report], Any] | None = None,
     class_agnostic: bool = False,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict:
     """COCO mAP of ``predictions`` (COCO results: path or list) against ``gt`` (COCO json: path or dict).
 
@@ -392,6 +411,8 @@ def evaluate_detection(
     ``class_agnostic``: after the checks, every ground-truth category is collapsed into one (id 1,
     ``defect``) and every prediction's ``category_id`` set to 1 (``coco_io.class_agnostic_ground_truth``),
     so class-unaware models (anomaly detectors) and detectors are scored alike; ``info`` records it.
+    ``bootstrap`` (resamples, 0 = off) adds ``ci``: 95% percentile intervals of AP, AP50 and AP75
+    over resamples of the test images (seeded by ``seed``; ``defectkit.evaluation.bootstrap``).
 
     >>> m = evaluate_detection("coco/test.json", "runs/detect/predictions.json")  # doctest: +SKIP
     >>> m["bbox"]["AP50"], m["bbox"]["per_class"]["hole"]["AP"]  # doctest: +SKIP
@@ -404,13 +425,13 @@ def evaluate_detection(
     with _gc_paused():  # the whole run: the report's steps walk the same hundreds of thousands of dicts
         return _evaluate_detection(
             gt, predictions, iou_type, backend, out_dir, overwrite, confusion_matrix,
-            conf_threshold, iou_threshold, title, extend_report, class_agnostic,
+            conf_threshold, iou_threshold, title, extend_report, class_agnostic, bootstrap, seed,
         )  # fmt: skip
 
 
 def _evaluate_detection(
     gt, predictions, iou_type, backend, out_dir, overwrite, confusion_matrix, conf_threshold, iou_threshold,
-    title, extend_report, class_agnostic,
+    title, extend_report, class_agnostic, bootstrap, seed,
 ) -> dict:  # fmt: skip
     gt_data, gt_name = load_ground_truth(gt, iou_type)
     preds, pred_name = load_predictions(predictions, gt_data, iou_type, gt_name)
@@ -422,7 +443,7 @@ def _evaluate_detection(
         if iou_type == "segm" and backend == "faster-coco-eval" and preds
         else None
     )
-    result = run_coco_eval(gt_data, preds, iou_type, backend, image_ious)
+    result = run_coco_eval(gt_data, preds, iou_type, backend, image_ious, keep_matches=bootstrap > 0)
 
     names = category_names(gt_data)
     n_gt: dict[int, int] = defaultdict(int)
@@ -435,6 +456,12 @@ def _evaluate_detection(
 
     metrics: dict[str, Any] = {name: float(v) for name, v in zip(STAT_NAMES, result.stats)}
     metrics["per_class"] = per_class_metrics(result, names, n_gt, n_pred)
+    if bootstrap > 0:
+        resampled = coco_ap_resampled(result.matches, resample_weights(len(gt_data["images"]), bootstrap, seed))
+        metrics["ci"] = {
+            name: percentile_interval(_na(metrics[name]), values) for name, values in resampled.items()
+        }
+        metrics["bootstrap"] = bootstrap_info(bootstrap, seed)
     want_cm = confusion_matrix if confusion_matrix is not None else out_dir is not None
     if want_cm:
         matrix, cat_ids = detection_confusion_matrix(
@@ -502,6 +529,8 @@ def detection_report(out: dict, result: CocoResult, names: dict[int, str], title
     report.add_table(
         ["stat", "value", "meaning"], [[n, metrics[n], m] for n, m in zip(STAT_NAMES, STAT_MEANINGS)]
     )
+    if "ci" in metrics:
+        add_intervals(report, metrics["ci"], metrics["bootstrap"])
     report.add_heading("Per class (IoU 0.50:0.95 unless named, area all, 100 dets)")
     report.add_table(
         ["class", "AP", "AP50", "AP75", "AR100", "objects", "predictions"],

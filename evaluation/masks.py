@@ -26,6 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from defectkit.evaluation.bootstrap import (
+    bootstrap_info,
+    percentile_interval,
+    pixel_metrics_resampled,
+    resample_weights,
+    weighted_mean,
+    weighted_ratio,
+)
 from defectkit.evaluation.charts import histogram_png
 from defectkit.evaluation.coco_io import (
     category_names,
@@ -36,7 +44,7 @@ from defectkit.evaluation.coco_io import (
 from defectkit.evaluation.instance_maps import instance_map_entries
 from defectkit.evaluation.pixels import PIXEL_METRICS, PixelEntries
 from defectkit.evaluation.pixels import pixel_metrics as score_map_metrics
-from defectkit.evaluation.report import Report
+from defectkit.evaluation.report import Report, add_intervals
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
@@ -250,6 +258,8 @@ def evaluate_masks(
     progress: bool = False,
     pixel_metrics: bool = False,
     fpr_limit: float = 0.3,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict:
     """IoU, Dice, pixel precision and recall of predicted masks against ground truth; with
     ``pixel_metrics`` and COCO results also pixel AUROC, AUPRO (up to ``fpr_limit``), pixel AP and
@@ -269,7 +279,9 @@ def evaluate_masks(
     ``score_threshold`` keeps COCO results with at least that score; ``threshold`` is the PNG
     grey level above which a pixel is foreground. ``progress`` shows a tqdm bar over
     (image, class) pairs. The pixel ranking metrics are None for PNG folders and arrays (binary
-    masks carry no scores).
+    masks carry no scores). ``bootstrap`` (resamples, 0 = off) adds ``ci``: 95% percentile
+    intervals of mean IoU/Dice (pooled per class, then the class mean), mean per-image IoU/Dice and
+    the pixel metrics over resamples of the images (seeded by ``seed``).
 
     >>> gt = [np.array([[1, 1, 0, 0]], bool)]; pred = [np.array([[0, 1, 1, 0]], bool)]
     >>> m = evaluate_masks(gt, pred)
@@ -302,7 +314,13 @@ def evaluate_masks(
     per_class_image_ious: dict[str, list[float]] = {n: [] for n in names}
     per_class_images: dict[str, int] = {n: 0 for n in names}
     per_image: dict[str, PixelCounts] = {}
+    class_index = {name: c for c, name in enumerate(names)}
+    image_index: dict[str, int] = {}  # the order of per_image
+    pair_counts: list[tuple[int, int, int, int, int]] = []  # (image, class, tp, fp, fn): the bootstrap's pieces
     for image, name, counts in tqdm(triples, desc="masks", unit="pair", disable=not progress, leave=False):
+        if bootstrap > 0:
+            i = image_index.setdefault(image, len(image_index))
+            pair_counts.append((i, class_index[name], counts.tp, counts.fp, counts.fn))
         per_class_counts[name] += counts
         iou = ratios(counts)["iou"]
         if iou is not None:
@@ -349,11 +367,51 @@ def evaluate_masks(
         "n_images": len(images),
         "source": source,
     }
-    if pixel_entries is not None and pixel_metrics:
-        out.update(score_map_metrics(pixel_entries(), fpr_limit)[0])
+    entries = pixel_entries() if pixel_entries is not None and pixel_metrics else None
+    if entries is not None:
+        out.update(score_map_metrics(entries, fpr_limit)[0])
+    if bootstrap > 0:
+        out["ci"] = mask_intervals(out, pair_counts, len(names), entries, fpr_limit, bootstrap, seed)
+        out["bootstrap"] = bootstrap_info(bootstrap, seed)
     if out_dir is not None:
         masks_report(out, title).write(out_dir, overwrite=overwrite)
     return out
+
+
+def mask_intervals(
+    out: dict,
+    pair_counts: list[tuple[int, int, int, int, int]],
+    n_classes: int,
+    entries: PixelEntries | None,
+    fpr_limit: float,
+    n_resamples: int,
+    seed: int,
+) -> dict[str, dict]:
+    """Bootstrap intervals of ``evaluate_masks``' means from its (image, class, tp, fp, fn) counts
+    (and pixel entries): pooled per class under each resample's image weights, then averaged."""
+    counts = np.zeros((out["n_images"], n_classes, 3))
+    if pair_counts:
+        pairs = np.asarray(pair_counts, dtype=np.int64)
+        np.add.at(counts, (pairs[:, 0], pairs[:, 1]), pairs[:, 2:].astype(np.float64))
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    weights = resample_weights(out["n_images"], n_resamples, seed)
+
+    def class_mean(per_class: np.ndarray) -> np.ndarray:  # (B, C) with NaN for undefined classes
+        defined = np.isfinite(per_class)
+        return np.where(defined.any(axis=1), np.nansum(per_class, axis=1) / np.maximum(defined.sum(axis=1), 1), np.nan)
+
+    def per_image(key: str) -> np.ndarray:
+        return np.asarray([np.nan if im[key] is None else im[key] for im in out["per_image"]], dtype=np.float64)
+
+    resampled = {
+        "mean_iou": class_mean(weighted_ratio(tp, tp + fp + fn, weights)),
+        "mean_dice": class_mean(weighted_ratio(2 * tp, 2 * tp + fp + fn, weights)),
+        "mean_image_iou": weighted_mean(per_image("iou"), weights),
+        "mean_image_dice": weighted_mean(per_image("dice"), weights),
+    }
+    if entries is not None:
+        resampled.update(pixel_metrics_resampled(entries, weights, fpr_limit))
+    return {name: percentile_interval(out[name], values) for name, values in resampled.items()}
 
 
 def masks_report(metrics: dict, title: str | None = None):
@@ -382,6 +440,8 @@ def masks_report(metrics: dict, title: str | None = None):
             ),
         ],
     )
+    if "ci" in metrics:
+        add_intervals(report, metrics["ci"], metrics["bootstrap"])
     report.add_heading("Per class (pixels pooled over images)")
     report.add_table(
         ["class", "IoU", "Dice", "precision", "recall", "mean image IoU", "images"],

@@ -334,3 +334,26 @@ def _close(fig) -> None:
     plt = sys.modules.get("matplotlib.pyplot")  # never import pyplot ourselves: it picks a backend
     if plt is not None and plt.fignum_exists(getattr(fig, "number", -1)):
         plt.close(fig)
+
+
+def add_intervals(report: Report, intervals: dict[str, dict], info: dict) -> Report:
+    """A table of bootstrap confidence intervals (``defectkit.evaluation.bootstrap``) and how they
+    were drawn, the same in every evaluator report.
+
+    >>> r = add_intervals(Report("x"), {"AP": {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}},
+    ...                   {"resamples": 1000, "seed": 0, "confidence": 0.95, "unit": "test image"})
+    >>> "| AP | 0.5000 | 0.4000 | 0.6000 |" in r.markdown()
+    True
+    """
+    level = f"{info['confidence']:.0%}"
+    report.add_heading(f"{level} confidence intervals")
+    report.add_table(
+        ["metric", "value", f"{level} low", f"{level} high"],
+        [[name, ci["value"], ci["ci_low"], ci["ci_high"]] for name, ci in intervals.items()],
+    )
+    report.add_text(
+        f"Percentile bootstrap over {info['resamples']} resamples of the {info['unit']}s (drawn with "
+        f"replacement, seed {info['seed']}): how much the numbers would move on another test set of "
+        "the same size. Rows whose intervals overlap are not distinguishable on this test set."
+    )
+    return report

@@ -1,0 +1,442 @@
+"""Bootstrap confidence intervals over test images: every metric recomputed on resamples of the images.
+
+A resample draws N of the N test images with replacement; it is held as a row of multiplicity
+weights (how many times each image was drawn), so every metric here is recomputed for all resamples
+at once from per-image pieces weighted by those rows, never by copying data:
+
+- per-image labels and scores (image AUROC), per-image values (accuracy, mean per-image IoU),
+  pooled per-image counts (dataset IoU/Dice per class): ``weighted_auroc``, ``weighted_mean``,
+  ``weighted_ratio``;
+- pixel metrics (pixel AUROC, AUPRO, pixel AP, F1-max): the images are resampled, not the pixels
+  (pixels of one image are not independent draws); ``pixel_metrics_resampled``;
+- COCO AP / AP50 / AP75: the per-image match results of the COCO evaluation (which detection
+  matched which object at each IoU threshold) are kept, and COCO's accumulation is redone with
+  each image's detections and objects counted as often as the image was drawn;
+  ``coco_ap_resampled``.
+
+The interval is the percentile interval (2.5th and 97.5th percentile of the resampled values for
+95%), reported as ``{"value", "ci_low", "ci_high"}`` with ``value`` the metric on the real test set.
+Resamples on which a metric is undefined (for AUROC: one class only drawn) are left out.
+
+scikit-learn's and scipy's bootstrap functions resample by copying the data and rerunning a
+metric per resample; COCO evaluation per resample would take minutes. The weighted recomputation
+here is written by hand for that reason; tests/test_bootstrap.py checks it against rerunning the
+evaluator on image sets with the drawn images duplicated.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from defectkit.evaluation.pixels import PixelEntries
+from defectkit.evaluation.ranking import cumulative_at_runs, descending_runs
+
+DEFAULT_RESAMPLES = 1000
+CONFIDENCE = 0.95
+MAX_PIXEL_BINS = 2048  # threshold bins of resampled pixel curves (exact below this many distinct scores)
+_CHUNK_CELLS = 1 << 21  # resamples x entries processed at once: a few MB per temporary
+
+
+def resample_weights(n_items: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """(n_resamples, n_items) int32: how many times each item (test image) is drawn in each
+    resample of ``n_items`` draws with replacement. Seeded: the same seed gives the same resamples.
+
+    >>> w = resample_weights(5, 3, seed=0)
+    >>> w.shape, w.sum(axis=1).tolist()
+    ((3, 5), [5, 5, 5])
+    >>> bool((resample_weights(5, 3, seed=0) == w).all())
+    True
+    """
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+    if n_items == 0:
+        return np.zeros((n_resamples, 0), np.int32)
+    draws = np.random.default_rng(seed).integers(0, n_items, size=(n_resamples, n_items))
+    cells = (draws + np.arange(n_resamples)[:, None] * n_items).ravel()
+    return np.bincount(cells, minlength=n_resamples * n_items).reshape(n_resamples, n_items).astype(np.int32)
+
+
+def percentile_interval(
+    value: float | None, resampled: np.ndarray, confidence: float = CONFIDENCE
+) -> dict[str, float | None]:
+    """``{"value", "ci_low", "ci_high"}``: the percentile interval of the finite resampled values
+    (None bounds when there are none, or when ``value`` itself is None).
+
+    >>> ci = percentile_interval(0.5, np.array([0.2, 0.4, 0.6, 0.8, np.nan]), confidence=0.5)
+    >>> ci["value"], round(ci["ci_low"], 6), round(ci["ci_high"], 6)
+    (0.5, 0.35, 0.65)
+    """
+    finite = np.asarray(resampled, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if value is None or finite.size == 0:
+        return {"value": value, "ci_low": None, "ci_high": None}
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(finite, [tail, 100.0 - tail])
+    return {"value": value, "ci_low": float(low), "ci_high": float(high)}
+
+
+def intervals_overlap(a: dict, b: dict) -> bool:
+    """Whether two intervals ``{"ci_low", "ci_high"}`` share a point: two rows whose intervals
+    overlap are not distinguishable at this confidence (the leaderboard marks them tied). An
+    interval with unknown bounds overlaps everything.
+
+    >>> intervals_overlap({"ci_low": 0.6, "ci_high": 0.8}, {"ci_low": 0.75, "ci_high": 0.9})
+    True
+    >>> intervals_overlap({"ci_low": 0.6, "ci_high": 0.7}, {"ci_low": 0.75, "ci_high": 0.9})
+    False
+    """
+    if None in (a.get("ci_low"), a.get("ci_high"), b.get("ci_low"), b.get("ci_high")):
+        return True
+    return a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]
+
+
+def contains(interval: dict, point: float) -> bool:
+    """Whether ``point`` lies in ``{"ci_low", "ci_high"}`` (bounds included); unknown bounds
+    contain everything.
+
+    >>> contains({"ci_low": 0.45, "ci_high": 0.7}, 0.5), contains({"ci_low": 0.55, "ci_high": 0.7}, 0.5)
+    (True, False)
+    """
+    if interval.get("ci_low") is None or interval.get("ci_high") is None:
+        return True
+    return interval["ci_low"] <= point <= interval["ci_high"]
+
+
+def indistinguishable_from_chance(auroc_interval: dict, chance: float = 0.5) -> bool:
+    """Whether an AUROC interval contains ``chance`` (0.5): the model is not distinguishable from
+    random scoring on this test set.
+
+    >>> indistinguishable_from_chance({"value": 0.62, "ci_low": 0.41, "ci_high": 0.8})
+    True
+    """
+    return contains(auroc_interval, chance)
+
+
+# -- weighted recomputation ---------------------------------------------------------------------------
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) mean of per-image ``values`` (N,) under each resample's weights (B, N); NaN values
+    (undefined for that image) are left out; NaN where nothing is left.
+
+    >>> weighted_mean(np.array([1.0, 0.0, np.nan]), np.array([[2, 1, 0], [0, 0, 3]])).round(3).tolist()
+    [0.667, nan]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    valid = np.isfinite(values)
+    total = weights @ np.where(valid, values, 0.0)
+    count = weights @ valid.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def weighted_ratio(numerators: np.ndarray, denominators: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B, ...) pooled ratio sum(w * numerator) / sum(w * denominator) over images, per column of
+    (N, ...) arrays (e.g. per class); NaN where the pooled denominator is 0.
+
+    >>> weighted_ratio(np.array([1, 2]), np.array([2, 2]), np.array([[1, 1], [2, 0]])).tolist()
+    [0.75, 0.5]
+    """
+    num = np.tensordot(weights, np.asarray(numerators, dtype=np.float64), axes=(1, 0))
+    den = np.tensordot(weights, np.asarray(denominators, dtype=np.float64), axes=(1, 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _resampled_curves(
+    scores: np.ndarray,
+    entry_image: np.ndarray,
+    columns: list[np.ndarray],
+    weights: np.ndarray,
+    runs: tuple[np.ndarray, np.ndarray] | None = None,
+    max_bins: int = MAX_PIXEL_BINS,
+) -> list[np.ndarray]:
+    """For each column of per-entry amounts, (B, T) sums over the entries scored at or above each
+    of T thresholds (highest first) under each resample's image weights.
+
+    With at most ``max_bins`` distinct scores the thresholds are the distinct scores (exact);
+    otherwise consecutive distinct scores are grouped into at most ``max_bins`` bins (equal counts
+    of the first column, positives, and of the second, negatives), each bin one threshold, and the
+    resampled curves are those of the scores rounded down to their bin (per image histograms, one
+    matrix product per column).
+    """
+    order, run_ends = runs if runs is not None else descending_runs(scores)
+    n_images = weights.shape[1]
+    if run_ends.size <= max_bins and scores.size * weights.shape[0] <= 64 * _CHUNK_CELLS:
+        # Exact and direct: each entry weighted by its image's weight, cumulative sums along the order.
+        image_sorted = entry_image[order]
+        out = [np.empty((weights.shape[0], run_ends.size)) for _ in columns]
+        step = max(1, _CHUNK_CELLS // max(scores.size, 1))
+        for first in range(0, weights.shape[0], step):
+            w = weights[first : first + step][:, image_sorted].astype(np.float64)
+            for target, column in zip(out, columns):
+                target[first : first + step] = np.cumsum(w * column[order], axis=1)[:, run_ends]
+        return out
+    # Binned: the distinct scores (runs, highest first) are cut into bins where the count of the
+    # first column (positives) or of the second (negatives) passes a multiple of its total / (bins / 2):
+    # equal-count bins of each, so the few positives get as many bins as the many negatives.
+    half = max(1, min(max_bins, run_ends.size) // 2)
+    bin_of_run = np.zeros(run_ends.size, np.int64)
+    for column in columns[:2]:
+        through = cumulative_at_runs(np.asarray(column, dtype=np.float64), order, run_ends)
+        before = through - np.diff(through, prepend=0.0)
+        bin_of_run += np.minimum((before / max(through[-1], 1e-300) * half).astype(np.int64), half - 1)
+    n_bins = 2 * half
+    run_lengths = np.diff(run_ends, prepend=-1)
+    bin_of_entry = np.empty(scores.size, np.int64)
+    bin_of_entry[order] = np.repeat(bin_of_run, run_lengths)
+    cell = entry_image * n_bins + bin_of_entry
+    out = []
+    for column in columns:
+        hist = np.bincount(cell, weights=column, minlength=n_images * n_bins).reshape(n_images, n_bins)
+        out.append(np.cumsum(weights.astype(np.float64) @ hist, axis=1))
+    return out
+
+
+def _auroc_rows(tps: np.ndarray, fps: np.ndarray) -> np.ndarray:
+    """(B,) AUROC from (B, T) cumulative counts (trapezoids, ties one half); NaN when a class is absent."""
+    n_pos, n_neg = tps[:, -1], fps[:, -1]
+    tp_prev = np.concatenate([np.zeros((tps.shape[0], 1)), tps[:, :-1]], axis=1)
+    area = np.sum(np.diff(fps, axis=1, prepend=0.0) * (tps + tp_prev), axis=1) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), area / (n_pos * n_neg), np.nan)
+
+
+def _ap_f1_rows(tps: np.ndarray, fps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) average precision and F1-max from (B, T) cumulative counts; NaN without positives."""
+    n_pos = tps[:, -1:]
+    predicted = tps + fps
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tps / np.where(predicted > 0, predicted, 1), 0.0)
+        ap = np.sum(np.diff(tps, axis=1, prepend=0.0) * precision, axis=1) / n_pos[:, 0]
+        f1 = np.max(2.0 * tps / (predicted + n_pos), axis=1)
+    defined = n_pos[:, 0] > 0
+    return np.where(defined, ap, np.nan), np.where(defined, f1, np.nan)
+
+
+def _trapezoid_rows(x: np.ndarray, y: np.ndarray, x_max: float) -> np.ndarray:
+    """(B,) area under each row's curve y(x) (x ascending) for x in [x[0], x_max], the value at
+    ``x_max`` interpolated: ``ranking.trapezoid_up_to`` for every row at once."""
+    x0, x1, y0, y1 = x[:, :-1], x[:, 1:], y[:, :-1], y[:, 1:]
+    xa, xb = np.minimum(x0, x_max), np.minimum(x1, x_max)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = np.where(x1 > x0, (y1 - y0) / np.where(x1 > x0, x1 - x0, 1), 0.0)
+    ya, yb = y0 + slope * (xa - x0), y0 + slope * (xb - x0)
+    return np.sum((xb - xa) * (ya + yb) / 2.0, axis=1)
+
+
+def weighted_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) AUROC of per-image ``labels`` (1 = positive) and ``scores`` under each resample.
+
+    >>> weighted_auroc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]), np.ones((1, 4), int)).tolist()
+    [0.75]
+    """
+    labels = np.asarray(labels).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    tps, fps = _resampled_curves(
+        scores, np.arange(labels.size), [labels.astype(np.float64), (~labels).astype(np.float64)], weights
+    )
+    return _auroc_rows(tps, fps)
+
+
+def pixel_metrics_resampled(
+    entries: PixelEntries, weights: np.ndarray, fpr_limit: float = 0.3, max_bins: int = MAX_PIXEL_BINS
+) -> dict[str, np.ndarray]:
+    """(B,) pixel AUROC, AUPRO, pixel AP and pixel F1-max under each resample of the images (see
+    ``_resampled_curves`` for the binning above ``max_bins`` distinct scores).
+
+    >>> from defectkit.evaluation.pixels import dense_pixel_entries
+    >>> e = dense_pixel_entries([np.array([[0, 1, 1, 0]], bool)], [np.array([[0.1, 0.9, 0.2, 0.3]])])
+    >>> {k: v.round(3).tolist() for k, v in pixel_metrics_resampled(e, np.ones((1, 1), int), 1.0).items()}
+    {'pixel_auroc': [0.75], 'aupro': [0.75], 'pixel_ap': [0.833], 'pixel_f1_max': [0.8]}
+    """
+    tps, fps, mass = _resampled_curves(
+        entries.scores,
+        entries.image_of_entry,
+        [entries.positives.astype(np.float64), entries.negatives.astype(np.float64), entries.region_mass],
+        weights,
+        entries.runs(),
+        max_bins,
+    )
+    ap, f1 = _ap_f1_rows(tps, fps)
+    n_regions = weights @ entries.regions_per_image.astype(np.float64)
+    n_ok = fps[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fpr = np.clip(fps / n_ok[:, None], 0.0, 1.0)
+        pro = np.clip(mass / n_regions[:, None], 0.0, 1.0)
+    ones, zeros = np.ones((fps.shape[0], 1)), np.zeros((fps.shape[0], 1))
+    aupro = _trapezoid_rows(np.hstack([zeros, fpr, ones]), np.hstack([zeros, pro, ones]), fpr_limit) / fpr_limit
+    return {
+        "pixel_auroc": _auroc_rows(tps, fps),
+        "aupro": np.where((n_regions > 0) & (n_ok > 0), aupro, np.nan),
+        "pixel_ap": ap,
+        "pixel_f1_max": f1,
+    }
+
+
+# -- COCO AP --------------------------------------------------------------------------------------
+@dataclass
+class CocoMatches:
+    """Per-image match results of a COCO evaluation (area 'all', at most maxDets detections per
+    image and class), the pieces COCO's accumulate step sums: per class, its detections in COCO's
+    order (descending score, stable, images in id order) with their image, and whether each is a
+    true positive / false positive at each IoU threshold (a detection matched to an ignored object
+    is neither); and per class and image the number of objects that count (not crowd, not ignored).
+    """
+
+    det_image: list[np.ndarray]  # per class: (D_k,) image index of each detection, in COCO's order
+    det_tp: list[np.ndarray]  # per class: (T, D_k) bool
+    det_fp: list[np.ndarray]  # per class: (T, D_k) bool
+    gt_counts: np.ndarray  # (K, N) objects that count, per class and image
+    rec_thrs: np.ndarray  # (R,) COCO's recall thresholds
+    iou_thrs: np.ndarray  # (T,)
+
+    @classmethod
+    def from_image_evaluations(
+        cls,
+        evaluations: list,
+        n_classes: int,
+        n_images: int,
+        n_areas: int,
+        rec_thrs: np.ndarray,
+        iou_thrs: np.ndarray,
+        max_dets: int,
+    ) -> CocoMatches:
+        """From the evaluator's per-(class, area, image) results, in COCO's layout (index
+        k * n_areas * n_images + a * n_images + i; area 0 = 'all' is read): pycocotools'
+        ``evalImgs`` dicts (None where empty) or faster-coco-eval's ``ImageEvaluation`` objects,
+        read through their pickled state (detection matches T x D, object matches, detection
+        scores, object ignores, detection ignores T x D, matched pairs)."""
+        n_thr = len(iou_thrs)
+        det_image, det_tp, det_fp = [], [], []
+        gt_counts = np.zeros((n_classes, n_images), np.int64)
+        for k in range(n_classes):
+            # Per image of this class (area 'all'): detection scores, matched object ids (T x D,
+            # threshold-major), detection ignores (T x D), object ignores.
+            scores, matches, ignores, gt_ignores = [], [], [], []
+            for ev in evaluations[k * n_areas * n_images : k * n_areas * n_images + n_images]:
+                if ev is None:
+                    scores.append(()), matches.append(()), ignores.append(()), gt_ignores.append(())
+                elif isinstance(ev, dict):  # pycocotools
+                    scores.append(ev["dtScores"])
+                    matches.append(np.asarray(ev["dtMatches"]).ravel())
+                    ignores.append(np.asarray(ev["dtIgnore"]).ravel())
+                    gt_ignores.append(ev["gtIgnore"])
+                else:  # faster-coco-eval: its pickled state, in this order
+                    matched, _, det_scores, gt_ignore, det_ignore, _ = ev.__getstate__()
+                    scores.append(det_scores), matches.append(matched), ignores.append(det_ignore)
+                    gt_ignores.append(gt_ignore)
+            n_dets = np.fromiter(map(len, scores), np.int64, n_images)
+            n_gts = np.fromiter(map(len, gt_ignores), np.int64, n_images)
+            gt_ignored = np.fromiter(itertools.chain.from_iterable(gt_ignores), bool, int(n_gts.sum()))
+            gt_counts[k] = n_gts - np.bincount(
+                np.repeat(np.arange(n_images), n_gts), weights=gt_ignored, minlength=n_images
+            ).astype(np.int64)
+            det_scores = np.fromiter(itertools.chain.from_iterable(scores), np.float64, int(n_dets.sum()))
+            flat_matched = np.fromiter(itertools.chain.from_iterable(matches), np.int64, n_thr * det_scores.size) > 0
+            flat_ignored = np.fromiter(itertools.chain.from_iterable(ignores), bool, n_thr * det_scores.size)
+            # Detection j of image i, local index d: entry t sits at block_start[i] + t * D_i + d.
+            image = np.repeat(np.arange(n_images), n_dets)
+            local = np.arange(det_scores.size) - np.repeat(np.cumsum(n_dets) - n_dets, n_dets)
+            block_start = (np.cumsum(n_dets) - n_dets) * n_thr
+            at = block_start[image][None, :] + np.arange(n_thr)[:, None] * n_dets[image][None, :] + local[None, :]
+            keep = local < max_dets
+            order = np.flatnonzero(keep)[np.argsort(-det_scores[keep], kind="mergesort")]  # COCO's stable sort
+            matched, ignored = flat_matched[at[:, order]], flat_ignored[at[:, order]]
+            det_image.append(image[order])
+            det_tp.append(matched & ~ignored)
+            det_fp.append(~matched & ~ignored)
+        return cls(det_image, det_tp, det_fp, gt_counts, np.asarray(rec_thrs, np.float64), np.asarray(iou_thrs))
+
+
+def _interpolated_precision(
+    tp_cum: np.ndarray, fp_cum: np.ndarray, n_gt: np.ndarray, rec_thrs: np.ndarray
+) -> np.ndarray:
+    """(B, R) COCO's interpolated precision at each recall threshold, from integer cumulative
+    true/false positive counts (P, B) at the P true-positive points of one class and IoU threshold
+    (points along axis 0: cumulative operations then run over contiguous rows), and each
+    resample's number of objects (B,). Only true-positive points matter: a recall threshold is
+    first reached at one, and between them precision only falls.
+    """
+    n_points, n_rows = tp_cum.shape
+    q = np.zeros((n_rows, rec_thrs.size))
+    if n_points == 0:
+        return q
+    predicted = tp_cum + fp_cum
+    precision = tp_cum / np.maximum(predicted, 1)  # float64, as COCO divides; 0 before any detection
+    envelope = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
+    # The fewest true positives whose recall tp / n_gt (in float64, as COCO divides) reaches each
+    # threshold, then the first point with at least that many (one search on row-offset integers).
+    gt = np.maximum(n_gt.astype(np.float64), 1)[:, None]
+    needed = np.ceil(rec_thrs[None, :] * gt)
+    needed = np.where((needed >= 1) & ((needed - 1) / gt >= rec_thrs), needed - 1, needed)
+    needed = np.where(needed / gt < rec_thrs, needed + 1, needed).astype(np.int64)
+    span = int(tp_cum[-1].max()) + int(needed.max()) + 2
+    offsets = np.arange(n_rows, dtype=np.int64) * span
+    flat = (tp_cum.T.astype(np.int64) + offsets[:, None]).ravel()
+    found = np.searchsorted(flat, (needed + offsets[:, None]).ravel(), side="left").reshape(n_rows, -1)
+    found -= (np.arange(n_rows) * n_points)[:, None]
+    reached = found < n_points
+    rows = np.broadcast_to(np.arange(n_rows)[:, None], found.shape)
+    q[reached] = envelope[found[reached], rows[reached]]
+    return q
+
+
+def coco_ap_resampled(matches: CocoMatches, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """(B,) COCO AP (IoU .50:.95), AP50 and AP75 (area all, 100 detections) under each resample's
+    image weights: COCO's accumulate with every detection and object of an image counted as often
+    as the image is drawn (cumulative true/false positives weighted, precision envelope, the 101
+    recall thresholds, mean over thresholds and the classes that have objects). With all weights 1
+    it is the evaluator's AP (tests: to 1e-9).
+
+    Detections drawn several times keep COCO's order with each detection's copies adjacent; a
+    rerun on an image set with duplicated images puts copies of a whole image after each other
+    instead, which differs only where one image holds equally scored detections of one class
+    with different outcomes (COCO's own tie order decides then).
+    """
+    n_rows = weights.shape[0]
+    n_classes, n_thr = matches.gt_counts.shape[0], len(matches.iou_thrs)
+    t50 = int(np.argmin(np.abs(matches.iou_thrs - 0.5)))
+    t75 = int(np.argmin(np.abs(matches.iou_thrs - 0.75)))
+    per_class = np.full((n_rows, n_classes, n_thr), np.nan)  # mean over recall thresholds
+    n_gt = weights.astype(np.int64) @ matches.gt_counts.T  # (B, K)
+    # Images along axis 0: gathering a detection's weights is one contiguous row, and cumulative
+    # sums over detections add whole rows (vectorised), unlike sums along the last axis.
+    weights_by_image = np.ascontiguousarray(weights.T, dtype=np.int32)
+    largest = max((d.size for d in matches.det_image), default=1)
+    step = int(np.clip(_CHUNK_CELLS // 8 // max(largest, 1), 16, n_rows))
+    for k in range(n_classes):
+        images = matches.det_image[k]
+        for first in range(0, n_rows, step):
+            rows = slice(first, first + step)
+            w = weights_by_image[images, rows]  # (D_k, b)
+            drawn_so_far = np.cumsum(w, axis=0, dtype=np.int32)
+            for t in range(n_thr):
+                is_tp = matches.det_tp[k][t]
+                tp_points = np.flatnonzero(is_tp)
+                tp_cum = np.cumsum(w[tp_points], axis=0, dtype=np.int32)
+                # False positives so far: every detection drawn so far, minus true positives, minus
+                # those that are neither (matched to an ignored object).
+                fp_cum = drawn_so_far[tp_points] - tp_cum
+                neither = ~(is_tp | matches.det_fp[k][t])
+                if neither.any():
+                    fp_cum -= np.cumsum(w * neither[:, None], axis=0, dtype=np.int32)[tp_points]
+                q = _interpolated_precision(tp_cum, fp_cum, n_gt[rows, k], matches.rec_thrs)
+                per_class[rows, k, t] = np.where(n_gt[rows, k] > 0, q.mean(axis=1), np.nan)
+    valid = np.isfinite(per_class[:, :, 0])
+    n_valid = valid.sum(axis=1)
+
+    def mean_over_classes(values: np.ndarray) -> np.ndarray:
+        return np.where(n_valid > 0, np.nansum(values, axis=1) / np.maximum(n_valid, 1), np.nan)
+
+    return {
+        "AP": mean_over_classes(per_class.mean(axis=2)),  # NaN for classes without objects
+        "AP50": mean_over_classes(per_class[:, :, t50]),
+        "AP75": mean_over_classes(per_class[:, :, t75]),
+    }
+
+
+def bootstrap_info(n_resamples: int, seed: int, confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """What the ``ci`` entries of a metrics dict were computed with (written beside them)."""
+    return {"resamples": n_resamples, "seed": seed, "confidence": confidence, "unit": "test image"}
