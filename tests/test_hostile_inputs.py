@@ -116,6 +116,12 @@ CASES = {
         ("evaluate", "classification", "--input", write_text(
             t / "cls.json", json.dumps({"y_true": ["a"], "y_pred": ["b"], "class_names": ["a"]})),
          "--out", t / "eval"), "cls.json"),
+    "anomaly --fpr-limit outside (0, 1]": lambda t, c: (
+        ("evaluate", "anomaly", "--input", write_text(t / "scores.csv", "label,score\n0,0.1\n1,0.9\n"),
+         "--fpr-limit", "0", "--out", t / "eval"), "fpr_limit must be in (0, 1]"),
+    "masks --pixel-metrics --fpr-limit outside (0, 1]": lambda t, c: (
+        ("evaluate", "masks", "--gt", coco_gt(t), "--pred", results(t), "--pixel-metrics", "--fpr-limit", "1.5",
+         "--out", t / "eval"), "fpr_limit must be in (0, 1]"),
     "anomaly .npz holding an object array": lambda t, c: (
         ("evaluate", "anomaly", "--input", object_npz(t / "scores.npz"), "--out", t / "eval"), "scores.npz"),
     # checkpoints: any text file given as a model
