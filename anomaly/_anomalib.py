@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -39,7 +40,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from defectkit.core.errors import DefectkitError
-from defectkit.core.imageio import list_images
 from defectkit.core.torchio import LOAD_ERRORS, Device, load_weights_only
 
 MISSING_MESSAGE = 'anomalib is not installed; pip install "defectkit[anomaly]"'
@@ -102,6 +102,9 @@ def quiet_lightning(quiet: bool = True) -> Iterator[None]:
             ".*configure_optimizers.*returned `None`.*",
             ".*module\\(s\\) in eval mode.*",
             ".*LeafSpec.*",
+            ".*Argument embeddings is deprecated.*",
+            ".*but have no logger configured.*",
+            ".*infer the `batch_size` from an ambiguous collection.*",
             ".*Importing from timm.models.layers.*",
             ".*dinov2 package is deprecated.*",
         ):
@@ -176,10 +179,7 @@ def build_draem(anomaly_source: str, image_size: int) -> nn.Module:
             if model.augmenter.anomaly_source_paths:  # pragma: no cover - an empty folder has none
                 raise DefectkitError("draem: the Perlin-only anomaly source unexpectedly found images")
             return model
-        source = Path(anomaly_source)
-        if not source.is_dir():
-            raise DefectkitError(f"{source}: no such folder (--anomaly-source takes a folder of texture images or 'perlin')")
-        list_images(source)  # one-line error when nothing below it is an image
+        source = Path(anomaly_source)  # checked to be a folder of images by AnomalyTrainConfig.check
         model = Draem(dtd_dir=source, pre_processor=pre, **_components())
         if not model.augmenter.anomaly_source_paths:
             # anomalib matches lower-case suffixes only (torchvision's IMG_EXTENSIONS).
@@ -251,6 +251,7 @@ def imagenet_weights_file(backbone: str) -> Path:
     Offline (``DEFECTKIT_OFFLINE`` / ``HF_HUB_OFFLINE`` set, or the hub unreachable within
     :data:`HUB_CHECK_TIMEOUT_S`) this fails in seconds with a message that names the file and the
     option that takes a local copy, instead of timm's retries (about 47 s)."""
+    require_anomalib()
     repo, filename = _hub_file(backbone)
     with _anomalib_imported():
         import huggingface_hub
@@ -268,14 +269,20 @@ def imagenet_weights_file(backbone: str) -> Path:
     )
     offline = [v for v in ("DEFECTKIT_OFFLINE", "HF_HUB_OFFLINE") if os.environ.get(v, "") not in ("", "0")]
     if offline:
-        raise DefectkitError(f"{where}: timm's ImageNet weights for {backbone} are not cached and {offline[0]} is set; {advice}")
+        raise DefectkitError(
+            f"{where}: timm's ImageNet weights for {backbone} are not cached and {offline[0]} is set; {advice}"
+        )
     problem = _hub_reachable(constants.ENDPOINT, HUB_CHECK_TIMEOUT_S)
     if problem is not None:
-        raise DefectkitError(f"{where}: timm's ImageNet weights for {backbone} are not cached and the hub is unreachable ({problem}); {advice}")
+        raise DefectkitError(
+            f"{where}: timm's ImageNet weights for {backbone} are not cached and the hub is unreachable ({problem}); {advice}"
+        )
     try:
         return Path(huggingface_hub.hf_hub_download(repo, filename, etag_timeout=HUB_CHECK_TIMEOUT_S))
-    except Exception as exc:  # huggingface_hub raises many kinds (HTTP, timeouts, missing entry)
-        raise DefectkitError(f"{where}: could not download {repo}/{filename} ({_first_line(exc)}); {advice}") from None
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub raises many kinds (HTTP, timeouts, missing entry)
+        raise DefectkitError(
+            f"{where}: could not download {repo}/{filename} ({_first_line(exc)}); {advice}"
+        ) from None
 
 
 def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
@@ -309,22 +316,33 @@ def load_backbone(network: nn.Module, state: dict[str, torch.Tensor], source: st
     ``_`` for ``.`` (``blocks_0``), so both spellings are looked up."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
     wanted = network.state_dict()
-    found, missing, wrong = {}, [], []
+    found, used, missing, wrong = {}, set(), [], []
     for key, tensor in wanted.items():
         head, _, rest = key.partition(".")
         candidates = (key, f"{head.replace('_', '.')}.{rest}" if rest else head.replace("_", "."))
-        match = next((state[c] for c in candidates if c in state), None)
-        if match is None:
+        name = next((c for c in candidates if c in state), None)
+        if name is None:
             missing.append(key)
-        elif match.shape != tensor.shape:
-            wrong.append(f"{key} {tuple(match.shape)} != {tuple(tensor.shape)}")
+        elif state[name].shape != tensor.shape:
+            wrong.append(f"{key} {tuple(state[name].shape)} != {tuple(tensor.shape)}")
         else:
-            found[key] = match
-    if missing or wrong:
-        problem = f"missing {', '.join(missing[:3])}" if missing else f"wrong shapes: {', '.join(wrong[:2])}"
+            found[key], _ = state[name], used.add(name)
+    # A deeper network of the same family (resnet34 for resnet18) holds every tensor asked for; its
+    # extra blocks inside the kept layers give it away.
+    heads = {key.partition(".")[0] for key in wanted}
+    extra = [
+        k
+        for k in state
+        if k not in used and (k.split(".")[0] in heads or "_".join(k.split(".")[:2]) in heads)
+    ]
+    if missing or wrong or extra:
+        problem = (
+            f"missing {', '.join(missing[:3])}" if missing
+            else f"wrong shapes: {', '.join(wrong[:2])}" if wrong
+            else f"it has layers {backbone} has not: {', '.join(extra[:3])}"
+        )  # fmt: skip
         raise DefectkitError(
-            f"{source}: not a {backbone} state dict ({len(missing) + len(wrong)} of {len(wanted)} tensors "
-            f"do not fit; {problem}); pass the weights of --backbone {backbone}"
+            f"{source}: not a {backbone} state dict ({problem}); pass the weights of --backbone {backbone}"
         )
     network.load_state_dict(found)
 
@@ -346,7 +364,9 @@ def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], source:
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
-        raise DefectkitError(f"{source}: the weights do not fit the model it names ({_first_line(exc)})") from None
+        raise DefectkitError(
+            f"{source}: the weights do not fit the model it names ({_first_line(exc)})"
+        ) from None
 
 
 def module_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -418,14 +438,35 @@ def fit(
                     },
                 )
 
-    own = {k: v for k, v in module.trainer_arguments.items() if k not in ("max_epochs", "devices", "max_steps")}
+    own = {
+        k: v for k, v in module.trainer_arguments.items() if k not in ("max_epochs", "devices", "max_steps")
+    }
     with tempfile.TemporaryDirectory(prefix="defectkit-lightning-") as root, quiet_lightning(not progress):
         trainer = Trainer(**{
             **own, **lightning_device(device), "max_epochs": epochs, "logger": False, "enable_checkpointing": False,
             "enable_progress_bar": progress, "enable_model_summary": False, "default_root_dir": root,
             "num_sanity_val_steps": 0, "limit_val_batches": 0, "callbacks": [_Epochs()],
         })  # fmt: skip
-        trainer.fit(module, train_dataloaders=loader)
+        with _ctrl_c_stays_ctrl_c():
+            trainer.fit(module, train_dataloaders=loader)
+
+
+@contextlib.contextmanager
+def _ctrl_c_stays_ctrl_c() -> Iterator[None]:
+    """Lightning answers Ctrl-C with ``sys.exit(1)`` and ignores SIGINT from then on; defectkit's
+    commands end an interrupted run with their own message and status 130 (``cli_entry``), so the
+    KeyboardInterrupt is given back and the SIGINT handler restored."""
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except SystemExit as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
 
 @torch.inference_mode()
@@ -441,7 +482,9 @@ def infer(module: nn.Module, images: torch.Tensor, sizes: list[tuple[int, int]],
         maps = maps[:, None]
     scores = out.pred_score.reshape(-1).double().cpu().numpy()
     full = [
-        F.interpolate(maps[i : i + 1].float(), size=size, mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
+        F.interpolate(maps[i : i + 1].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+        .cpu()
+        .numpy()
         for i, size in enumerate(sizes)
     ]
     return scores, full

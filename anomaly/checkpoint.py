@@ -17,10 +17,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from defectkit.anomaly import _anomalib
 from defectkit.anomaly.models import AnomalyTrainConfig, build_model
+from torch import nn
+
 from defectkit.core.errors import DefectkitError
 from defectkit.core.torchio import atomic_torch_save, load_weights_only
 
@@ -54,7 +54,9 @@ def save_model(path: Path, cfg: AnomalyTrainConfig, module: nn.Module, threshold
     )
 
 
-def save_last(path: Path, cfg: AnomalyTrainConfig, module: nn.Module, epoch: int, states: dict, history: list) -> Path:
+def save_last(
+    path: Path, cfg: AnomalyTrainConfig, module: nn.Module, epoch: int, states: dict, history: list
+) -> Path:
     return atomic_torch_save(
         {
             "format": LAST_FORMAT,
@@ -73,21 +75,22 @@ def read(path: str | Path, kind: str = MODEL_FORMAT) -> dict:
     """A model.pt / last.pt, checked to be one (weights_only load; one-line errors naming the file)."""
     ckpt = load_weights_only(path, "anomaly model" if kind == MODEL_FORMAT else "anomaly last.pt")
     if not isinstance(ckpt, dict) or ckpt.get("format") != kind:
-        what = "an anomaly model.pt (written by anomaly train)" if kind == MODEL_FORMAT else "an anomaly last.pt"
+        what = (
+            "an anomaly model.pt (written by anomaly train)" if kind == MODEL_FORMAT else "an anomaly last.pt"
+        )
         raise DefectkitError(f"{path}: not {what}")
     return ckpt
 
 
 def load_model(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """The fitted model of a run (folder or model.pt) on ``device``, and the checkpoint dict."""
-    _anomalib.require_anomalib()
     path = model_file(run)
-    ckpt = read(path)
+    ckpt = read(path)  # a wrong file is named before anomalib is needed
     cfg = AnomalyTrainConfig.from_dict(ckpt["config"])
     # The weights come from the file: no backbone download, and DRAEM's anomaly source (training only)
     # need not exist where the model is used.
     if cfg.model == "draem":
         cfg.anomaly_source = "perlin"
-    module = build_model(cfg, backbone_weights=False)
+    module = build_model(cfg)
     _anomalib.load_module_state(module, ckpt["state_dict"], str(path))
     return module.to(device).eval(), ckpt

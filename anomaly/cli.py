@@ -14,11 +14,11 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from defectkit.anomaly._anomalib import require_anomalib
 from defectkit.anomaly.models import MODEL_REGISTRY, AnomalyTrainConfig
 from defectkit.anomaly.predict import predict
 from defectkit.anomaly.train import train
 from defectkit.anomaly.val import validate
+
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError, cli_entry
 
@@ -32,7 +32,6 @@ def _layers(text: str) -> list[str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    require_anomalib()
     given = {
         name: getattr(args, name)
         for name in ("model", "backbone", "layers", "backbone_weights", "imgsz", "epochs", "batch",
@@ -45,16 +44,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _val(args: argparse.Namespace) -> int:
-    require_anomalib()
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-        validate(args.model, args.data, args.split, tmp, device=args.device, batch=args.batch, progress=not args.quiet)
+        validate(
+            args.model,
+            args.data,
+            args.split,
+            tmp,
+            device=args.device,
+            batch=args.batch,
+            progress=not args.quiet,
+        )
     if not args.quiet:
         print(f"wrote {args.out}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    require_anomalib()
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         records = predict(
             args.model, args.source, tmp, device=args.device, category_dir=args.data, batch=args.batch,
@@ -67,7 +72,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anomaly", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="anomaly", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -79,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", type=Path, required=True, help="converted category folder (convert-mvtec <cat> --to all): "
                    "split.json and coco/<split>.json")  # fmt: skip
-    p.add_argument("--out", type=Path, default=Path(_DEFAULTS["out"]), help="run folder (default: %(default)s)")
+    p.add_argument(
+        "--out", type=Path, default=Path(_DEFAULTS["out"]), help="run folder (default: %(default)s)"
+    )
     p.add_argument("--model", choices=tuple(MODEL_REGISTRY), help="padim, patchcore (ImageNet CNN features) or draem "
                    f"(trained from scratch) (default: {_DEFAULTS['model']})")  # fmt: skip
     p.add_argument("--backbone", help="timm CNN for padim/patchcore (default: resnet18 for padim, wide_resnet50_2 "
@@ -90,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "Face cache or downloaded; offline it fails in seconds naming the file), 'none' (random init, "
                    "offline) or PATH to a timm/torchvision state dict of --backbone "
                    f"(default: {_DEFAULTS['backbone_weights']})")  # fmt: skip
-    p.add_argument("--imgsz", type=int, help=f"square model input size in pixels (default: {_DEFAULTS['imgsz']})")
+    p.add_argument(
+        "--imgsz", type=int, help=f"square model input size in pixels (default: {_DEFAULTS['imgsz']})"
+    )
     p.add_argument("--epochs", type=int, help="epochs for draem (default: 700, the paper's); padim and patchcore fit "
                    "in one pass")  # fmt: skip
     p.add_argument("--batch", type=int, help="images per batch (default: 32; draem 8)")
@@ -114,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("predict", "scores, anomaly maps, overlays and COCO results for images"),
     ):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--model", type=Path, required=True, help="run folder of anomaly train (or its model.pt)")
+        p.add_argument(
+            "--model", type=Path, required=True, help="run folder of anomaly train (or its model.pt)"
+        )
         p.add_argument("--out", type=Path, required=True, help="output folder" + (
             ": metrics.json, report.md, bbox/, segm/, scores.json, predictions.json" if name == "val" else
             ": scores.json, maps/*.npy, overlays/*.png, predictions.json"))  # fmt: skip
@@ -123,8 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
         p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
         if name == "val":
-            p.add_argument("--data", type=Path, required=True, help="converted category folder (split.json, coco/)")
-            p.add_argument("--split", default="test", choices=("val", "test"), help="split to score (default: %(default)s)")
+            p.add_argument(
+                "--data", type=Path, required=True, help="converted category folder (split.json, coco/)"
+            )
+            p.add_argument(
+                "--split",
+                default="test",
+                choices=("val", "test"),
+                help="split to score (default: %(default)s)",
+            )
             p.set_defaults(func=_val)
         else:
             p.add_argument("--source", type=Path, nargs="+", required=True, help="images and/or folders (searched "

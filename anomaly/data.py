@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
+from defectkit.evaluation.coco_io import load_ground_truth, segmentation_to_rle
 from torch.utils.data import Dataset
 
 from defectkit.core.errors import DefectkitError
 from defectkit.core.imageio import read_image
 from defectkit.core.layout import GOOD, MANIFEST, SPLITS, Manifest, class_of
 from defectkit.core.rle import rle_to_mask
-from defectkit.evaluation.coco_io import load_ground_truth, segmentation_to_rle
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,9 @@ class ImageDataset(Dataset):
         image, _ = self._load(index)
         if self.masks is not None:
             mask = torch.from_numpy(self.masks[index].astype(np.uint8))[None]
-            mask = TF.resize(mask, [self.size, self.size], interpolation=TF.InterpolationMode.NEAREST)[0].bool()
+            mask = TF.resize(mask, [self.size, self.size], interpolation=TF.InterpolationMode.NEAREST)[
+                0
+            ].bool()
         else:
             mask = torch.zeros(self.size, self.size, dtype=torch.bool)
         label = self.images[index].label

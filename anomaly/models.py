@@ -20,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from defectkit.anomaly import _anomalib
 from torch import nn
 
-from defectkit.anomaly import _anomalib
 from defectkit.core.errors import DefectkitError
+from defectkit.core.imageio import list_images
 
 BACKBONE_WEIGHTS = ("imagenet", "none")  # or a path
 
@@ -81,8 +82,14 @@ class AnomalyTrainConfig:
         if self.imgsz < 32:
             raise DefectkitError(f"--imgsz {self.imgsz}: below 32 px the backbones have no feature map left")
         if spec.one_pass and self.epochs != 1:
-            raise DefectkitError(f"--epochs {self.epochs}: {self.model} fits its memory bank in one pass; drop --epochs")
-        if spec.backbone and self.backbone_weights not in BACKBONE_WEIGHTS and not Path(self.backbone_weights).is_file():
+            raise DefectkitError(
+                f"--epochs {self.epochs}: {self.model} fits its memory bank in one pass; drop --epochs"
+            )
+        if (
+            spec.backbone
+            and self.backbone_weights not in BACKBONE_WEIGHTS
+            and not Path(self.backbone_weights).is_file()
+        ):
             raise DefectkitError(
                 f"{self.backbone_weights}: no such file (--backbone-weights takes imagenet, none or a state dict file)"
             )
@@ -93,6 +100,12 @@ class AnomalyTrainConfig:
                 "--model draem needs --anomaly-source: 'perlin' (noise only) or a folder of texture images "
                 "(the paper's DTD: https://www.robots.ox.ac.uk/~vgg/data/dtd/)"
             )
+        if self.model == "draem" and self.anomaly_source != "perlin":
+            if not Path(self.anomaly_source).is_dir():
+                raise DefectkitError(
+                    f"{self.anomaly_source}: no such folder (--anomaly-source takes 'perlin' or a folder of texture images)"
+                )
+            list_images(self.anomaly_source)  # one-line error when no image is below it
 
     def training_options(self) -> dict:
         """The options that decide what a run learns (all but where it runs: ``out`` and ``device``)."""
@@ -135,22 +148,36 @@ def _draem(cfg: AnomalyTrainConfig) -> nn.Module:
 # with --backbone resnet18 stores and searches about five times fewer features than wide_resnet50_2.
 MODEL_REGISTRY: dict[str, ModelSpec] = {
     "padim": ModelSpec("padim", "PaDiM", _padim, "resnet18", ("layer1", "layer2", "layer3"), one_pass=True),
-    "patchcore": ModelSpec("patchcore", "PatchCore", _patchcore, "wide_resnet50_2", ("layer2", "layer3"), one_pass=True),
+    "patchcore": ModelSpec(
+        "patchcore", "PatchCore", _patchcore, "wide_resnet50_2", ("layer2", "layer3"), one_pass=True
+    ),
     "draem": ModelSpec("draem", "DRAEM", _draem, epochs=700, batch=8),
 }
 
 
-def build_model(cfg: AnomalyTrainConfig, *, backbone_weights: bool = True) -> nn.Module:
-    """anomalib's module for ``cfg`` (resolved), with its backbone weights loaded when
-    ``backbone_weights`` (a model read back from model.pt gets its weights from there instead)."""
+def backbone_weights(cfg: AnomalyTrainConfig) -> tuple[dict, str] | None:
+    """The backbone state dict ``--backbone-weights`` names for ``cfg`` and where it came from (None
+    for ``none``, or a model with no backbone). ``imagenet`` is timm's file from the Hugging Face
+    cache, downloaded when missing; offline that fails within seconds naming the file
+    (``_anomalib.imagenet_weights_file``), so a run reads its weights before any slow step."""
+    if not cfg.spec.backbone or cfg.backbone_weights == "none":
+        return None
+    if cfg.backbone_weights == "imagenet":
+        path = _anomalib.imagenet_weights_file(cfg.backbone)
+        source = f"{path} (timm's ImageNet weights)"
+    else:
+        path = Path(cfg.backbone_weights)
+        source = str(path)
+    return _anomalib.read_state_dict(path, f"{cfg.backbone} state dict"), source
+
+
+def build_model(cfg: AnomalyTrainConfig, weights: tuple[dict, str] | None = None) -> nn.Module:
+    """anomalib's module for ``cfg`` (resolved), its backbone loaded from ``weights`` (from
+    :func:`backbone_weights`; None keeps the random init, as for a model whose weights come from its
+    model.pt)."""
+    _anomalib.require_anomalib()
     module = cfg.spec.build(cfg)
-    if cfg.spec.backbone and backbone_weights and cfg.backbone_weights != "none":
-        if cfg.backbone_weights == "imagenet":
-            path = _anomalib.imagenet_weights_file(cfg.backbone)
-            source = f"{path} (timm's ImageNet weights)"
-        else:
-            path = Path(cfg.backbone_weights)
-            source = str(path)
-        state = _anomalib.read_state_dict(path, f"{cfg.backbone} state dict")
+    if weights is not None:
+        state, source = weights
         _anomalib.load_backbone(_anomalib.feature_extractor(module), state, source, cfg.backbone)
     return module

@@ -26,12 +26,12 @@ import cv2
 import numpy as np
 import supervision as sv
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
-
 from defectkit.anomaly import _anomalib
 from defectkit.anomaly.checkpoint import load_model
 from defectkit.anomaly.data import AnomalyImage, ImageDataset, check_category
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
 from defectkit.core.atomic import atomic_write_bytes, atomic_write_json
 from defectkit.core.imageio import list_images, read_image, write_png
 from defectkit.core.layout import MANIFEST, Manifest, flat_name
@@ -67,7 +67,9 @@ def score_images(
     return (np.concatenate(scores) if scores else np.zeros(0)), maps
 
 
-def anomaly_instances(anomaly_map: np.ndarray, threshold: float, max_instances: int = MAX_INSTANCES) -> sv.Detections:
+def anomaly_instances(
+    anomaly_map: np.ndarray, threshold: float, max_instances: int = MAX_INSTANCES
+) -> sv.Detections:
     """The defects an anomaly map shows: the 8-connected components of ``map >= threshold``, each with
     its pixel box, its mask and the highest map value inside it as confidence (class 0: ``defect``),
     strongest first, at most ``max_instances``.
@@ -113,7 +115,9 @@ def overlay(image: np.ndarray, anomaly_map: np.ndarray, pixel_threshold: float) 
     """
     scale = 0.5 / pixel_threshold if pixel_threshold > 0 else 1.0
     level = np.clip(anomaly_map * scale, 0.0, 1.0)
-    heat = cv2.cvtColor(cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    heat = cv2.cvtColor(
+        cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB
+    )
     blended = cv2.addWeighted(image, 0.55, heat, 0.45, 0.0)
     contours, _ = cv2.findContours(
         (anomaly_map >= pixel_threshold).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
@@ -173,7 +177,9 @@ def listed_sources(sources: str | Path | Iterable[str | Path]) -> list[tuple[Pat
     return found
 
 
-def name_images(found: Sequence[tuple[Path, Path | None]], category_dir: str | Path | None) -> list[AnomalyImage]:
+def name_images(
+    found: Sequence[tuple[Path, Path | None]], category_dir: str | Path | None
+) -> list[AnomalyImage]:
     """:class:`AnomalyImage` s for listed files. With a converted ``category_dir``, an image inside its
     source folder gets its ``file_name``, and when every image belongs to one split, the image ids of
     ``coco/<split>.json``; otherwise the ids are 1..N in listed order."""
@@ -190,7 +196,7 @@ def name_images(found: Sequence[tuple[Path, Path | None]], category_dir: str | P
     one_split = splits.pop() if len(splits) == 1 and all(names) else None
     ids = manifest.image_ids(one_split) if one_split else {}
     return [
-        AnomalyImage(path, name, ids[name] if name in ids else i)
+        AnomalyImage(path, name, ids.get(name, i))
         for i, ((path, _), name) in enumerate(zip(found, names), start=1)
     ]
 
@@ -223,7 +229,10 @@ def write_outputs(
             record["label"] = int(image.label)
         if files:
             atomic_write_bytes(out_dir / "maps" / f"{name}.npy", map_bytes(anomaly_map))
-            write_png(out_dir / "overlays" / f"{name}.png", overlay(read_image(image.path, "rgb"), anomaly_map, thresholds["pixel"]))
+            write_png(
+                out_dir / "overlays" / f"{name}.png",
+                overlay(read_image(image.path, "rgb"), anomaly_map, thresholds["pixel"]),
+            )
             record["map"] = f"maps/{name}.npy"
             record["overlay"] = f"overlays/{name}.png"
         records.append(record)

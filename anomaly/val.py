@@ -22,16 +22,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from defectkit.anomaly.checkpoint import load_model, model_file
 from defectkit.anomaly.data import coco_path, defect_masks, split_images
 from defectkit.anomaly.predict import score_images, write_outputs
+from defectkit.evaluation import evaluate_anomaly, evaluate_detection
+from defectkit.evaluation.report import markdown_table
+
 from defectkit.core.atomic import atomic_write_json, atomic_write_text
 from defectkit.core.errors import DefectkitError
 from defectkit.core.layout import flat_name
 from defectkit.core.torchio import resolve_device
-from defectkit.evaluation import evaluate_anomaly, evaluate_detection
-from defectkit.evaluation.report import markdown_table
 
 COCO_SUMMARY = ("AP", "AP50", "AP75", "AR100")
 
@@ -56,7 +56,9 @@ def validate(
     masks = defect_masks(data, split, images)
     module, ckpt = load_model(run, dev)
     cfg, thresholds = ckpt["config"], ckpt["thresholds"]
-    scores, maps = score_images(module, images, int(cfg["imgsz"]), dev, batch=batch, progress=progress, desc=split)
+    scores, maps = score_images(
+        module, images, int(cfg["imgsz"]), dev, batch=batch, progress=progress, desc=split
+    )
     labels = np.array([image.label for image in images])
     out = Path(out_dir)
     title = f"{cfg['model']} on {Path(data).name} ({split})"
@@ -77,9 +79,12 @@ def validate(
             "detection": coco["bbox"],
             "segm": coco["segm"],
             "thresholds": thresholds,
-            "model": {"run": str(model_file(run)), "model": cfg["model"], "backbone": cfg["backbone"],
-                      "backbone_weights": cfg["backbone_weights"], "imgsz": cfg["imgsz"], "split": split},
-        }  # fmt: skip
+            "model": {
+                "run": str(model_file(run)),
+                **{key: cfg[key] for key in ("model", "backbone", "backbone_weights", "imgsz")},
+                "split": split,
+            },
+        }
     )
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "report.md", (out / "report.md").read_text() + _coco_section(coco, thresholds))

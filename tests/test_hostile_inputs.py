@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from defectkit.anomaly.cli import main as anomaly_main
 from defectkit.classify.cli import main as classify_main
 from defectkit.cli import main as defectkit_main
 from defectkit.convert.cli import main as convert_main
@@ -29,6 +30,7 @@ from defectkit.evaluation.cli import main as evaluate_main
 from defectkit.segment.cli import main as segment_main
 
 MAINS = {
+    "anomaly": anomaly_main,
     "convert-mvtec": convert_main,
     "defectkit": defectkit_main,
     "detect": detect_main,
@@ -167,6 +169,23 @@ CASES = {
         ("detect", "train", "--data", c / "yolo" / "data.yaml", "--model", "yolov8n.yaml", "--epochs", "1",
          "--imgsz", "32", "--batch", str(len(list((c / "yolo" / "images" / "train").iterdir())) - 1),
          "--device", "cpu", "--project", t / "runs"), "last batch of 1 image"),
+    # anomaly: the checks come before anomalib is imported (these rows run without the extra too)
+    "anomaly train --model draem without --anomaly-source": lambda t, c: (
+        ("anomaly", "train", "--data", c, "--model", "draem", "--out", t / "run"), "needs --anomaly-source"),
+    "anomaly train --anomaly-source a folder with no image": lambda t, c: (
+        ("anomaly", "train", "--data", c, "--model", "draem", "--anomaly-source", c / "coco", "--out", t / "run"),
+        "no images in this folder"),
+    "anomaly train --data a folder that was not converted": lambda t, c: (
+        ("anomaly", "train", "--data", t, "--backbone-weights", "none", "--out", t / "run"), "split.json"),
+    "text file as anomaly --backbone-weights": lambda t, c: (
+        ("anomaly", "train", "--data", c, "--backbone-weights", write_text(t / "r18.pth", "hello\n"),
+         "--out", t / "run"), "r18.pth: not a loadable resnet18 state dict"),
+    "text file as anomaly val --model": lambda t, c: (
+        ("anomaly", "val", "--model", write_text(t / "model.pt", "hello\n"), "--data", c, "--out", t / "val"),
+        "model.pt: not a loadable anomaly model"),
+    "anomaly predict --source that does not exist": lambda t, c: (
+        ("anomaly", "predict", "--model", t / "run", "--source", t / "missing.png", "--out", t / "pred"),
+        "missing.png: no such file or folder"),
     # output paths
     "convert-mvtec --out is a file": lambda t, c: (
         ("convert-mvtec", "wood", "--root", c.parent.parent / "sample", "--out",
