@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from defectkit.cli import main
+from defectkit.leaderboard.rows import ROWS as ROW_SPECS
 from defectkit.leaderboard.suite import SuitePlan
 from defectkit.sample import write_category
 
@@ -124,6 +125,56 @@ def test_shards_are_contiguous_equal_parts():
     # a row stays with the rows it needs: sam-det is never cut from yolo-world-ft
     assert all(u.rows in (("yolo-world-ft", "sam-det"), ("classifier",)) for u in plan.units())
     assert [len(p) for p in (plan.shard(i, 5) for i in range(1, 6))] == [3, 3, 2, 2, 2]
+
+
+def _metrics(result: dict) -> dict[str, dict]:
+    """Every metric of a row result: its task metrics and the common column."""
+    level = result["image_level"] or {}
+    return {**result["metrics"], **{k: level[k] for k in ("test_auroc", "test_accuracy") if k in level}}
+
+
+def test_every_metric_has_an_interval_holding_its_value(single):
+    for category in CATEGORIES:
+        for row in ("yolo-world-zs", "sam-gt-random", "classifier"):
+            result = json.loads((single / category / "rows" / row / "result.json").read_text())
+            assert result["bootstrap"] == {"resamples": 200, "seed": 0, "confidence": 0.95, "unit": "test image"}
+            shown = {*ROW_SPECS[row].metrics, *(["test_auroc", "test_accuracy"] if result["image_level"] else [])}
+            for name, m in _metrics(result).items():
+                if m["value"] is None or name not in shown:
+                    continue  # n/a (e.g. no defect of a class), or kept in result.json only (AR100)
+                assert m["ci_low"] <= m["value"] + 1e-12 and m["value"] <= m["ci_high"] + 1e-12, (category, row, name, m)
+    # the classifier's accuracies are classify val's own numbers, the interval drawn around them
+    result = json.loads((single / "board_a" / "rows" / "classifier" / "result.json").read_text())
+    own = json.loads((single / "board_a" / "rows" / "classifier" / "eval" / "metrics.json").read_text())["classification"]
+    assert result["metrics"]["balanced_accuracy"]["value"] == own["balanced_accuracy"]
+    # the recorded evaluate commands carry the bootstrap, so a replay rebuilds the intervals too
+    run = json.loads((single / "board_a" / "run.json").read_text())
+    evaluate = run["rows"]["yolo-world-zs"]["commands"][-1]
+    assert evaluate[:2] == ["evaluate", "detection"] and evaluate[evaluate.index("--bootstrap") + 1] == "200"
+    metrics = json.loads((single / "board_a" / run["rows"]["yolo-world-zs"]["metrics"]).read_text())
+    assert metrics["bbox"]["ci"]["AP"] == result_ci(single, "yolo-world-zs", "box_AP")
+
+
+def result_ci(run_folder: Path, row: str, metric: str) -> dict:
+    return json.loads((run_folder / "board_a" / "rows" / row / "result.json").read_text())["metrics"][metric]
+
+
+def test_a_row_at_chance_is_marked(single):
+    """Random YOLO-World weights and text embeddings score every image alike: AUROC 0.5 with an
+    interval that holds 0.5, called 'not distinguishable from chance' in both reports."""
+    result = json.loads((single / "board_a" / "rows" / "yolo-world-zs" / "result.json").read_text())
+    assert result["image_level"]["at_chance"] and any("not distinguishable from chance" in n for n in result["notes"])
+    classifier = json.loads((single / "board_a" / "rows" / "classifier" / "result.json").read_text())
+    auroc = classifier["image_level"]["test_auroc"]
+    assert classifier["image_level"]["at_chance"] == (auroc["ci_low"] <= 0.5 <= auroc["ci_high"])
+    for report in (single / "board_a" / "report", single / "report"):
+        md, html = (report / "report.md").read_text(), (report / "report.html").read_text()
+        line = next(x for x in md.splitlines() if "`yolo-world-zs`" in x and x.startswith("| "))
+        assert "not distinguishable from chance" in line
+        assert "<td>not distinguishable from chance</td>" in html
+    ranked = _board(single)["protocols"]["defectkit"]["leaderboard"]
+    zero_shot = next(e for e in ranked if e["row"] == "yolo-world-zs")
+    assert zero_shot["at_chance"] and zero_shot["image_auroc"]["value"] == 0.5
 
 
 @pytest.fixture(scope="module")

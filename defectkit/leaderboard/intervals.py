@@ -2,7 +2,8 @@
 interval over test images from ``defectkit.evaluation.bootstrap``), summarised over repeats and over
 categories, and read for ties and for chance.
 
-Small typed functions over those dicts; the resampling itself is the evaluator's.
+Small typed functions over those dicts; the resampling, the overlap and the chance test are the
+evaluator's (a metric without an interval, ``--bootstrap 0``, is never called tied or at chance).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from defectkit.evaluation.bootstrap import indistinguishable_from_chance, intervals_overlap
 
 Z95 = 1.959963984540054  # the normal 97.5% quantile
 CHANCE_AUROC = 0.5
@@ -47,34 +50,31 @@ def value_of(metric: float | dict | None) -> float | None:
 
 
 def has_bounds(metric: dict | None) -> bool:
+    """Whether a metric carries an interval.
+
+    >>> has_bounds(interval(0.5, 0.4, 0.6)), has_bounds(interval(0.5)), has_bounds(None)
+    (True, False, False)
+    """
     return metric is not None and metric.get("ci_low") is not None and metric.get("ci_high") is not None
 
 
-def contains(metric: dict, x: float) -> bool:
-    """Whether the interval holds ``x`` (False without bounds).
-
-    >>> contains(interval(0.6, 0.45, 0.8), 0.5), contains(interval(0.9, 0.8, 1.0), 0.5)
-    (True, False)
-    """
-    return has_bounds(metric) and metric["ci_low"] <= x <= metric["ci_high"]
-
-
 def at_chance(auroc: dict | None) -> bool:
-    """An image AUROC not distinguishable from chance: its 95% interval contains 0.5.
+    """An image AUROC not distinguishable from chance: its 95% interval contains 0.5 (never without
+    an interval: ``--bootstrap 0`` makes no such call).
 
-    >>> at_chance(interval(0.62, 0.41, 0.83)), at_chance(interval(0.95, 0.9, 1.0))
-    (True, False)
+    >>> at_chance(interval(0.62, 0.41, 0.83)), at_chance(interval(0.95, 0.9, 1.0)), at_chance(interval(0.5))
+    (True, False, False)
     """
-    return auroc is not None and contains(auroc, CHANCE_AUROC)
+    return has_bounds(auroc) and indistinguishable_from_chance(auroc, CHANCE_AUROC)
 
 
-def overlap(a: dict, b: dict) -> bool:
-    """Two intervals that share a point: the data cannot order the two rows.
+def overlap(a: dict | None, b: dict | None) -> bool:
+    """Two intervals that share a point: the data cannot order the two rows (never without intervals).
 
     >>> overlap(interval(0.8, 0.7, 0.9), interval(0.65, 0.5, 0.72)), overlap(interval(0.8, 0.7, 0.9), interval(0.6, 0.5, 0.69))
     (True, False)
     """
-    return has_bounds(a) and has_bounds(b) and a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]
+    return has_bounds(a) and has_bounds(b) and intervals_overlap(a, b)
 
 
 def tied_with(ranked: Sequence[dict | None]) -> list[list[int]]:
@@ -84,7 +84,7 @@ def tied_with(ranked: Sequence[dict | None]) -> list[list[int]]:
     [[2], [1], [], []]
     """
     return [
-        [j + 1 for j, b in enumerate(ranked) if j != i and a is not None and b is not None and overlap(a, b)]
+        [j + 1 for j, b in enumerate(ranked) if j != i and overlap(a, b)]
         for i, a in enumerate(ranked)
     ]
 

@@ -23,17 +23,19 @@ from defectkit.core.errors import DefectkitError
 from defectkit.core.results import read_coco_results
 from defectkit.evaluation import evaluate_detection, evaluate_masks
 from defectkit.leaderboard.context import RunContext
+from defectkit.leaderboard.intervals import interval
 from defectkit.leaderboard.scoring import max_score_per_image
 
 DETECTION, SEGMENTATION, CLASSIFICATION = "detection", "segmentation", "classification"
 # The pixel metrics papers report, of a score map per image (the evaluator's names).
 PIXEL_METRICS = ("pixel_auroc", "aupro", "pixel_ap", "pixel_f1_max")
 # The test metrics a row of each task reports, its main one first (the report's "main metric", the
-# category table's column, the label-efficiency curve's y). A row of another task declares its own
+# category table's column, the label-efficiency curve's y), each with a bootstrap interval (AR100,
+# which has none, stays in result.json only). A row of another task declares its own
 # (``register(..., metrics=...)``).
 TASK_METRICS = {
-    DETECTION: ("box_AP", "box_AP50", "box_AP75", "box_AR100"),
-    SEGMENTATION: ("mask_mIoU", "mask_mDice", "segm_AP", "segm_AP50", "segm_AR100", *PIXEL_METRICS),
+    DETECTION: ("box_AP", "box_AP50", "box_AP75"),
+    SEGMENTATION: ("mask_mIoU", "mask_mDice", "segm_AP", "segm_AP50", *PIXEL_METRICS),
     CLASSIFICATION: ("balanced_accuracy", "accuracy"),
 }
 METRIC_LABELS = {
@@ -134,6 +136,25 @@ def reproduce(
     }
 
 
+def bootstrap_args(ctx: RunContext) -> list[str]:
+    """The ``evaluate`` options that add the run's intervals (``--bootstrap N --seed S``; none for 0)."""
+    n = ctx.config.bootstrap
+    return ["--bootstrap", str(n), "--seed", str(ctx.config.seed)] if n > 0 else []
+
+
+def with_interval(metrics: dict, key: str) -> dict:
+    """``metrics[key]`` as ``{"value", "ci_low", "ci_high"}``: the evaluator's bootstrap interval
+    (``metrics["ci"][key]``) when it drew one, else the bare value (None bounds).
+
+    >>> with_interval({"AP": 0.5, "ci": {"AP": {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}}}, "AP")["ci_low"]
+    0.4
+    >>> with_interval({"AR100": 0.7}, "AR100")
+    {'value': 0.7, 'ci_low': None, 'ci_high': None}
+    """
+    found = metrics.get("ci", {}).get(key)
+    return dict(found) if found is not None else interval(metrics[key])
+
+
 def evaluator_plots(ctx: RunContext, eval_dir: Path) -> dict[str, str]:
     return {p.stem: ctx.rel(p) for p in sorted(eval_dir.glob("*.png"))}
 
@@ -142,9 +163,11 @@ def evaluate_test(ctx: RunContext, pred_file: Path, iou_type: str, out_dir: Path
     """``evaluate detection`` of the test split's COCO results: the evaluator's report in
     ``out_dir`` (metrics.json, PR curves, confusion matrix) and the command that writes it."""
     gt = ctx.truth["test"].coco_path
-    out = evaluate_detection(str(gt), str(pred_file), iou_type, out_dir=out_dir, confusion_matrix=True, title=title)
+    cfg = ctx.config
+    out = evaluate_detection(str(gt), str(pred_file), iou_type, out_dir=out_dir, confusion_matrix=True, title=title,
+                             bootstrap=cfg.bootstrap, seed=cfg.seed)  # fmt: skip
     command = ["evaluate", "detection", "--gt", arg(ctx, gt), "--pred", arg(ctx, pred_file),
-               "--iou-type", iou_type, "--out", arg(ctx, out_dir), "--overwrite"]  # fmt: skip
+               "--iou-type", iou_type, *bootstrap_args(ctx), "--out", arg(ctx, out_dir), "--overwrite"]  # fmt: skip
     return out, command
 
 
@@ -153,10 +176,11 @@ def evaluate_mask_union(ctx: RunContext, pred_file: Path, out_dir: Path) -> tupl
     the masks scored >= ``mask_score_threshold`` per image and class, and the pixel metrics of each
     image's score map (a pixel's highest covering mask score, 0 elsewhere)."""
     gt, threshold = ctx.truth["test"].coco_path, ctx.config.mask_score_threshold
-    out = evaluate_masks(str(gt), str(pred_file), score_threshold=threshold, out_dir=out_dir, pixel_metrics=True)
+    out = evaluate_masks(str(gt), str(pred_file), score_threshold=threshold, out_dir=out_dir, pixel_metrics=True,
+                         bootstrap=ctx.config.bootstrap, seed=ctx.config.seed)  # fmt: skip
     command = ["evaluate", "masks", "--gt", arg(ctx, gt), "--pred", arg(ctx, pred_file),
-               "--score-threshold", repr(float(threshold)), "--pixel-metrics", "--out", arg(ctx, out_dir),
-               "--overwrite"]  # fmt: skip
+               "--score-threshold", repr(float(threshold)), "--pixel-metrics", *bootstrap_args(ctx),
+               "--out", arg(ctx, out_dir), "--overwrite"]  # fmt: skip
     return out, command
 
 
@@ -177,12 +201,7 @@ def coco_row(
     prefix = "box" if iou_type == "bbox" else "segm"
     results = {s: read_coco_results(pred_files[s]) for s in SPLITS}
     row = {
-        "metrics": {
-            f"{prefix}_AP": m["AP"],
-            f"{prefix}_AP50": m["AP50"],
-            f"{prefix}_AP75": m["AP75"],
-            f"{prefix}_AR100": m["AR100"],
-        },
+        "metrics": {f"{prefix}_{k}": with_interval(m, k) for k in ("AP", "AP50", "AP75", "AR100")},
         "per_class": {name: v["AP"] if v["AP"] != -1 else None for name, v in m["per_class"].items()},
         "per_class_metric": f"{prefix} AP",
         "scores": {s: max_score_per_image(ctx.truth[s].image_ids, results[s]) for s in SPLITS}

@@ -7,8 +7,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from defectkit.core.errors import DefectkitError
 from defectkit.core.results import write_coco_results
+from defectkit.evaluation import evaluate_masks
 from defectkit.leaderboard.context import BenchmarkConfig, RunContext
 from defectkit.leaderboard.rows import (
     DETECTOR_CONF,
@@ -22,13 +25,22 @@ from defectkit.leaderboard.rows import (
     evaluate_mask_union,
     register,
     reproduce,
+    with_interval,
 )
 from defectkit.leaderboard.rows_detection import detect_train_command, honesty_notes, predict_split_files, train_yolo
 from defectkit.segment.data import read_sam_jsonl, split_jsonl
 from defectkit.segment.models import MODEL_REGISTRY, build_sam
 from defectkit.segment.predict import RESULTS_FILE, Segmenter, load_segmenter, segment_images
 from defectkit.segment.train import TrainConfig, train
-from defectkit.segment.val import BASE, FINETUNED, category_ids, predict_split, val_split, write_val
+from defectkit.segment.val import (
+    BASE,
+    FINETUNED,
+    SplitPredictions,
+    category_ids,
+    predict_split,
+    val_split,
+    write_val,
+)
 
 SAM_TOP_BOXES = 20  # detector boxes per image handed to SAM (segment predict --max-det)
 SAM_ROWS = ("sam-gt-base", "sam-gt-random", "sam-gt-ft", "sam-det")
@@ -106,10 +118,11 @@ def _sam_gt_boxes(ctx: RunContext, row_dir: Path, finetuned: Path | None, title:
     metrics = scored[key][1]
     n_prompted = sum(1 for r in records["test"] if r.instances)
     row["infer_s_per_image"] = infer_s / max(1, n_prompted)
+    intervals = _instance_mask_intervals(ctx, scored[key][0], test.coco_path)
     row["metrics"] = {
-        "mask_mIoU": metrics["mean_iou"],
-        "mask_mDice": metrics["mean_dice"],
-        "instance_IoU": metrics["instance_iou"],
+        "mask_mIoU": intervals.get("mean_iou", metrics["mean_iou"]),
+        "mask_mDice": intervals.get("mean_dice", metrics["mean_dice"]),
+        "instance_IoU": intervals.get("mean_image_iou", metrics["instance_iou"]),
         **row["metrics"],
         "area_ratio": metrics["area_ratio"],
     }
@@ -131,6 +144,24 @@ def _sam_gt_boxes(ctx: RunContext, row_dir: Path, finetuned: Path | None, title:
     return row
 
 
+def _instance_mask_intervals(ctx: RunContext, predicted: SplitPredictions, coco_json: Path) -> dict[str, dict]:
+    """Bootstrap intervals of ``segment val``'s mask IoU/Dice: the evaluator's call of
+    ``segment.val.score_predictions`` (each instance its own image, its pixels labelled by its
+    class), with the run's ``--bootstrap``, so the values are segment val's and the resampled unit
+    is the prompted instance. Empty for ``--bootstrap 0``."""
+    cfg = ctx.config
+    if cfg.bootstrap <= 0 or not predicted.gt_masks:
+        return {}
+    names = [n for n, _ in sorted(category_ids(coco_json).items(), key=lambda kv: kv[1])]
+    classes = [r["category_id"] for r in predicted.results]
+    out = evaluate_masks(
+        [g.astype(np.uint8) * c for g, c in zip(predicted.gt_masks, classes)],
+        [m.astype(np.uint8) * c for m, c in zip(predicted.pred_masks, classes)],
+        class_names=names, bootstrap=cfg.bootstrap, seed=cfg.seed,
+    )  # fmt: skip
+    return out["ci"]
+
+
 def _mask_union_row(
     ctx: RunContext,
     row_dir: Path,
@@ -148,12 +179,12 @@ def _mask_union_row(
     row, evaluate_command = coco_row(ctx, row_dir, "segm", files, infer_s, title)
     union, union_command = evaluate_mask_union(ctx, files["test"], row_dir / "eval_masks")
     row["metrics"] = {
-        "mask_mIoU": union["mean_iou"],
-        "mask_mDice": union["mean_dice"],
+        "mask_mIoU": with_interval(union, "mean_iou"),
+        "mask_mDice": with_interval(union, "mean_dice"),
         **row["metrics"],
         "pixel_precision": union["pixel_precision"],
         "pixel_recall": union["pixel_recall"],
-        **{m: union[m] for m in PIXEL_METRICS},
+        **{m: with_interval(union, m) for m in PIXEL_METRICS},
     }
     row["per_class"] = {c: v["iou"] for c, v in union["per_class"].items()}
     row["per_class_metric"] = "mask IoU"

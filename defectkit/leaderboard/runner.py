@@ -28,7 +28,8 @@ from defectkit.leaderboard.report import CHANCE, auroc_of, build_report, chance_
 from defectkit.leaderboard.rows import ROWS, resolve_rows
 from defectkit.leaderboard.rows_detection import WORLD_ROWS, ensure_text_embeddings
 from defectkit.leaderboard.rows_segmentation import SAM_ROWS, check_sam, sam_is_random
-from defectkit.leaderboard.scoring import image_level
+from defectkit.leaderboard.scoring import image_level, image_level_intervals
+from defectkit.evaluation.bootstrap import bootstrap_info
 from defectkit.evaluation.coco_io import load_json
 from defectkit.evaluation.report import to_jsonable
 
@@ -161,9 +162,15 @@ def finish_row(ctx: RunContext, name: str, result: dict, wall_s: float) -> dict:
             f"every test image got the same score ({scores['test'][0]:g}): nothing told defective and good "
             "images apart, so its AUROC of 0.5 is chance (too little training?)"
         )
+    cfg = ctx.config
     result["metrics"] = {m: as_interval(v) for m, v in result["metrics"].items()}
     if level is not None:
-        level = {**level, **{k: as_interval(level[k]) for k in ("test_auroc", "test_accuracy")}}
+        intervals = (
+            image_level_intervals(ctx.truth["test"].labels, scores["test"], level["threshold"], cfg.bootstrap, cfg.seed)
+            if cfg.bootstrap > 0
+            else {}
+        )
+        level = {**level, **{k: intervals.get(k, as_interval(level[k])) for k in ("test_auroc", "test_accuracy")}}
         level["at_chance"] = at_chance(level["test_auroc"])
         if level["at_chance"]:
             notes.append(f"image AUROC {format_metric(level['test_auroc'])}: {CHANCE} (its 95% interval contains 0.5)")
@@ -173,6 +180,7 @@ def finish_row(ctx: RunContext, name: str, result: dict, wall_s: float) -> dict:
         "task": spec.task,
         "device": ctx.config.device,
         "image_level": level,
+        "bootstrap": bootstrap_info(cfg.bootstrap, cfg.seed) if cfg.bootstrap > 0 else None,
         "wall_s": wall_s,
         "notes": notes,
         **result,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from defectkit.evaluation import evaluate_anomaly
+from defectkit.evaluation.bootstrap import percentile_interval, resample_weights, weighted_mean
 
 
 def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -74,6 +75,28 @@ def image_level(
         "n_test": int(np.size(test_labels)),
         "n_test_defective": int(np.sum(test_labels)),
     }
+
+
+def image_level_intervals(
+    test_labels: np.ndarray, test_scores: np.ndarray, threshold: float, bootstrap: int, seed: int = 0
+) -> dict[str, dict]:
+    """95% bootstrap intervals of the common column on the test split, from the evaluator's
+    bootstrap: image AUROC (``evaluate_anomaly``'s) and the accuracy at the val ``threshold``, both on
+    the same ``bootstrap`` resamples of the test images (seeded by ``seed``).
+
+    >>> ci = image_level_intervals([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.3, bootstrap=200)
+    >>> ci["test_auroc"]["value"], ci["test_auroc"]["ci_low"] <= 0.75 <= ci["test_auroc"]["ci_high"]
+    (0.75, True)
+    >>> ci["test_accuracy"]["value"]
+    0.75
+    """
+    labels = np.asarray(test_labels, int).ravel()
+    scores = np.asarray(test_scores, np.float64).ravel()
+    auroc = evaluate_anomaly(labels, scores, bootstrap=bootstrap, seed=seed)["ci"]["image_auroc"]
+    correct = ((scores >= threshold) == labels.astype(bool)).astype(np.float64)
+    weights = resample_weights(labels.size, bootstrap, seed)
+    accuracy = percentile_interval(accuracy_at(labels, scores, threshold), weighted_mean(correct, weights))
+    return {"test_auroc": auroc, "test_accuracy": accuracy}
 
 
 def val_call(scores: np.ndarray, threshold: float) -> str:
