@@ -159,6 +159,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         report = suite_runner.run_suite(cfg, plan, shard)
         if report is not None:
             print(f"\nreport: {report / 'report.html'}  (also {report / 'report.md'}, {report / 'leaderboard.json'})")
+            print((report / "leaderboard.txt").read_text().rstrip())
         return 0
     report = run_benchmark(cfg)
     print(f"\nreport: {report / 'report.html'}  (also {report / 'report.md'})")
@@ -171,6 +172,7 @@ def _merge(args: argparse.Namespace) -> int:
 
     report = suite_runner.merge_suites(args.run_dirs, args.out, overwrite=args.overwrite)
     print(f"report: {report / 'report.html'}  (also {report / 'report.md'}, {report / 'leaderboard.json'})")
+    print((report / "leaderboard.txt").read_text().rstrip())
     return 0
 
 
@@ -425,8 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="every approach on the same split, scored by the shared evaluator, in one leaderboard",
         description="Convert CATEGORY once, then train and score each row (detectors, SAM variants, YOLO-seg, the "
         "classifier) on that split. Each row ranks on the image-level column (image AUROC and accuracy at the "
-        "threshold chosen on val) and reports its own task metrics and cost. Writes <out>/report/report.md, "
-        "report.html (plots inlined), leaderboard.json; --resume skips finished rows.",
+        "threshold chosen on val) and reports its own task metrics and cost, every metric with a 95% bootstrap "
+        "interval. Writes <out>/report/report.md, report.html (plots inlined), leaderboard.json; --resume skips "
+        "finished rows. Several categories (a,b,c or all), --repeats, --shots or --shard make a suite: one run "
+        "folder per category (and seed, and split), and one category table with a mean row. "
+        "`defectkit benchmark merge RUN_DIRS... --out DIR` joins the shards of a suite.",
     )
     p.add_argument(
         "category",
@@ -445,9 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--shard",
         default=None,
         metavar="I/N",
-        help="run only the I-th of N equal, contiguous parts of the work (category x row group x split x "
-        "seed, in that order), e.g. a job array's index; each shard its own --out, then `defectkit benchmark "
-        "merge` joins them",
+        help="run only the I-th of N equal, contiguous parts of the work (units of split protocol x seed x "
+        "category x row group, in that order; the first units%%N parts one unit longer), e.g. a job array's "
+        "index; give each shard its own --out, then `defectkit benchmark merge` joins them",
     )
     p.set_defaults(func=lambda args: _run(args, "benchmark"))
     return parser

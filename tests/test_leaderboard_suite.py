@@ -56,6 +56,7 @@ def single(root3, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("single") / "suite"
     printed = _run(_bench(root3, "all", out))
     assert f"report: {out / 'report' / 'report.html'}" in printed
+    assert "split defectkit, mean over 3 categories:" in printed and "yolo-world-zs  0.500 [0.500, 0.500] ~chance" in printed
     return out
 
 
@@ -116,6 +117,24 @@ def test_shards_merged_give_the_single_runs_table(single, merged):
     md = (merged / "merged" / "report" / "report.md").read_text()
     assert md.split("## Per category")[1].split("## Reproduce")[0] == (single / "report" / "report.md").read_text().split(
         "## Per category")[1].split("## Reproduce")[0]  # fmt: skip
+
+
+def test_a_suite_resumes_and_refuses_other_settings(single, root3, capsys):
+    """--resume loads every finished category and row (nothing reruns) and writes the same table; a
+    changed setting that changes numbers (the split protocol, the bootstrap) is refused, per run too."""
+    results = sorted(single.glob("*/rows/*/result.json"))
+    before = {p: p.stat().st_mtime_ns for p in results}
+    board = _board(single)
+    _run(_bench(root3, "all", single, "--resume"))
+    assert {p: p.stat().st_mtime_ns for p in results} == before and _board(single)["protocols"] == board["protocols"]
+    for extra, message in (
+        (["--bootstrap", "100"], "this suite used bootstrap=200, not 100"),
+        (["--protocol", "anomalydiffusion"], "this run used protocol='defectkit', not 'anomalydiffusion'"),
+    ):
+        what, out = ("all", single) if "--bootstrap" in extra else ("board_a", single / "board_a")
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in _bench(root3, what, out, "--resume", *extra)])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_shards_are_contiguous_equal_parts():

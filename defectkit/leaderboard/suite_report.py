@@ -220,11 +220,31 @@ def _run_entry(folder: Path) -> dict:
     return {"folder": str(folder), "split_manifest": run.get("split_manifest"), "data": run.get("data"), "rows": run.get("rows")}
 
 
+def suite_text(board: dict) -> str:
+    """The approaches' leaderboard of each protocol as fixed-width text (what the CLI prints)."""
+    blocks = []
+    for protocol, part in board["protocols"].items():
+        lines = [["rank", "approach", "image AUROC (mean) [95% CI]", "tied with", "main metric"]]
+        for e in part["leaderboard"]:
+            auroc = format_metric(e[IMAGE_AUROC]) + (" ~chance" if e["at_chance"] else "")
+            lines.append([str(e["rank"]), e["row"], auroc, ",".join(map(str, e["tied_with"])) or "-",
+                          f"{metric_label(e['main_metric'])} {format_metric(e['main'])}"])  # fmt: skip
+        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+        text = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+        text.insert(1, "  ".join("-" * w for w in widths))
+        blocks.append("\n".join([f"split {protocol}, mean over {len(board['plan']['categories'])} categories:", *text]))
+    return "\n\n".join(blocks) + "\n~chance: the AUROC interval contains 0.5 (not distinguishable from chance)"
+
+
 def write_suite_report(suite: SuiteResults, out: Path) -> Path:
-    """Write ``out/report.md``, ``report.html`` and ``leaderboard.json`` atomically; returns ``out``."""
+    """Write ``out/report.md``, ``report.html``, ``leaderboard.json`` and ``leaderboard.txt`` atomically;
+    returns ``out``."""
     doc, board = build_suite_report(suite)
     return doc.write(
         out,
         html=True,
-        extra_files={"leaderboard.json": (json.dumps(board, indent=2, allow_nan=False) + "\n").encode("utf-8")},
+        extra_files={
+            "leaderboard.json": (json.dumps(board, indent=2, allow_nan=False) + "\n").encode("utf-8"),
+            "leaderboard.txt": (suite_text(board) + "\n").encode("utf-8"),
+        },
     )
