@@ -36,7 +36,7 @@ from defectkit.evaluation.ranking import cumulative_at_runs, descending_runs
 
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
-MAX_PIXEL_BINS = 2048  # threshold bins of resampled pixel curves (exact below this many distinct scores)
+MAX_PIXEL_BINS = 1024  # threshold bins of resampled pixel curves (exact below this many distinct scores)
 _CHUNK_CELLS = 1 << 21  # resamples x entries processed at once: a few MB per temporary
 
 
@@ -156,41 +156,44 @@ def _resampled_curves(
     of T thresholds (highest first) under each resample's image weights.
 
     With at most ``max_bins`` distinct scores the thresholds are the distinct scores (exact);
-    otherwise consecutive distinct scores are grouped into at most ``max_bins`` bins (equal counts
-    of the first column, positives, and of the second, negatives), each bin one threshold, and the
-    resampled curves are those of the scores rounded down to their bin (per image histograms, one
-    matrix product per column).
+    otherwise consecutive distinct scores are grouped into at most ``max_bins`` bins, each bin one
+    threshold: the resampled curves are those of the scores rounded down to their bin.
     """
     order, run_ends = runs if runs is not None else descending_runs(scores)
     n_images = weights.shape[1]
-    if run_ends.size <= max_bins and scores.size * weights.shape[0] <= 64 * _CHUNK_CELLS:
-        # Exact and direct: each entry weighted by its image's weight, cumulative sums along the order.
+    if scores.size * weights.shape[0] <= _CHUNK_CELLS:
+        # Few entries (one per image, say): each weighted by its image's weight directly, exact.
         image_sorted = entry_image[order]
-        out = [np.empty((weights.shape[0], run_ends.size)) for _ in columns]
-        step = max(1, _CHUNK_CELLS // max(scores.size, 1))
-        for first in range(0, weights.shape[0], step):
-            w = weights[first : first + step][:, image_sorted].astype(np.float64)
-            for target, column in zip(out, columns):
-                target[first : first + step] = np.cumsum(w * column[order], axis=1)[:, run_ends]
-        return out
-    # Binned: the distinct scores (runs, highest first) are cut into bins where the count of the
-    # first column (positives) or of the second (negatives) passes a multiple of its total / (bins / 2):
-    # equal-count bins of each, so the few positives get as many bins as the many negatives.
-    half = max(1, min(max_bins, run_ends.size) // 2)
-    bin_of_run = np.zeros(run_ends.size, np.int64)
-    for column in columns[:2]:
-        through = cumulative_at_runs(np.asarray(column, dtype=np.float64), order, run_ends)
-        before = through - np.diff(through, prepend=0.0)
-        bin_of_run += np.minimum((before / max(through[-1], 1e-300) * half).astype(np.int64), half - 1)
-    n_bins = 2 * half
+        w = weights[:, image_sorted].astype(np.float64)
+        return [np.cumsum(w * column[order], axis=1)[:, run_ends] for column in columns]
+    # Many entries: per-image histograms over the thresholds, then one matrix product per column.
+    # Up to ``max_bins`` distinct scores each is its own bin (exact); above, the distinct scores
+    # (runs, highest first) are cut where the count of the first column (positives) or of the
+    # second (negatives) passes a multiple of its total / (bins / 2): equal-count bins of each, so
+    # the few positives get as many bins as the many negatives.
+    if run_ends.size <= max_bins:
+        bin_of_run = np.arange(run_ends.size)
+        n_bins = run_ends.size
+    else:
+        half = max_bins // 2
+        bin_of_run = np.zeros(run_ends.size, np.int64)
+        for column in columns[:2]:
+            through = cumulative_at_runs(np.asarray(column, dtype=np.float64), order, run_ends)
+            before = through - np.diff(through, prepend=0.0)
+            bin_of_run += np.minimum((before / max(through[-1], 1e-300) * half).astype(np.int64), half - 1)
+        n_bins = 2 * half
     run_lengths = np.diff(run_ends, prepend=-1)
     bin_of_entry = np.empty(scores.size, np.int64)
     bin_of_entry[order] = np.repeat(bin_of_run, run_lengths)
     cell = entry_image * n_bins + bin_of_entry
+    # Binned, the product runs in float32 (twice as fast; its ~1e-7 relative rounding is nothing next
+    # to the binning); exact, in float64.
+    dtype = np.float64 if run_ends.size <= max_bins else np.float32
+    weights_cast = weights.astype(dtype)
     out = []
     for column in columns:
         hist = np.bincount(cell, weights=column, minlength=n_images * n_bins).reshape(n_images, n_bins)
-        out.append(np.cumsum(weights.astype(np.float64) @ hist, axis=1))
+        out.append(np.cumsum((weights_cast @ hist.astype(dtype)).astype(np.float64), axis=1))
     return out
 
 
@@ -350,36 +353,52 @@ class CocoMatches:
         return cls(det_image, det_tp, det_fp, gt_counts, np.asarray(rec_thrs, np.float64), np.asarray(iou_thrs))
 
 
-def _interpolated_precision(
-    tp_cum: np.ndarray, fp_cum: np.ndarray, n_gt: np.ndarray, rec_thrs: np.ndarray
-) -> np.ndarray:
-    """(B, R) COCO's interpolated precision at each recall threshold, from integer cumulative
-    true/false positive counts (P, B) at the P true-positive points of one class and IoU threshold
-    (points along axis 0: cumulative operations then run over contiguous rows), and each
-    resample's number of objects (B,). Only true-positive points matter: a recall threshold is
-    first reached at one, and between them precision only falls.
+def recall_thresholds_reached(n_gt: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
+    """(B, max n_gt + 1) table: for each resample's number of objects ``n_gt`` (B,) and each true
+    positive count v, how many recall thresholds v / n_gt reaches (in float64, as COCO divides:
+    ``searchsorted(rec_thrs, v / n_gt, "right")``). A lookup per point then replaces a division and
+    a search per point.
+
+    >>> recall_thresholds_reached(np.array([4]), np.linspace(0, 1, 101))[0].tolist()
+    [1, 26, 51, 76, 101]
     """
-    n_points, n_rows = tp_cum.shape
-    q = np.zeros((n_rows, rec_thrs.size))
-    if n_points == 0:
-        return q
-    predicted = tp_cum + fp_cum
-    precision = tp_cum / np.maximum(predicted, 1)  # float64, as COCO divides; 0 before any detection
-    envelope = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
-    # The fewest true positives whose recall tp / n_gt (in float64, as COCO divides) reaches each
-    # threshold, then the first point with at least that many (one search on row-offset integers).
-    gt = np.maximum(n_gt.astype(np.float64), 1)[:, None]
+    gt = np.maximum(n_gt, 1).astype(np.float64)[:, None]
+    # The fewest true positives reaching each threshold, from ceil(t * n) corrected by one where
+    # the float division lands the other side.
     needed = np.ceil(rec_thrs[None, :] * gt)
     needed = np.where((needed >= 1) & ((needed - 1) / gt >= rec_thrs), needed - 1, needed)
     needed = np.where(needed / gt < rec_thrs, needed + 1, needed).astype(np.int64)
-    span = int(tp_cum[-1].max()) + int(needed.max()) + 2
-    offsets = np.arange(n_rows, dtype=np.int64) * span
-    flat = (tp_cum.T.astype(np.int64) + offsets[:, None]).ravel()
-    found = np.searchsorted(flat, (needed + offsets[:, None]).ravel(), side="left").reshape(n_rows, -1)
-    found -= (np.arange(n_rows) * n_points)[:, None]
-    reached = found < n_points
-    rows = np.broadcast_to(np.arange(n_rows)[:, None], found.shape)
-    q[reached] = envelope[found[reached], rows[reached]]
+    width = int(np.max(n_gt, initial=0)) + 1
+    counts = np.zeros((n_gt.size, width + 1), np.int32)
+    np.add.at(counts, (np.repeat(np.arange(n_gt.size), rec_thrs.size), np.minimum(needed, width).ravel()), 1)
+    return np.cumsum(counts[:, :width], axis=1, dtype=np.int32)
+
+
+def _interpolated_precision(tp_cum: np.ndarray, predicted: np.ndarray, reached_table: np.ndarray) -> np.ndarray:
+    """(B, R) COCO's interpolated precision at each recall threshold, from integer cumulative
+    counts of true positives and of true + false positives (P, B) at the P true-positive points
+    of one class and IoU threshold (points along axis 0: cumulative operations then run over
+    contiguous rows), and each resample's ``recall_thresholds_reached`` table. Only true-positive
+    points matter: a recall threshold is first reached at one, and between them precision only falls.
+    """
+    n_points, n_rows = tp_cum.shape
+    n_thresholds = int(reached_table[:, -1].max(initial=0)) if reached_table.size else 0
+    q = np.zeros((n_rows, max(n_thresholds, 1)))
+    if n_points == 0:
+        return q
+    precision = tp_cum / np.maximum(predicted, 1)  # float64, as COCO divides; 0 before any detection
+    envelope = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
+    # Recall thresholds reached at each point. COCO reads threshold r at the first point reaching
+    # it; points where the count grows own the thresholds it grows by, and since the envelope only
+    # falls along the points, each threshold takes the largest envelope among the points at or
+    # after its slot (a suffix maximum).
+    width = reached_table.shape[1]
+    reached = reached_table.ravel()[np.arange(n_rows) * width + np.minimum(tp_cum, width - 1)]
+    grows = reached > np.vstack([np.zeros((1, n_rows), reached.dtype), reached[:-1]])
+    point, row = np.nonzero(grows)
+    slots = np.zeros((n_rows, q.shape[1]))
+    slots[row, reached[point, row] - 1] = envelope[point, row]
+    q[:] = np.maximum.accumulate(slots[:, ::-1], axis=1)[:, ::-1]
     return q
 
 
@@ -412,18 +431,21 @@ def coco_ap_resampled(matches: CocoMatches, weights: np.ndarray) -> dict[str, np
             rows = slice(first, first + step)
             w = weights_by_image[images, rows]  # (D_k, b)
             drawn_so_far = np.cumsum(w, axis=0, dtype=np.int32)
+            reached_table = recall_thresholds_reached(n_gt[rows, k], matches.rec_thrs)
             for t in range(n_thr):
                 is_tp = matches.det_tp[k][t]
                 tp_points = np.flatnonzero(is_tp)
                 tp_cum = np.cumsum(w[tp_points], axis=0, dtype=np.int32)
-                # False positives so far: every detection drawn so far, minus true positives, minus
-                # those that are neither (matched to an ignored object).
-                fp_cum = drawn_so_far[tp_points] - tp_cum
-                neither = ~(is_tp | matches.det_fp[k][t])
-                if neither.any():
-                    fp_cum -= np.cumsum(w * neither[:, None], axis=0, dtype=np.int32)[tp_points]
-                q = _interpolated_precision(tp_cum, fp_cum, n_gt[rows, k], matches.rec_thrs)
-                per_class[rows, k, t] = np.where(n_gt[rows, k] > 0, q.mean(axis=1), np.nan)
+                # True + false positives so far: every detection drawn so far, minus those that
+                # are neither (matched to an ignored object).
+                predicted = drawn_so_far[tp_points]
+                neither = np.flatnonzero(~(is_tp | matches.det_fp[k][t]))  # few: crowd matches
+                if neither.size:
+                    neither_so_far = np.vstack([np.zeros((1, w.shape[1]), np.int32), np.cumsum(w[neither], axis=0, dtype=np.int32)])
+                    predicted = predicted - neither_so_far[np.searchsorted(neither, tp_points, side="right")]
+                q = _interpolated_precision(tp_cum, predicted, reached_table)
+                # mean over all R thresholds (those never reached count 0)
+                per_class[rows, k, t] = np.where(n_gt[rows, k] > 0, q.sum(axis=1) / matches.rec_thrs.size, np.nan)
     valid = np.isfinite(per_class[:, :, 0])
     n_valid = valid.sum(axis=1)
 

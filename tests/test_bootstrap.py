@@ -73,11 +73,27 @@ def test_pixel_metrics_resampled_equal_rerun_on_duplicated_images():
                 assert values[b] == pytest.approx(rerun[name], abs=1e-9), name
 
 
+def test_pixel_metrics_histograms_exact_below_max_bins():
+    masks, maps = _maps(3)  # 8 levels: few distinct scores
+    entries = dense_pixel_entries(masks, maps)
+    weights = resample_weights(len(masks), 2100, seed=5)  # many resamples: the histogram path
+    resampled = pixel_metrics_resampled(entries, weights, 0.3)
+    for b in (0, 1):
+        w = weights[b]
+        dup_masks = [m for m, k in zip(masks, w) for _ in range(k)]
+        dup_maps = [s for s, k in zip(maps, w) for _ in range(k)]
+        rerun = evaluate_anomaly([int(m.any()) for m in dup_masks], [s.max() for s in dup_maps], dup_masks, dup_maps)
+        for name, values in resampled.items():
+            assert values[b] == pytest.approx(rerun[name], abs=1e-9) if rerun[name] is not None else np.isnan(values[b])
+
+
 def test_pixel_metrics_binned_above_max_bins_stay_close():
     masks, maps = _maps(2, levels=1000)  # ~1,000 distinct scores, 64 bins
     entries = dense_pixel_entries(masks, maps)
     exact = evaluate_anomaly([int(m.any()) for m in masks], [s.max() for s in maps], masks, maps)
-    binned = pixel_metrics_resampled(entries, np.ones((1, len(masks)), np.int32), 0.3, max_bins=64)
+    # Enough resamples (all of every image once) that the per-image histograms are used, not the
+    # per-entry sums.
+    binned = pixel_metrics_resampled(entries, np.ones((2100, len(masks)), np.int32), 0.3, max_bins=64)
     for name, values in binned.items():
         assert values[0] == pytest.approx(exact[name], abs=0.02), name
     assert binned["pixel_auroc"][0] != exact["pixel_auroc"]  # the binned path did run
