@@ -227,6 +227,9 @@ CASES = {
     "defectkit benchmark --shots 1,x": lambda t, c: (
         ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "run", "--fast",
          "--rows", "classifier", "--shots", "1,x"), "'x' is not a number of images"),
+    "defectkit benchmark --shots with K over the defect images": lambda t, c: (
+        ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "suite", "--fast",
+         "--rows", "classifier", "--shots", "100000", "--quiet"), "fewshot:100000: K=100000 is more than"),
     "defectkit benchmark merge of runs with different settings": lambda t, c: (
         ("defectkit", "benchmark", "merge", suite_json(t / "a", epochs=1), suite_json(t / "b", epochs=2), "--out",
          t / "merged"), "settings epochs=2, but"),

@@ -219,12 +219,12 @@ class SuiteResults:
     settings: dict
     config: dict
     results: dict[str, dict[str, dict]]  # run key -> row -> result.json
-    runs: dict[str, Path]  # run key -> its run folder
+    runs: dict[str, list[Path]]  # run key -> its run folder in each shard that ran rows of it
     sources: list[Path]
 
     def anomalous_train_images(self, key: str, category: str) -> int:
         """Defect images the split of a run put in train: K for ``fewshot:K``, all for the default split."""
-        manifest = Manifest.load(self.runs[key] / "data" / category)
+        manifest = Manifest.load(self.runs[key][0] / "data" / category)  # the shards' splits are equal
         return sum(class_of(name) != GOOD for name in manifest.splits["train"])
 
 
@@ -251,7 +251,7 @@ def collect(folders: list[Path]) -> SuiteResults:
     plan = SuitePlan(**first["plan"])
     found: dict[tuple[str, str], Path] = {}
     results: dict[str, dict[str, dict]] = {}
-    runs: dict[str, Path] = {}
+    runs: dict[str, list[Path]] = {}
     for folder, record in zip(folders, records):
         for u in (Unit(**{**u, "rows": tuple(u["rows"])}) for u in record["units"]):
             key = plan.run_key(u.protocol, u.seed, u.category)
@@ -265,7 +265,8 @@ def collect(folders: list[Path]) -> SuiteResults:
                 if not result_file.is_file():
                     raise DefectkitError(f"{result_file}: missing; that shard did not finish (rerun it with --resume)")
                 results.setdefault(key, {})[row] = load_json(result_file, "row result")
-            runs[key] = Path(folder) / key
+            if Path(folder) / key not in runs.setdefault(key, []):
+                runs[key].append(Path(folder) / key)
     missing = [
         f"{plan.run_key(u.protocol, u.seed, u.category)} ({', '.join(u.rows)})"
         for u in plan.units()
@@ -274,19 +275,18 @@ def collect(folders: list[Path]) -> SuiteResults:
     if missing:
         raise DefectkitError(f"{folders[0]}: the suite is not complete; missing {missing[0]}" + (
             f" and {len(missing) - 1} more units" if len(missing) > 1 else ""))  # fmt: skip
-    _check_same_splits(plan, runs, folders)
+    _check_same_splits(runs)
     return SuiteResults(plan, first["settings"], first["config"], results, runs, [Path(f) for f in folders])
 
 
-def _check_same_splits(plan: SuitePlan, runs: dict[str, Path], folders: list[Path]) -> None:
+def _check_same_splits(runs: dict[str, list[Path]]) -> None:
     """Shards that ran rows of one run key made its split each: it must be the same split."""
-    for key in runs:
-        hashes = {}
+    for folders in runs.values():
+        hashes: dict[str | None, Path] = {}
         for folder in folders:
-            run_file = Path(folder) / key / RUN_FILE
-            if run_file.is_file():
-                manifest = load_json(run_file, "run.json").get("split_manifest", {}).get("sha256")
-                hashes.setdefault(manifest, run_file)
+            run_file = folder / RUN_FILE
+            manifest = load_json(run_file, "run.json").get("split_manifest", {}).get("sha256")
+            hashes.setdefault(manifest, run_file)
         if len(hashes) > 1:
             a, b = list(hashes.values())[:2]
             raise DefectkitError(f"{b}: its split manifest differs from {a}'s; the shards split the data differently")

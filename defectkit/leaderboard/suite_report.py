@@ -204,20 +204,25 @@ def build_suite_report(suite: SuiteResults) -> tuple[Report, dict]:
         board["protocols"][protocol] = {"leaderboard": ranked, "table": summary}
     if plan.shots:
         board["label_efficiency"] = _label_efficiency(doc, suite, summaries)
-    board["runs"] = {key: _run_entry(folder) for key, folder in suite.runs.items()}
+    board["runs"] = {key: _run_entry(folders) for key, folders in suite.runs.items()}
     doc.add_heading("Reproduce", 2)
     doc.add_text(
         "Each category's run folder holds its own report and run.json: the `convert-mvtec` command that made "
         "its split and, per row, the stage and `evaluate` commands that rebuild every number of this table "
         "(leaderboard.json `runs`)."
     )
-    doc.add_table(["run", "folder"], [[key, str(folder)] for key, folder in suite.runs.items()])
+    doc.add_table(["run", "folder"], [[key, ", ".join(map(str, folders))] for key, folders in suite.runs.items()])
     return doc, to_jsonable(board)
 
 
-def _run_entry(folder: Path) -> dict:
-    run = load_json(folder / RUN_FILE, "run.json")
-    return {"folder": str(folder), "split_manifest": run.get("split_manifest"), "data": run.get("data"), "rows": run.get("rows")}
+def _run_entry(folders: list[Path]) -> dict:
+    """What rebuilds a run's numbers: its folders (one per shard that ran rows of it), the command
+    that made its split and each row's commands (paths relative to the row's folder)."""
+    runs = [load_json(folder / RUN_FILE, "run.json") for folder in folders]
+    rows = {name: {**entry, "folder": str(folder)} for folder, run in zip(folders, runs)
+            for name, entry in (run.get("rows") or {}).items()}  # fmt: skip
+    return {"folders": [str(f) for f in folders], "split_manifest": runs[0].get("split_manifest"),
+            "data": runs[0].get("data"), "rows": rows}  # fmt: skip
 
 
 def suite_text(board: dict) -> str:

@@ -39,6 +39,8 @@ def run_suite(template: BenchmarkConfig, plan: SuitePlan, shard: tuple[int, int]
     record = suite_record(template, plan, shard, units)
     earlier = prepare_suite_folder(out, record, template.resume, template.overwrite)
     record["commands"] = [*(earlier or {}).get("commands", []), " ".join(template.command)]
+    # The top folder this suite creates (out or a missing parent): what a failed fresh start removes.
+    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / SUITE_FILE, record)  # first: marks the folder as a suite
     runs: dict[tuple[str, int, str], list[str]] = {}
@@ -46,13 +48,20 @@ def run_suite(template: BenchmarkConfig, plan: SuitePlan, shard: tuple[int, int]
         runs.setdefault((u.protocol, u.seed, u.category), []).extend(u.rows)
     if shard:
         say(template, f"shard {shard[0]}/{shard[1]}: {len(units)} of {len(plan.units())} units, {len(runs)} run folders")
-    for i, ((protocol, seed, category), rows) in enumerate(runs.items(), 1):
-        key = plan.run_key(protocol, seed, category)
-        say(template, f"== [{i}/{len(runs)}] {key}: {', '.join(rows)} (split {protocol}, seed {seed})")
-        unit = dataclasses.replace(
-            template, category=category, out=out / key, rows=rows, seed=seed, protocol=protocol, overwrite=False
-        )
-        run_benchmark(unit)
+    try:
+        for i, ((protocol, seed, category), rows) in enumerate(runs.items(), 1):
+            key = plan.run_key(protocol, seed, category)
+            say(template, f"== [{i}/{len(runs)}] {key}: {', '.join(rows)} (split {protocol}, seed {seed})")
+            unit = dataclasses.replace(
+                template, category=category, out=out / key, rows=rows, seed=seed, protocol=protocol, overwrite=False
+            )
+            run_benchmark(unit)
+    except BaseException:
+        # A fresh suite whose first run could not even start (its data, say) leaves nothing behind;
+        # once a run folder exists the suite is kept, to --resume.
+        if earlier is None and created is not None and not any(p.name != SUITE_FILE for p in out.iterdir()):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     if shard and shard[1] > 1:
         say(template, f"shard {shard[0]}/{shard[1]} done; join the shards: defectkit benchmark merge RUN_DIRS... --out DIR")
         return None
