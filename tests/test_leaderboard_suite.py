@@ -56,7 +56,10 @@ def single(root3, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("single") / "suite"
     printed = _run(_bench(root3, "all", out))
     assert f"report: {out / 'report' / 'report.html'}" in printed
-    assert "split defectkit, mean over 3 categories:" in printed and "yolo-world-zs  0.500 [0.500, 0.500] ~chance" in printed
+    assert (
+        "split defectkit, mean over 3 categories:" in printed
+        and "yolo-world-zs  0.500 [0.500, 0.500] ~chance" in printed
+    )
     return out
 
 
@@ -64,7 +67,9 @@ def single(root3, tmp_path_factory) -> Path:
 def merged(root3, single, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("shards")
     for i in (1, 2):
-        assert "report:" not in _run(_bench(root3, ",".join(CATEGORIES), base / f"shard{i}", "--shard", f"{i}/2"))
+        assert "report:" not in _run(
+            _bench(root3, ",".join(CATEGORIES), base / f"shard{i}", "--shard", f"{i}/2")
+        )
     _run(["benchmark", "merge", base / "shard1", base / "shard2", "--out", base / "merged"])
     return base
 
@@ -87,7 +92,9 @@ def test_all_writes_the_category_table_with_a_mean_row(single):
         # each category's number is its own run's (<out>/<category>/, a plain benchmark run folder)
         for c in CATEGORIES:
             result = json.loads((single / c / "rows" / row / "result.json").read_text())
-            stored = result["image_level"]["test_auroc"] if metric == "image_auroc" else result["metrics"][metric]
+            stored = (
+                result["image_level"]["test_auroc"] if metric == "image_auroc" else result["metrics"][metric]
+            )
             assert stored["value"] == table["categories"][c][row][metric]["value"]
     md = (single / "report" / "report.md").read_text()
     header = "| category | yolo-world-zs: image AUROC | yolo-world-zs: box AP | sam-gt-random: mask mIoU |"
@@ -103,7 +110,10 @@ def test_runs_record_the_protocol_and_the_commands(single):
     run = json.loads((single / "board_a" / "run.json").read_text())
     assert run["config"]["protocol"] == "defectkit" and run["config"]["bootstrap"] == 200
     convert = run["data"]["commands"][0]
-    assert convert[:2] == ["convert-mvtec", "board_a"] and convert[convert.index("--protocol") + 1] == "defectkit"
+    assert (
+        convert[:2] == ["convert-mvtec", "board_a"]
+        and convert[convert.index("--protocol") + 1] == "defectkit"
+    )
     assert set(run["rows"]) == {"yolo-world-zs", "sam-gt-random", "classifier"}
     suite = json.loads((single / "suite.json").read_text())
     assert len(suite["units"]) == 3 * 3 and suite["shard"] is None
@@ -126,7 +136,9 @@ def test_a_suite_resumes_and_refuses_other_settings(single, root3, capsys):
     before = {p: p.stat().st_mtime_ns for p in results}
     board = _board(single)
     _run(_bench(root3, "all", single, "--resume"))
-    assert {p: p.stat().st_mtime_ns for p in results} == before and _board(single)["protocols"] == board["protocols"]
+    assert {p: p.stat().st_mtime_ns for p in results} == before and _board(single)["protocols"] == board[
+        "protocols"
+    ]
     for extra, message in (
         (["--bootstrap", "100"], "this suite used bootstrap=200, not 100"),
         (["--protocol", "anomalydiffusion"], "this run used protocol='defectkit', not 'anomalydiffusion'"),
@@ -156,15 +168,30 @@ def test_every_metric_has_an_interval_holding_its_value(single):
     for category in CATEGORIES:
         for row in ("yolo-world-zs", "sam-gt-random", "classifier"):
             result = json.loads((single / category / "rows" / row / "result.json").read_text())
-            assert result["bootstrap"] == {"resamples": 200, "seed": 0, "confidence": 0.95, "unit": "test image"}
-            shown = {*ROW_SPECS[row].metrics, *(["test_auroc", "test_accuracy"] if result["image_level"] else [])}
+            assert result["bootstrap"] == {
+                "resamples": 200,
+                "seed": 0,
+                "confidence": 0.95,
+                "unit": "test image",
+            }
+            shown = {
+                *ROW_SPECS[row].metrics,
+                *(["test_auroc", "test_accuracy"] if result["image_level"] else []),
+            }
             for name, m in _metrics(result).items():
                 if m["value"] is None or name not in shown:
                     continue  # n/a (e.g. no defect of a class), or kept in result.json only (AR100)
-                assert m["ci_low"] <= m["value"] + 1e-12 and m["value"] <= m["ci_high"] + 1e-12, (category, row, name, m)
+                assert m["ci_low"] <= m["value"] + 1e-12 and m["value"] <= m["ci_high"] + 1e-12, (
+                    category,
+                    row,
+                    name,
+                    m,
+                )
     # the classifier's accuracies are classify val's own numbers, the interval drawn around them
     result = json.loads((single / "board_a" / "rows" / "classifier" / "result.json").read_text())
-    own = json.loads((single / "board_a" / "rows" / "classifier" / "eval" / "metrics.json").read_text())["classification"]
+    own = json.loads((single / "board_a" / "rows" / "classifier" / "eval" / "metrics.json").read_text())[
+        "classification"
+    ]
     assert result["metrics"]["balanced_accuracy"]["value"] == own["balanced_accuracy"]
     # the recorded evaluate commands carry the bootstrap, so a replay rebuilds the intervals too
     run = json.loads((single / "board_a" / "run.json").read_text())
@@ -182,7 +209,9 @@ def test_a_row_at_chance_is_marked(single):
     """Random YOLO-World weights and text embeddings score every image alike: AUROC 0.5 with an
     interval that holds 0.5, called 'not distinguishable from chance' in both reports."""
     result = json.loads((single / "board_a" / "rows" / "yolo-world-zs" / "result.json").read_text())
-    assert result["image_level"]["at_chance"] and any("not distinguishable from chance" in n for n in result["notes"])
+    assert result["image_level"]["at_chance"] and any(
+        "not distinguishable from chance" in n for n in result["notes"]
+    )
     classifier = json.loads((single / "board_a" / "rows" / "classifier" / "result.json").read_text())
     auroc = classifier["image_level"]["test_auroc"]
     assert classifier["image_level"]["at_chance"] == (auroc["ci_low"] <= 0.5 <= auroc["ci_high"])
@@ -208,7 +237,9 @@ def repeats_and_shots(root3, tmp_path_factory) -> Path:
 def test_repeats_give_mean_and_std_over_the_seeds(repeats_and_shots):
     board = _board(repeats_and_shots)
     assert board["plan"]["seeds"] == [0, 1]
-    cell = board["protocols"]["defectkit"]["table"]["categories"]["board_a"]["classifier"]["balanced_accuracy"]
+    cell = board["protocols"]["defectkit"]["table"]["categories"]["board_a"]["classifier"][
+        "balanced_accuracy"
+    ]
     runs = [json.loads((repeats_and_shots / "shots-all" / "board_a" / f"seed-{s}" / "rows" / "classifier" /
                         "result.json").read_text())["metrics"]["balanced_accuracy"] for s in (0, 1)]  # fmt: skip
     assert [r["seed"] for r in cell["repeats"]] == [0, 1]
@@ -226,7 +257,9 @@ def test_shots_plot_the_label_efficiency_curve(repeats_and_shots):
     board = _board(repeats_and_shots)
     assert list(board["protocols"]) == ["fewshot:1", "defectkit"]
     x = board["label_efficiency"]["x"]
-    manifest = json.loads((repeats_and_shots / "shots-1" / "board_a" / "seed-0" / "data" / "board_a" / "split.json").read_text())
+    manifest = json.loads(
+        (repeats_and_shots / "shots-1" / "board_a" / "seed-0" / "data" / "board_a" / "split.json").read_text()
+    )
     assert x["1"] == 1 and sum(not n.startswith("train/good/") for n in manifest["splits"]["train"]) == 1
     assert x["all"] > 1
     curves = board["label_efficiency"]["curves"]

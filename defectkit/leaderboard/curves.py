@@ -49,7 +49,9 @@ def label_efficiency_png(
     c = Canvas(*size)
     box = (70, 36, size[0] - 170, size[1] - 60)
     ax = Axes(c, box, (lo - pad, hi + pad), (0.0, 1.02))
-    ax.frame([], [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "labelled anomalous training images (log scale)", ylabel, title)
+    ax.frame(
+        [], [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "labelled anomalous training images (log scale)", ylabel, title
+    )
     for x in xs:  # ticks at the counts themselves, labelled in counts (frame() would print log10 values)
         px, _ = ax.px(math.log10(x), 0.0)
         c.draw.line([(px, box[3] * SCALE), (px, (box[3] + 4) * SCALE)], fill=(34, 34, 34), width=SCALE)
@@ -81,7 +83,11 @@ def label_efficiency_png(
             c.draw.ellipse([px - r, py - r, px + r, py + r], fill=color)
     for k, (label, color, _) in enumerate(drawn):  # legend right of the axes
         y = box[1] + 8 + 16 * k
-        c.draw.line([((box[2] + 12) * SCALE, y * SCALE), ((box[2] + 30) * SCALE, y * SCALE)], fill=color, width=3 * SCALE)
+        c.draw.line(
+            [((box[2] + 12) * SCALE, y * SCALE), ((box[2] + 30) * SCALE, y * SCALE)],
+            fill=color,
+            width=3 * SCALE,
+        )
         c.text((box[2] + 35, y), label, 9, anchor="lm")
     if not drawn:
         c.text(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), "no approach has this metric", 11)

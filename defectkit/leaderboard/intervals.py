@@ -83,10 +83,7 @@ def tied_with(ranked: Sequence[dict | None]) -> list[list[int]]:
     >>> tied_with([interval(0.9, 0.85, 0.95), interval(0.88, 0.8, 0.9), interval(0.6, 0.5, 0.7), None])
     [[2], [1], [], []]
     """
-    return [
-        [j + 1 for j, b in enumerate(ranked) if j != i and overlap(a, b)]
-        for i, a in enumerate(ranked)
-    ]
+    return [[j + 1 for j, b in enumerate(ranked) if j != i and overlap(a, b)] for i, a in enumerate(ranked)]
 
 
 def over_repeats(runs: Sequence[dict], seeds: Sequence[int]) -> dict:
@@ -105,7 +102,9 @@ def over_repeats(runs: Sequence[dict], seeds: Sequence[int]) -> dict:
         "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
         "ci_low": float(np.mean([r["ci_low"] for r in runs])) if bounded else None,
         "ci_high": float(np.mean([r["ci_high"] for r in runs])) if bounded else None,
-        "repeats": [{"seed": s, **interval(r["value"], r["ci_low"], r["ci_high"])} for s, r in zip(seeds, runs)],
+        "repeats": [
+            {"seed": s, **interval(r["value"], r["ci_low"], r["ci_high"])} for s, r in zip(seeds, runs)
+        ],
     }
 
 

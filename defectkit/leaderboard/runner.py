@@ -74,37 +74,47 @@ def check_device(cfg: BenchmarkConfig) -> None:
     parse_device(cfg.device)
 
 
+def prepare_output(out: Path, record: str, kind: str, resume: bool, overwrite: bool, key: str) -> dict | None:
+    """The rules of every benchmark output folder (a run's, with run.json; a suite's, with
+    suite.json): missing or empty starts fresh; without its ``record`` file it is someone else's
+    (refused); with ``resume`` the earlier record is returned (it must hold the dict ``key``); with
+    ``overwrite`` it is replaced; else refused."""
+    marker = out / record
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    if not marker.is_file():
+        raise DefectkitError(f"{out}: exists and is not a defectkit {kind} folder (no {record}); choose another --out")
+    if resume:
+        earlier = load_json(marker, record)
+        if not (isinstance(earlier, dict) and isinstance(earlier.get(key), dict)):
+            raise DefectkitError(f"{marker}: not a defectkit {record} (no '{key}'); use a new --out")
+        return earlier
+    if overwrite:
+        shutil.rmtree(out)
+        return None
+    raise DefectkitError(f"{out}: already holds a {kind}; pass --resume to continue it or --overwrite to replace it")
+
+
+def check_same_settings(record: Path, what: str, was: dict, now: dict, keys: tuple[str, ...]) -> None:
+    """Refuse to resume ``what`` (a run, a suite) with other values of the settings that change results;
+    ``was`` holds today's defaults under the record's values (a setting added since had its default)."""
+    changed = [k for k in keys if was.get(k) != now.get(k)]
+    if changed:
+        k = changed[0]
+        raise DefectkitError(
+            f"{record}: this {what} used {k}={was.get(k)!r}, not {now.get(k)!r}; "
+            "resume with the same settings, or use a new --out (or --overwrite)"
+        )
+
+
 def prepare_run_folder(cfg: BenchmarkConfig) -> dict | None:
     """Check ``cfg.out`` for this run; returns the earlier run.json when resuming, else None."""
     out = Path(cfg.out)
-    run_file = out / RUN_FILE
-    if not out.exists() or not any(out.iterdir()):
-        return None
-    if not run_file.is_file():
-        raise DefectkitError(
-            f"{out}: exists and is not a defectkit benchmark run folder (no {RUN_FILE}); choose another --out"
-        )
-    if cfg.resume:
-        earlier = load_json(run_file, "run.json")
-        if not (isinstance(earlier, dict) and isinstance(earlier.get("config"), dict)):
-            raise DefectkitError(f"{run_file}: not a defectkit run.json (no 'config'); use a new --out")
-        new = cfg.to_dict()
-        # A setting added since that run was written had its default then.
+    earlier = prepare_output(out, RUN_FILE, "benchmark run", cfg.resume, cfg.overwrite, "config")
+    if earlier is not None:
         was = {**BenchmarkConfig(cfg.root, cfg.category, cfg.out, []).to_dict(), **earlier["config"]}
-        changed = [k for k in SETTINGS_THAT_MATTER if was.get(k) != new.get(k)]
-        if changed:
-            k = changed[0]
-            raise DefectkitError(
-                f"{run_file}: this run used {k}={was.get(k)!r}, not {new.get(k)!r}; "
-                "resume with the same settings, or use a new --out (or --overwrite)"
-            )
-        return earlier
-    if cfg.overwrite:
-        shutil.rmtree(out)
-        return None
-    raise DefectkitError(
-        f"{out}: already holds a benchmark run; pass --resume to continue it or --overwrite to replace it"
-    )
+        check_same_settings(out / RUN_FILE, "run", was, cfg.to_dict(), SETTINGS_THAT_MATTER)
+    return earlier
 
 
 def convert_data(cfg: BenchmarkConfig) -> Path:

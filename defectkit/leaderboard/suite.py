@@ -18,20 +18,25 @@ one), so every shard computes its part from the command line alone, with no coor
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from defectkit.convert.reader import is_archive, locate_category
-from defectkit.core.atomic import atomic_write_json
 from defectkit.core.errors import DefectkitError
 from defectkit.core.layout import GOOD, Manifest, class_of
 from defectkit.evaluation.coco_io import load_json
 from defectkit.leaderboard.context import BenchmarkConfig
 from defectkit.leaderboard.rows import row_groups
-from defectkit.leaderboard.runner import RESULT_FILE, RUN_FILE, SETTINGS_THAT_MATTER, versions
+from defectkit.leaderboard.runner import (
+    RESULT_FILE,
+    RUN_FILE,
+    SETTINGS_THAT_MATTER,
+    check_same_settings,
+    prepare_output,
+    versions,
+)
 
 SUITE_FILE = "suite.json"
 ALL_SHOTS = "all"  # --shots: the default protocol, every labelled anomalous image it puts in train
@@ -89,7 +94,9 @@ def parse_shots(text: str, protocol: str) -> list[str]:
     ['fewshot:1', 'fewshot:10', 'defectkit']
     """
     if protocol.startswith("fewshot"):
-        raise DefectkitError(f"--shots {text} with --protocol {protocol}: --shots sets the protocols; pick one")
+        raise DefectkitError(
+            f"--shots {text} with --protocol {protocol}: --shots sets the protocols; pick one"
+        )
     shots: set[int] = set()
     with_all = False
     for item in filter(None, (t.strip() for t in text.split(","))):
@@ -98,7 +105,9 @@ def parse_shots(text: str, protocol: str) -> list[str]:
         elif item.isdigit() and int(item) >= 1:
             shots.add(int(item))
         else:
-            raise DefectkitError(f"--shots {text}: {item!r} is not a number of images (1, 5, 10 ...) or 'all'")
+            raise DefectkitError(
+                f"--shots {text}: {item!r} is not a number of images (1, 5, 10 ...) or 'all'"
+            )
     if not shots and not with_all:
         raise DefectkitError(f"--shots {text}: no shot count")
     return [f"fewshot:{k}" for k in sorted(shots)] + ([protocol] if with_all else [])
@@ -147,7 +156,13 @@ class SuitePlan:
 
     def units(self) -> list[Unit]:
         groups = row_groups(self.rows)
-        return [Unit(p, s, c, g) for p in self.protocols for s in self.seeds for c in self.categories for g in groups]
+        return [
+            Unit(p, s, c, g)
+            for p in self.protocols
+            for s in self.seeds
+            for c in self.categories
+            for g in groups
+        ]
 
     def shard(self, index: int, count: int) -> list[Unit]:
         """The ``index``-th (1-based) of ``count`` contiguous parts of :meth:`units`, cut as
@@ -164,7 +179,9 @@ class SuitePlan:
         return dataclasses.asdict(self)
 
 
-def suite_record(template: BenchmarkConfig, plan: SuitePlan, shard: tuple[int, int] | None, units: list[Unit]) -> dict:
+def suite_record(
+    template: BenchmarkConfig, plan: SuitePlan, shard: tuple[int, int] | None, units: list[Unit]
+) -> dict:
     config = template.to_dict()
     return {
         "settings": {k: config[k] for k in SUITE_SETTINGS},
@@ -186,29 +203,13 @@ def first_difference(a: dict, b: dict) -> str | None:
 
 
 def prepare_suite_folder(out: Path, record: dict, resume: bool, overwrite: bool) -> dict | None:
-    """Check ``out`` for this suite; returns the earlier suite.json when resuming, else None."""
-    marker = out / SUITE_FILE
-    if not out.exists() or not any(out.iterdir()):
-        return None
-    if not marker.is_file():
-        raise DefectkitError(f"{out}: exists and is not a defectkit suite folder (no {SUITE_FILE}); choose another --out")
-    if resume:
-        earlier = load_json(marker, "suite.json")
-        if not (isinstance(earlier, dict) and isinstance(earlier.get("settings"), dict)):
-            raise DefectkitError(f"{marker}: not a defectkit suite.json (no 'settings'); use a new --out")
-        # A setting added since that suite was written had its default then.
+    """Check ``out`` for this suite (a run folder's rules, ``runner.prepare_output``); returns the
+    earlier suite.json when resuming, else None."""
+    earlier = prepare_output(out, SUITE_FILE, "suite", resume, overwrite, "settings")
+    if earlier is not None:
         was = {**BenchmarkConfig(Path("."), "", out, []).to_dict(), **earlier["settings"]}
-        key = first_difference({k: was.get(k) for k in SUITE_SETTINGS}, record["settings"])
-        if key is not None:
-            raise DefectkitError(
-                f"{marker}: this suite used {key}={was.get(key)!r}, not {record['settings'][key]!r}; "
-                "resume with the same settings, or use a new --out (or --overwrite)"
-            )
-        return earlier
-    if overwrite:
-        shutil.rmtree(out)
-        return None
-    raise DefectkitError(f"{out}: already holds a suite; pass --resume to continue it or --overwrite to replace it")
+        check_same_settings(out / SUITE_FILE, "suite", was, record["settings"], SUITE_SETTINGS)
+    return earlier
 
 
 @dataclass
@@ -231,7 +232,9 @@ class SuiteResults:
 def _read_suite(folder: Path) -> dict:
     record = load_json(folder / SUITE_FILE, "suite.json")
     if not (isinstance(record, dict) and {"settings", "plan", "units"} <= set(record)):
-        raise DefectkitError(f"{folder / SUITE_FILE}: not a defectkit suite.json; pass the folders --out named")
+        raise DefectkitError(
+            f"{folder / SUITE_FILE}: not a defectkit suite.json; pass the folders --out named"
+        )
     return record
 
 
@@ -263,7 +266,9 @@ def collect(folders: list[Path]) -> SuiteResults:
                 found[key, row] = Path(folder)
                 result_file = Path(folder) / key / "rows" / row / RESULT_FILE
                 if not result_file.is_file():
-                    raise DefectkitError(f"{result_file}: missing; that shard did not finish (rerun it with --resume)")
+                    raise DefectkitError(
+                        f"{result_file}: missing; that shard did not finish (rerun it with --resume)"
+                    )
                 results.setdefault(key, {})[row] = load_json(result_file, "row result")
             if Path(folder) / key not in runs.setdefault(key, []):
                 runs[key].append(Path(folder) / key)
@@ -289,4 +294,6 @@ def _check_same_splits(runs: dict[str, list[Path]]) -> None:
             hashes.setdefault(manifest, run_file)
         if len(hashes) > 1:
             a, b = list(hashes.values())[:2]
-            raise DefectkitError(f"{b}: its split manifest differs from {a}'s; the shards split the data differently")
+            raise DefectkitError(
+                f"{b}: its split manifest differs from {a}'s; the shards split the data differently"
+            )

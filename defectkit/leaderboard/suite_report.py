@@ -61,9 +61,7 @@ def summarise(plan: SuitePlan, results: dict[str, dict[str, dict]], protocol: st
     multi = len(plan.seeds) > 1
 
     def per_seed(category: str, row: str, metric: str) -> list[dict | None]:
-        return [
-            row_metric(results[plan.run_key(protocol, s, category)][row], metric) for s in plan.seeds
-        ]
+        return [row_metric(results[plan.run_key(protocol, s, category)][row], metric) for s in plan.seeds]
 
     def summary(runs: list[dict | None]) -> dict | None:
         if any(r is None for r in runs):
@@ -130,7 +128,9 @@ def _label_efficiency(doc: Report, suite: SuiteResults, summaries: dict[str, dic
     x_of = {}
     for protocol in plan.protocols:
         counts = [
-            suite.anomalous_train_images(plan.run_key(protocol, s, c), c) for s in plan.seeds for c in plan.categories
+            suite.anomalous_train_images(plan.run_key(protocol, s, c), c)
+            for s in plan.seeds
+            for c in plan.categories
         ]
         x_of[protocol] = sum(counts) / len(counts)
     xlabels = {x_of[p]: f"{x_of[p]:g} (all)" for p in plan.protocols if shot_label(p) == "all"}
@@ -155,7 +155,11 @@ def _label_efficiency(doc: Report, suite: SuiteResults, summaries: dict[str, dic
     for kind, ylabel in (("image AUROC", "image AUROC (test)"), ("main metric", "main task metric (test)")):
         if curves[kind]:
             png = label_efficiency_png(curves[kind], ylabel, f"{kind} vs labelled defect images", xlabels)
-            doc.add_image(f"label_efficiency_{kind.replace(' ', '_')}.png", png, f"{kind} against the number of labelled anomalous images")
+            doc.add_image(
+                f"label_efficiency_{kind.replace(' ', '_')}.png",
+                png,
+                f"{kind} against the number of labelled anomalous images",
+            )
     return {"x": {shot_label(p): x_of[p] for p in plan.protocols}, "curves": curves}
 
 
@@ -164,14 +168,23 @@ def build_suite_report(suite: SuiteResults) -> tuple[Report, dict]:
     plan = suite.plan
     n = len(plan.categories)
     doc = Report(f"defectkit benchmark: {n} {'category' if n == 1 else 'categories'}")
-    seeds = f"seeds {', '.join(map(str, plan.seeds))} (mean ± std over the repeats)" if len(plan.seeds) > 1 else f"seed {plan.seeds[0]}"
+    seeds = (
+        f"seeds {', '.join(map(str, plan.seeds))} (mean ± std over the repeats)"
+        if len(plan.seeds) > 1
+        else f"seed {plan.seeds[0]}"
+    )
     doc.add_text(
         f"Categories: {', '.join(f'`{c}`' for c in plan.categories)}; rows: {', '.join(f'`{r}`' for r in plan.rows)}; "
         f"split protocol(s): {', '.join(f'`{p}`' for p in plan.protocols)}; {seeds}; {intervals_text(suite.settings)} "
         "Every number comes from the shared evaluator (`evaluation`)."
     )
     summaries = {p: summarise(plan, suite.results, p) for p in plan.protocols}
-    board: dict = {"plan": plan.to_dict(), "settings": suite.settings, "sources": [str(s) for s in suite.sources], "protocols": {}}
+    board: dict = {
+        "plan": plan.to_dict(),
+        "settings": suite.settings,
+        "sources": [str(s) for s in suite.sources],
+        "protocols": {},
+    }
     for protocol in plan.protocols:
         summary = summaries[protocol]
         titles = {row: r["title"] for results in suite.results.values() for row, r in results.items()}
@@ -211,7 +224,9 @@ def build_suite_report(suite: SuiteResults) -> tuple[Report, dict]:
         "its split and, per row, the stage and `evaluate` commands that rebuild every number of this table "
         "(leaderboard.json `runs`)."
     )
-    doc.add_table(["run", "folder"], [[key, ", ".join(map(str, folders))] for key, folders in suite.runs.items()])
+    doc.add_table(
+        ["run", "folder"], [[key, ", ".join(map(str, folders))] for key, folders in suite.runs.items()]
+    )
     return doc, to_jsonable(board)
 
 
@@ -237,8 +252,12 @@ def suite_text(board: dict) -> str:
         widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
         text = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
         text.insert(1, "  ".join("-" * w for w in widths))
-        blocks.append("\n".join([f"split {protocol}, mean over {len(board['plan']['categories'])} categories:", *text]))
-    return "\n\n".join(blocks) + "\n~chance: the AUROC interval contains 0.5 (not distinguishable from chance)"
+        blocks.append(
+            "\n".join([f"split {protocol}, mean over {len(board['plan']['categories'])} categories:", *text])
+        )
+    return (
+        "\n\n".join(blocks) + "\n~chance: the AUROC interval contains 0.5 (not distinguishable from chance)"
+    )
 
 
 def write_suite_report(suite: SuiteResults, out: Path) -> Path:

@@ -21,7 +21,9 @@ REPORT_DIR = "report"
 MERGE_FILE = "merge.json"  # marks a merge's folder: which shards it joined
 
 
-def plan_suite(template: BenchmarkConfig, categories: list[str], protocols: list[str], repeats: int, shots: bool) -> SuitePlan:
+def plan_suite(
+    template: BenchmarkConfig, categories: list[str], protocols: list[str], repeats: int, shots: bool
+) -> SuitePlan:
     """The plan of a suite: ``repeats`` seeds from the template's (0..R-1 by default), its rows
     resolved as a single run resolves them."""
     if repeats < 1:
@@ -30,7 +32,9 @@ def plan_suite(template: BenchmarkConfig, categories: list[str], protocols: list
     return SuitePlan(categories, protocols, [template.seed + r for r in range(repeats)], rows, shots)
 
 
-def run_suite(template: BenchmarkConfig, plan: SuitePlan, shard: tuple[int, int] | None = None) -> Path | None:
+def run_suite(
+    template: BenchmarkConfig, plan: SuitePlan, shard: tuple[int, int] | None = None
+) -> Path | None:
     """Run (or, with ``template.resume``, continue) the suite's units, or one shard's, each in its run
     folder under ``template.out``; then the suite report. Returns the report folder, or None for one
     shard of several (``benchmark merge`` joins them)."""
@@ -47,13 +51,22 @@ def run_suite(template: BenchmarkConfig, plan: SuitePlan, shard: tuple[int, int]
     for u in units:
         runs.setdefault((u.protocol, u.seed, u.category), []).extend(u.rows)
     if shard:
-        say(template, f"shard {shard[0]}/{shard[1]}: {len(units)} of {len(plan.units())} units, {len(runs)} run folders")
+        say(
+            template,
+            f"shard {shard[0]}/{shard[1]}: {len(units)} of {len(plan.units())} units, {len(runs)} run folders",
+        )
     try:
         for i, ((protocol, seed, category), rows) in enumerate(runs.items(), 1):
             key = plan.run_key(protocol, seed, category)
             say(template, f"== [{i}/{len(runs)}] {key}: {', '.join(rows)} (split {protocol}, seed {seed})")
             unit = dataclasses.replace(
-                template, category=category, out=out / key, rows=rows, seed=seed, protocol=protocol, overwrite=False
+                template,
+                category=category,
+                out=out / key,
+                rows=rows,
+                seed=seed,
+                protocol=protocol,
+                overwrite=False,
             )
             run_benchmark(unit)
     except BaseException:
@@ -63,7 +76,10 @@ def run_suite(template: BenchmarkConfig, plan: SuitePlan, shard: tuple[int, int]
             shutil.rmtree(created, ignore_errors=True)
         raise
     if shard and shard[1] > 1:
-        say(template, f"shard {shard[0]}/{shard[1]} done; join the shards: defectkit benchmark merge RUN_DIRS... --out DIR")
+        say(
+            template,
+            f"shard {shard[0]}/{shard[1]} done; join the shards: defectkit benchmark merge RUN_DIRS... --out DIR",
+        )
         return None
     return write_suite_report(collect([out]), out / REPORT_DIR)
 
@@ -77,11 +93,17 @@ def merge_suites(folders: list[Path], out: Path, overwrite: bool = False) -> Pat
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not (out / MERGE_FILE).is_file():
-            raise DefectkitError(f"{out}: exists and is not an earlier merge (no {MERGE_FILE}); choose another --out")
+            raise DefectkitError(
+                f"{out}: exists and is not an earlier merge (no {MERGE_FILE}); choose another --out"
+            )
         if not overwrite:
             raise DefectkitError(f"{out}: holds an earlier merge; pass --overwrite to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"shards": [str(Path(f).resolve()) for f in folders], "plan": suite.plan.to_dict(), "settings": suite.settings}
+    record = {
+        "shards": [str(Path(f).resolve()) for f in folders],
+        "plan": suite.plan.to_dict(),
+        "settings": suite.settings,
+    }
     atomic_write_json(out / MERGE_FILE, record)
     return write_suite_report(suite, out / REPORT_DIR)
