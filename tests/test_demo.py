@@ -210,6 +210,7 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
     cfg = seen["cfg"]
     assert (tmp_path / "datasets" / "sample" / "wood" / "train" / "good").is_dir()
     assert cfg.rows == list(DEMO_ROWS) and cfg.device == "cpu" and cfg.sam_model == "vit_tiny"
+    assert (cfg.protocol, cfg.bootstrap, cfg.test_frac) == ("defectkit", 1000, 0.2)
     assert (
         cfg.detector.endswith(".yaml")
         and cfg.text_embeddings == "random"
@@ -220,6 +221,8 @@ def test_demo_defaults_write_the_sample_and_stay_small(tmp_path, monkeypatch, ca
     assert {f: cfg.epochs_for(f) for f in DEMO_EPOCHS_BY_FAMILY} == DEMO_EPOCHS_BY_FAMILY
     assert DEMO_EPOCHS_BY_FAMILY["detector"] < DEMO_EPOCHS_BY_FAMILY["sam"]
     assert "report: runs/demo/report/report.html" in capsys.readouterr().out
+    main(["demo", "--out", "p", "--protocol", " fewshot:3", "--bootstrap", "0"])  # the split protocol, as convert reads it
+    assert (seen["cfg"].protocol, seen["cfg"].bootstrap) == ("fewshot:3", 0)
     main(["demo", "--out", "y", "--epochs-sam", "7"])  # one family's own option leaves the others' defaults
     assert seen["cfg"].epochs_for("sam") == 7 and seen["cfg"].epochs_for("classifier") == DEMO_EPOCHS_BY_FAMILY["classifier"]
     # A real run swaps in real weights; a .pt detector reads the data set's embeddings file, not random ones.

@@ -227,17 +227,24 @@ def test_a_row_at_chance_is_marked(single):
 
 @pytest.fixture(scope="module")
 def repeats_and_shots(root3, tmp_path_factory) -> Path:
+    """Two seeds of the fewshot:1 split and of AnomalyDiffusion's ('all' is --protocol's split)."""
     out = tmp_path_factory.mktemp("shots") / "suite"
     argv = ["benchmark", "board_a", "--root", root3, "--out", out, "--fast", "--rows", "yolo-world-zs,classifier",
-            "--repeats", "2", "--shots", "1,all", "--bootstrap", "200", "--quiet"]  # fmt: skip
+            "--repeats", "2", "--shots", "1,all", "--protocol", "anomalydiffusion", "--bootstrap", "200",
+            "--quiet"]  # fmt: skip
     _run(argv)
     return out
+
+
+def _split(suite: Path, shots: str, seed: int) -> dict:
+    path = suite / f"shots-{shots}" / "board_a" / f"seed-{seed}" / "data" / "board_a" / "split.json"
+    return json.loads(path.read_text())
 
 
 def test_repeats_give_mean_and_std_over_the_seeds(repeats_and_shots):
     board = _board(repeats_and_shots)
     assert board["plan"]["seeds"] == [0, 1]
-    cell = board["protocols"]["defectkit"]["table"]["categories"]["board_a"]["classifier"][
+    cell = board["protocols"]["anomalydiffusion"]["table"]["categories"]["board_a"]["classifier"][
         "balanced_accuracy"
     ]
     runs = [json.loads((repeats_and_shots / "shots-all" / "board_a" / f"seed-{s}" / "rows" / "classifier" /
@@ -246,22 +253,28 @@ def test_repeats_give_mean_and_std_over_the_seeds(repeats_and_shots):
     assert [r["value"] for r in cell["repeats"]] == [r["value"] for r in runs]
     assert cell["value"] == pytest.approx(np.mean([r["value"] for r in runs]))
     assert cell["std"] == pytest.approx(np.std([r["value"] for r in runs], ddof=1))
-    # each seed drew its own split (the default protocol's split is seeded)
-    splits = [json.loads((repeats_and_shots / "shots-all" / "board_a" / f"seed-{s}" / "data" / "board_a" /
-                          "split.json").read_text())["splits"] for s in (0, 1)]  # fmt: skip
-    assert splits[0] != splits[1]
     assert " ± " in (repeats_and_shots / "report" / "report.md").read_text()
+    # a new split where the protocol draws one (fewshot's shots), the rule's own test set otherwise
+    assert (
+        _split(repeats_and_shots, "1", 0)["splits"]["train"]
+        != _split(repeats_and_shots, "1", 1)["splits"]["train"]
+    )
+    fixed = [_split(repeats_and_shots, "all", s) for s in (0, 1)]
+    assert (
+        fixed[0]["protocol"] == "anomalydiffusion"
+        and fixed[0]["splits"]["test"] == fixed[1]["splits"]["test"]
+    )
+    run = json.loads((repeats_and_shots / "shots-all" / "board_a" / "seed-1" / "run.json").read_text())
+    assert run["config"]["protocol"] == "anomalydiffusion" and run["config"]["seed"] == 1
 
 
 def test_shots_plot_the_label_efficiency_curve(repeats_and_shots):
     board = _board(repeats_and_shots)
-    assert list(board["protocols"]) == ["fewshot:1", "defectkit"]
+    assert list(board["protocols"]) == ["fewshot:1", "anomalydiffusion"]
     x = board["label_efficiency"]["x"]
-    manifest = json.loads(
-        (repeats_and_shots / "shots-1" / "board_a" / "seed-0" / "data" / "board_a" / "split.json").read_text()
-    )
-    assert x["1"] == 1 and sum(not n.startswith("train/good/") for n in manifest["splits"]["train"]) == 1
-    assert x["all"] > 1
+    shots = [sum(not n.startswith("train/good/") for n in _split(repeats_and_shots, k, s)["splits"]["train"])
+             for k in ("1", "all") for s in (0, 1)]  # fmt: skip
+    assert x == {"1": 1, "all": np.mean(shots[2:])} and shots[:2] == [1, 1] and x["all"] > 1
     curves = board["label_efficiency"]["curves"]
     assert set(curves["image AUROC"]) == {"yolo-world-zs", "classifier"}
     assert [p[0] for p in curves["image AUROC"]["classifier"]] == [x["1"], x["all"]]
