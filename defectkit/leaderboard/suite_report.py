@@ -35,8 +35,8 @@ MEAN = "mean"
 
 def row_metric(result: dict, metric: str) -> dict | None:
     """One metric of a row result as an interval dict (None when the row does not have it)."""
-    if metric == IMAGE_AUROC:
-        return auroc_of(result)
+    if metric == IMAGE_AUROC and auroc_of(result) is not None:
+        return auroc_of(result)  # the common column (a row may also report its own "image_auroc")
     found = result.get("metrics", {}).get(metric)
     return None if found is None else as_interval(found)
 
@@ -49,7 +49,7 @@ def table_columns(plan: SuitePlan, results: dict[str, dict[str, dict]]) -> list[
         ran = [r[row] for r in results.values() if row in r]
         if any(r.get("image_level") for r in ran):
             columns.append((row, IMAGE_AUROC))
-        columns += [(row, m) for m in ROWS[row].table]
+        columns += [(row, m) for m in ROWS[row].table if (row, m) not in columns]
     return columns
 
 
