@@ -89,13 +89,14 @@ def register(
     table: tuple[str, ...] | None = None,
 ):
     """Add a row to ``ROWS``. ``metrics``: its test metrics, main first (default: its task's,
-    ``TASK_METRICS``); ``table``: the ones the category table shows (default: the main one)."""
+    ``TASK_METRICS``); ``table``: what the category table shows besides the main one (always first)."""
     declared = tuple(metrics if metrics is not None else TASK_METRICS.get(task, ()))
     if not declared:
         raise ValueError(f"row {name}: task {task!r} has no default metrics; pass metrics=(main, ...)")
 
     def wrap(fn: Callable[[RunContext, Path], dict]) -> Callable[[RunContext, Path], dict]:
-        ROWS[name] = RowSpec(name, title, task, fn, about, needs, reads, declared, tuple(table or declared[:1]))
+        shown = tuple(dict.fromkeys((declared[0], *(table or ()))))  # the main metric always, first
+        ROWS[name] = RowSpec(name, title, task, fn, about, needs, reads, declared, shown)
         return fn
 
     return wrap

@@ -23,7 +23,7 @@ from defectkit.leaderboard.intervals import (
     tied_with,
     value_of,
 )
-from defectkit.leaderboard.report import auroc_of
+from defectkit.leaderboard.report import CHANCE, auroc_of
 from defectkit.leaderboard.rows import ROWS, metric_label
 from defectkit.leaderboard.runner import RUN_FILE
 from defectkit.leaderboard.suite import SuitePlan, SuiteResults, shot_label
@@ -118,7 +118,7 @@ def intervals_text(settings: dict) -> str:
 
 
 def _chance_text(entry: dict) -> str:
-    return "not distinguishable from chance" if entry["at_chance"] else ""
+    return CHANCE if entry["at_chance"] else ""
 
 
 def _label_efficiency(doc: Report, suite: SuiteResults, summaries: dict[str, dict]) -> dict:
