@@ -151,13 +151,15 @@ def _resampled_curves(
     weights: np.ndarray,
     runs: tuple[np.ndarray, np.ndarray] | None = None,
     max_bins: int = MAX_PIXEL_BINS,
+    totals: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """For each column of per-entry amounts, (B, T) sums over the entries scored at or above each
     of T thresholds (highest first) under each resample's image weights.
 
     With at most ``max_bins`` distinct scores the thresholds are the distinct scores (exact);
     otherwise consecutive distinct scores are grouped into at most ``max_bins`` bins, each bin one
-    threshold: the resampled curves are those of the scores rounded down to their bin.
+    threshold: the resampled curves are those of the scores rounded down to their bin. ``totals``:
+    the first two columns' sums at the distinct scores when the caller has them already.
     """
     order, run_ends = runs if runs is not None else descending_runs(scores)
     n_images = weights.shape[1]
@@ -177,8 +179,12 @@ def _resampled_curves(
     else:
         half = max_bins // 2
         bin_of_run = np.zeros(run_ends.size, np.int64)
-        for column in columns[:2]:
-            through = cumulative_at_runs(np.asarray(column, dtype=np.float64), order, run_ends)
+        for k, column in enumerate(columns[:2]):
+            through = (
+                np.asarray(totals[k], dtype=np.float64)
+                if totals is not None
+                else cumulative_at_runs(np.asarray(column, dtype=np.float64), order, run_ends)
+            )
             before = through - np.diff(through, prepend=0.0)
             bin_of_run += np.minimum((before / max(through[-1], 1e-300) * half).astype(np.int64), half - 1)
         n_bins = 2 * half
@@ -261,6 +267,7 @@ def pixel_metrics_resampled(
         weights,
         entries.runs(),
         max_bins,
+        (entries.cumulative("positives"), entries.cumulative("negatives")),
     )
     ap, f1 = _ap_f1_rows(tps, fps)
     n_regions = weights @ entries.regions_per_image.astype(np.float64)

@@ -52,12 +52,19 @@ class PixelEntries:
     entries_per_image: np.ndarray  # (N,) how many consecutive entries belong to each image
     regions_per_image: np.ndarray  # (N,) ground-truth connected components per image
     _runs: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _sums: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def runs(self) -> tuple[np.ndarray, np.ndarray]:
         """``descending_runs`` of the scores, sorted once and kept (metrics and bootstrap share it)."""
         if self._runs is None:
             self._runs = descending_runs(self.scores)
         return self._runs
+
+    def cumulative(self, name: str) -> np.ndarray:
+        """``cumulative_at_runs`` of the field ``name`` (positives, negatives, region_mass), kept."""
+        if name not in self._sums:
+            self._sums[name] = cumulative_at_runs(getattr(self, name), *self.runs())
+        return self._sums[name]
 
     @classmethod
     def from_images(cls, parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]]) -> PixelEntries:
@@ -149,8 +156,7 @@ def pixel_metrics(
     if not 0 < fpr_limit <= 1:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     order, run_ends = entries.runs()
-    tps = cumulative_at_runs(entries.positives, order, run_ends)
-    fps = cumulative_at_runs(entries.negatives, order, run_ends)
+    tps, fps = entries.cumulative("positives"), entries.cumulative("negatives")
     thresholds = entries.scores[order][run_ends]
     f1, f1_threshold = f1_max_from_counts(thresholds, tps, fps)
     out: dict[str, Any] = {
@@ -164,9 +170,7 @@ def pixel_metrics(
     n_regions = int(entries.regions_per_image.sum())
     n_ok = float(fps[-1]) if fps.size else 0.0
     if n_regions and n_ok:
-        pro_points = pro_from_counts(
-            fps, cumulative_at_runs(entries.region_mass, order, run_ends), n_ok, n_regions
-        )
+        pro_points = pro_from_counts(fps, entries.cumulative("region_mass"), n_ok, n_regions)
         out["aupro"] = trapezoid_up_to(*pro_points, fpr_limit) / fpr_limit
         if curves:
             drawn["pro"] = pro_points

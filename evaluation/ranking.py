@@ -12,16 +12,20 @@ import numpy as np
 
 
 def descending_runs(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(order, run_ends): the stable order that sorts ``scores`` highest first, and the positions
-    (in that order) of the last entry of each run of equal scores. The one sort every curve here
-    is read from; callers that need several curves of the same scores sort once and pass these on.
+    """(order, run_ends): an order that sorts ``scores`` highest first, and the positions (in that
+    order) of the last entry of each run of equal scores. The one sort every curve here is read
+    from; callers that need several curves of the same scores sort once and pass these on. Ties
+    may come in any order: every curve is read at run ends, where sums over a run are complete.
+    (An unstable sort: twice as fast as a stable one on millions of pixels.)
 
-    >>> order, ends = descending_runs(np.array([0.2, 0.9, 0.2, 0.1]))
+    >>> order, ends = descending_runs(np.array([0.2, 0.9, 0.5, 0.1]))
     >>> order.tolist(), ends.tolist()
-    ([1, 0, 2, 3], [0, 2, 3])
+    ([1, 2, 0, 3], [0, 1, 2, 3])
+    >>> descending_runs(np.array([0.2, 0.9, 0.2]))[1].tolist()
+    [0, 2]
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-scores)
     sorted_scores = scores[order]
     return order, np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True] if scores.size else [])
 
@@ -30,7 +34,7 @@ def cumulative_at_runs(values: np.ndarray, order: np.ndarray, run_ends: np.ndarr
     """Sum of ``values`` over the entries scored at or above each distinct score (``descending_runs``).
 
     >>> order, ends = descending_runs(np.array([0.2, 0.9, 0.2, 0.1]))
-    >>> cumulative_at_runs(np.array([0, 1, 1, 0]), order, ends).tolist()
+    >>> cumulative_at_runs(np.array([0, 1, 1, 0]), order, ends).tolist()  # at 0.9, 0.2, 0.1
     [1, 2, 2]
     """
     values = np.asarray(values).ravel()
@@ -63,7 +67,7 @@ def weighted_ranked_counts(
 def ranked_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(thresholds, tps, fps): every distinct score, highest first, and the cumulative counts of
     positives and negatives scored at or above it (the predictions of the rule ``score >= t``).
-    One stable sort; the other functions here read their curves from these three arrays.
+    One sort; the other functions here read their curves from these three arrays.
 
     >>> t, tps, fps = ranked_counts(np.array([0, 1, 1, 0]), np.array([0.2, 0.9, 0.2, 0.1]))
     >>> t.tolist(), tps.tolist(), fps.tolist()
