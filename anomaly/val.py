@@ -44,10 +44,13 @@ def validate(
     *,
     device: str = "cpu",
     batch: int = 32,
+    bootstrap: int = 0,
+    seed: int = 0,
     progress: bool = True,
 ) -> dict:
     """Score ``split`` of the converted category ``data`` with the run (folder or model.pt) and write
-    the report into ``out_dir`` (see the module docstring); returns the metrics.json contents."""
+    the report into ``out_dir`` (see the module docstring); returns the metrics.json contents.
+    ``bootstrap``: resamples of the images for 95% intervals of every metric (0: none), seeded by ``seed``."""
     dev = resolve_device(device)
     images = split_images(data, split)
     if not images:
@@ -63,13 +66,15 @@ def validate(
     out = Path(out_dir)
     title = f"{cfg['model']} on {Path(data).name} ({split})"
     # The anomaly report first: evaluate_anomaly writes the folder as a whole.
-    anomaly = evaluate_anomaly(labels, scores, masks, maps, out_dir=out, title=title)
+    anomaly = evaluate_anomaly(
+        labels, scores, masks, maps, out_dir=out, title=title, bootstrap=bootstrap, seed=seed
+    )
     names = [Path(flat_name(image.file_name)).stem for image in images]
     _, results = write_outputs(out, images, scores, maps, thresholds, names, files=False)
     coco = {
         iou_type: evaluate_detection(
             str(gt_json), results, iou_type, class_agnostic=True, out_dir=out / iou_type,
-            title=f"{title}: {iou_type}, class-agnostic",
+            title=f"{title}: {iou_type}, class-agnostic", bootstrap=bootstrap, seed=seed,
         )[iou_type]
         for iou_type in ("bbox", "segm")
     }  # fmt: skip

@@ -45,7 +45,7 @@ DEMO_EPOCHS, DEMO_IMGSZ = 15, 128
 # The demo's time goes where learning happens: a detector from a random start learns nothing in a few
 # CPU minutes, so it gets 2 epochs (enough to exercise train, predict and resume); SAM's decoder and the
 # classifier, which do learn on the sample, get more.
-DEMO_EPOCHS_BY_FAMILY = {"detector": 2, "sam": 20, "classifier": 20}
+DEMO_EPOCHS_BY_FAMILY = {"detector": 2, "sam": 20, "classifier": 20, "anomaly": 20}
 FAST_EPOCHS, FAST_IMGSZ = 1, 64
 BENCHMARK_EPOCHS, BENCHMARK_IMGSZ = 30, 640
 # Models: the benchmark's (pretrained, downloaded once) and the small random-start ones the demo and
@@ -56,6 +56,7 @@ REAL_MODELS = {
     "seg_detector": "yolov8n-seg.pt",
     "sam_model": "vit_b",
     "classifier_weights": "imagenet",
+    "anomaly_backbone_weights": "imagenet",
 }
 SMALL_MODELS = {
     "detector": "yolov8s-worldv2.yaml",
@@ -63,6 +64,7 @@ SMALL_MODELS = {
     "seg_detector": "yolov8n-seg.yaml",
     "sam_model": "vit_tiny",
     "classifier_weights": "none",
+    "anomaly_backbone_weights": "none",
 }
 
 
@@ -149,7 +151,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
         sam_random_weights=args.sam_random_weights, sam_lr=sam_lr, yolo_args=args.yolo_arg,
         classifier_arch=args.classifier_arch, classifier_weights=args.classifier_weights, epochs=epochs,
         epochs_detector=per_family["detector"], epochs_sam=per_family["sam"],
-        epochs_classifier=per_family["classifier"], imgsz=imgsz, batch=args.batch, seed=args.seed, val_frac=args.val_frac,
+        epochs_classifier=per_family["classifier"], epochs_anomaly=per_family["anomaly"],
+        anomaly_backbone_weights=args.anomaly_backbone_weights, anomaly_source=args.anomaly_source, imgsz=imgsz, batch=args.batch, seed=args.seed, val_frac=args.val_frac,
         test_frac=0.2 if args.test_frac is None else args.test_frac, protocol=protocols[-1], bootstrap=args.bootstrap,
         gallery=args.gallery, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
         command=["defectkit", *(args.argv if args.argv is not None else sys.argv[1:])],
@@ -326,6 +329,18 @@ def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
         + model_default("classifier_weights"),
     )
     m.add_argument(
+        "--anomaly-backbone-weights",
+        default=None,
+        help="PaDiM/PatchCore backbone features: imagenet (timm's, downloaded once; offline it fails in seconds), "
+        "none (random init) or a state-dict path (" + model_default("anomaly_backbone_weights"),
+    )
+    m.add_argument(
+        "--anomaly-source",
+        default="perlin",
+        help="DRAEM's synthetic anomalies: perlin (noise) or a folder of texture images, e.g. DTD as in the paper "
+        "(default: %(default)s)",
+    )
+    m.add_argument(
         "--epochs",
         type=int,
         default=None,
@@ -333,7 +348,8 @@ def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
         + f"{DEMO_EPOCHS if demo else BENCHMARK_EPOCHS}, {FAST_EPOCHS} with --fast)",
     )
     for family, rows in (("detector", "YOLO-World, closed-set YOLO and YOLO-seg rows"),
-                         ("sam", "SAM decoder fine-tuning"), ("classifier", "ResNet classifier")):  # fmt: skip
+                         ("sam", "SAM decoder fine-tuning"), ("classifier", "ResNet classifier"),
+                         ("anomaly", "anomaly models trained by epochs (DRAEM)")):  # fmt: skip
         m.add_argument(
             f"--epochs-{family}",
             type=int,

@@ -132,7 +132,8 @@ def test_recorded_commands_rebuild_each_rows_metrics(interrupted_then_resumed, r
     recorded = json.loads((out / "run.json").read_text())["rows"]
     assert list(recorded) == ROWS
     rebuilt = replay_row(out, row, tmp_path / "replay")
-    assert len(rebuilt) == (2 if row == "yolo-seg" else 1)  # COCO AP, plus the mask union for masks
+    # COCO AP per class and class-agnostic, plus the mask union for masks
+    assert len(rebuilt) == (3 if row == "yolo-seg" else 2)
     for path, before, after in rebuilt:
         assert path.startswith(f"rows/{row}/")
         assert not number_differences(before, after), (path, number_differences(before, after)[:5])

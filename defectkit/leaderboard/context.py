@@ -44,10 +44,13 @@ class BenchmarkConfig:
     yolo_args: list[str] = field(default_factory=list)  # further ultralytics training args, KEY=VALUE
     classifier_arch: str = "resnet18"
     classifier_weights: str = "imagenet"  # imagenet | none | path
+    anomaly_backbone_weights: str = "imagenet"  # PaDiM/PatchCore features: imagenet | none | path
+    anomaly_source: str = "perlin"  # DRAEM's synthetic anomalies: perlin or a folder of texture images
     epochs: int = 30  # every trained row, unless its family has its own below
     epochs_detector: int | None = None  # YOLO-World, closed-set YOLO, YOLO-seg (and sam-det's detector)
     epochs_sam: int | None = None  # SAM decoder fine-tuning
     epochs_classifier: int | None = None  # the ResNet baseline
+    epochs_anomaly: int | None = None  # the anomaly models that train by epochs (DRAEM)
     imgsz: int = 640
     batch: int = 16
     seed: int = 0

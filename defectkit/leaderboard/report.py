@@ -16,7 +16,7 @@ from defectkit.evaluation.report import Report
 from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.gallery import gallery_image
 from defectkit.leaderboard.intervals import as_interval, at_chance, format_metric, tied_with, value_of
-from defectkit.leaderboard.rows import ROWS, metric_label
+from defectkit.leaderboard.rows import AGNOSTIC, ROWS, metric_label
 from defectkit.leaderboard.scoring import majority_accuracy, rank_errors
 
 CHANCE = "not distinguishable from chance"
@@ -147,7 +147,7 @@ def _task_tables(doc: Report, results: dict[str, dict], classes: list[str]) -> N
         doc.add_heading(task.capitalize(), 3)
         extra = ["prompt"] if any("prompt" in r for r in rows) else []
         doc.add_table(
-            ["approach", *extra, *metrics],
+            ["approach", *extra, *map(metric_label, metrics)],
             [
                 [r["row"], *[r.get(e) for e in extra],
                  *[format_metric(as_interval(r["metrics"][m]) if m in r["metrics"] else None) for m in metrics]]
@@ -159,6 +159,26 @@ def _task_tables(doc: Report, results: dict[str, dict], classes: list[str]) -> N
         doc.add_table(
             ["approach", *classes], [[r["row"], *[r["per_class"].get(c) for c in classes]] for r in rows]
         )
+
+
+def _agnostic_table(doc: Report, results: dict[str, dict]) -> None:
+    """Every row that finds defects as boxes or masks, supervised or not, on the same terms: each
+    defect type counted as one class (an anomaly model cannot name types)."""
+    metrics = [f"agnostic_{kind}_{k}" for kind in ("box", "segm") for k in AGNOSTIC]
+    rows = [r for r in results.values() if any(m in r["metrics"] for m in metrics)]
+    if not rows:
+        return
+    doc.add_heading("Class-agnostic: defects found, whatever their type", 3)
+    doc.add_text(
+        "COCO AP with every defect type as one class `defect` (`evaluate detection --class-agnostic`): the "
+        "terms on which the unsupervised anomaly rows, which cannot name a defect type, stand beside the "
+        "supervised detectors and segmenters. Boxes of mask rows are not scored (n/a)."
+    )
+    doc.add_table(
+        ["approach", "task", *map(metric_label, metrics)],
+        [[r["row"], r["task"], *[format_metric(as_interval(r["metrics"][m]) if m in r["metrics"] else None)
+                                 for m in metrics]] for r in rows],
+    )  # fmt: skip
 
 
 def _roc_figure(ctx: RunContext, results: dict[str, dict]) -> bytes | None:
@@ -258,6 +278,7 @@ def build_report(ctx: RunContext, results: dict[str, dict], run_info: dict) -> R
         doc.add_image("roc_image_level.png", roc, "image-level ROC of each approach on the test split")
     doc.add_heading("Per task and per class", 2)
     _task_tables(doc, results, test.class_names)
+    _agnostic_table(doc, results)
     doc.add_heading("PR curves and confusion matrices", 2)
     for name, r in results.items():
         for plot, caption in (

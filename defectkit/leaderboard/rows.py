@@ -26,7 +26,7 @@ from defectkit.leaderboard.context import RunContext
 from defectkit.leaderboard.intervals import interval
 from defectkit.leaderboard.scoring import max_score_per_image
 
-DETECTION, SEGMENTATION, CLASSIFICATION = "detection", "segmentation", "classification"
+DETECTION, SEGMENTATION, CLASSIFICATION, ANOMALY = "detection", "segmentation", "classification", "anomaly"
 # The pixel metrics papers report, of a score map per image (the evaluator's names).
 PIXEL_METRICS = ("pixel_auroc", "aupro", "pixel_ap", "pixel_f1_max")
 # The test metrics a row of each task reports, its main one first (the report's "main metric", the
@@ -34,22 +34,37 @@ PIXEL_METRICS = ("pixel_auroc", "aupro", "pixel_ap", "pixel_f1_max")
 # which has none, stays in result.json only). A row of another task declares its own
 # (``register(..., metrics=...)``).
 TASK_METRICS = {
-    DETECTION: ("box_AP", "box_AP50", "box_AP75"),
-    SEGMENTATION: ("mask_mIoU", "mask_mDice", "segm_AP", "segm_AP50", *PIXEL_METRICS),
+    DETECTION: ("box_AP", "box_AP50", "box_AP75", "agnostic_box_AP50", "agnostic_box_AP"),
+    SEGMENTATION: ("mask_mIoU", "mask_mDice", "segm_AP", "segm_AP50", "agnostic_segm_AP50", "agnostic_segm_AP",
+                   *PIXEL_METRICS),
     CLASSIFICATION: ("balanced_accuracy", "accuracy"),
+    ANOMALY: (*PIXEL_METRICS, "agnostic_box_AP50", "agnostic_box_AP", "agnostic_segm_AP50", "agnostic_segm_AP"),
+}  # fmt: skip
+# The category table's columns of a task (beside image AUROC): the main metric and, for rows that
+# find defects as boxes or masks, the class-agnostic AP50 every such row shares with the anomaly rows.
+TASK_TABLE = {
+    DETECTION: ("box_AP", "agnostic_box_AP50"),
+    SEGMENTATION: ("mask_mIoU", "agnostic_segm_AP50"),
+    CLASSIFICATION: ("balanced_accuracy",),
+    ANOMALY: ("pixel_auroc", "agnostic_box_AP50", "agnostic_segm_AP50"),
 }
+# Box and mask rows are also scored with every defect type as one class (``evaluate detection
+# --class-agnostic``): the only terms in which a class-unaware anomaly model can be compared with them.
+AGNOSTIC = ("AP50", "AP")
 METRIC_LABELS = {
     "image_auroc": "image AUROC", "box_AP": "box AP", "mask_mIoU": "mask mIoU", "segm_AP": "segm AP",
     "balanced_accuracy": "balanced acc.", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "pixel_ap": "pixel AP",
-    "pixel_f1_max": "pixel F1-max",
+    "pixel_f1_max": "pixel F1-max", "agnostic_box_AP50": "class-agnostic box AP50",
+    "agnostic_box_AP": "class-agnostic box AP", "agnostic_segm_AP50": "class-agnostic mask AP50",
+    "agnostic_segm_AP": "class-agnostic mask AP",
 }  # fmt: skip
 
 
 def metric_label(metric: str) -> str:
     """How tables name a metric.
 
-    >>> metric_label("box_AP"), metric_label("pixel_AUROC")
-    ('box AP', 'pixel AUROC')
+    >>> metric_label("box_AP"), metric_label("agnostic_segm_AP50"), metric_label("pixel_AUROC")
+    ('box AP', 'class-agnostic mask AP50', 'pixel AUROC')
     """
     return METRIC_LABELS.get(metric, metric.replace("_", " "))
 DETECTOR_CONF = 0.001  # keep low-score boxes: COCO AP and the image AUROC need the whole ranking
@@ -69,6 +84,7 @@ class RowSpec:
     reads: tuple[str, ...] = ()  # rows whose results it reads when they ran (so a shard keeps them together)
     metrics: tuple[str, ...] = ()  # its test metrics, the main one first
     table: tuple[str, ...] = ()  # its columns in the category table (beside image AUROC, when it has one)
+    unavailable: Callable[[], str | None] | None = None  # why it cannot run here (a missing extra), else None
 
     @property
     def main_metric(self) -> str:
@@ -87,6 +103,7 @@ def register(
     reads: tuple[str, ...] = (),
     metrics: tuple[str, ...] | None = None,
     table: tuple[str, ...] | None = None,
+    unavailable: Callable[[], str | None] | None = None,
 ):
     """Add a row to ``ROWS``. ``metrics``: its test metrics, main first (default: its task's,
     ``TASK_METRICS``); ``table``: what the category table shows besides the main one (always first)."""
@@ -160,16 +177,30 @@ def evaluator_plots(ctx: RunContext, eval_dir: Path) -> dict[str, str]:
     return {p.stem: ctx.rel(p) for p in sorted(eval_dir.glob("*.png"))}
 
 
-def evaluate_test(ctx: RunContext, pred_file: Path, iou_type: str, out_dir: Path, title: str) -> tuple[dict, Command]:
+def evaluate_test(
+    ctx: RunContext, pred_file: Path, iou_type: str, out_dir: Path, title: str, class_agnostic: bool = False
+) -> tuple[dict, Command]:
     """``evaluate detection`` of the test split's COCO results: the evaluator's report in
-    ``out_dir`` (metrics.json, PR curves, confusion matrix) and the command that writes it."""
+    ``out_dir`` (metrics.json, PR curves, confusion matrix) and the command that writes it; with
+    ``class_agnostic``, every defect type counted as one class (``--class-agnostic``)."""
     gt = ctx.truth["test"].coco_path
     cfg = ctx.config
-    out = evaluate_detection(str(gt), str(pred_file), iou_type, out_dir=out_dir, confusion_matrix=True, title=title,
-                             bootstrap=cfg.bootstrap, seed=cfg.seed)  # fmt: skip
+    out = evaluate_detection(str(gt), str(pred_file), iou_type, out_dir=out_dir, confusion_matrix=True,
+                             title=title, class_agnostic=class_agnostic, bootstrap=cfg.bootstrap, seed=cfg.seed)  # fmt: skip
     command = ["evaluate", "detection", "--gt", arg(ctx, gt), "--pred", arg(ctx, pred_file),
-               "--iou-type", iou_type, *bootstrap_args(ctx), "--out", arg(ctx, out_dir), "--overwrite"]  # fmt: skip
+               "--iou-type", iou_type, *(["--class-agnostic"] if class_agnostic else []), *bootstrap_args(ctx),
+               "--out", arg(ctx, out_dir), "--overwrite"]  # fmt: skip
     return out, command
+
+
+def agnostic_metrics(ctx: RunContext, row_dir: Path, iou_type: str, pred_file: Path, title: str) -> tuple[dict, Command]:
+    """The class-agnostic AP50/AP of a test split's COCO results (``row_dir/eval_agnostic``), named
+    ``agnostic_box_*`` or ``agnostic_segm_*``, and the command that scores them."""
+    out, command = evaluate_test(
+        ctx, pred_file, iou_type, row_dir / "eval_agnostic", f"{title}: class-agnostic", class_agnostic=True
+    )
+    prefix = "box" if iou_type == "bbox" else "segm"
+    return {f"agnostic_{prefix}_{k}": with_interval(out[iou_type], k) for k in AGNOSTIC}, command
 
 
 def evaluate_mask_union(ctx: RunContext, pred_file: Path, out_dir: Path) -> tuple[dict, Command]:
@@ -193,16 +224,18 @@ def coco_row(
     infer_s: float,
     title: str,
     image_scores: bool = True,
-) -> tuple[dict, Command]:
-    """Score the test split's COCO results (``pred_files["test"]``) with ``evaluate detection``
-    into ``row_dir/eval`` and package what every box/mask row returns; also the command."""
+) -> tuple[dict, list[Command], list[Path]]:
+    """Score the test split's COCO results (``pred_files["test"]``) with ``evaluate detection`` into
+    ``row_dir/eval`` (per class) and ``row_dir/eval_agnostic`` (class-agnostic) and package what every
+    box/mask row returns; also the commands and the metrics files they write."""
     test = ctx.truth["test"]
     out, command = evaluate_test(ctx, pred_files["test"], iou_type, row_dir / "eval", title)
+    agnostic, agnostic_command = agnostic_metrics(ctx, row_dir, iou_type, pred_files["test"], title)
     m = out[iou_type]
     prefix = "box" if iou_type == "bbox" else "segm"
     results = {s: read_coco_results(pred_files[s]) for s in SPLITS}
     row = {
-        "metrics": {f"{prefix}_{k}": with_interval(m, k) for k in ("AP", "AP50", "AP75", "AR100")},
+        "metrics": {**{f"{prefix}_{k}": with_interval(m, k) for k in ("AP", "AP50", "AP75", "AR100")}, **agnostic},
         "per_class": {name: v["AP"] if v["AP"] != -1 else None for name, v in m["per_class"].items()},
         "per_class_metric": f"{prefix} AP",
         "scores": {s: max_score_per_image(ctx.truth[s].image_ids, results[s]) for s in SPLITS}
@@ -213,7 +246,8 @@ def coco_row(
         "prediction_kind": "masks" if iou_type == "segm" else "boxes",
         "plots": evaluator_plots(ctx, row_dir / "eval"),
     }
-    return row, command
+    metrics_files = [row_dir / "eval" / "metrics.json", row_dir / "eval_agnostic" / "metrics.json"]
+    return row, [command, agnostic_command], metrics_files
 
 
 def extra_train_args(ctx: RunContext) -> dict:
@@ -227,7 +261,7 @@ def extra_train_args(ctx: RunContext) -> dict:
 
 
 # Run and report order: detectors first (sam-det reads yolo-world-ft's boxes), SAM fine-tuned
-# before sam-det (which uses its decoder when present), the classifier last.
+# before sam-det (which uses its decoder when present), then the classifier and the unsupervised anomaly rows.
 ALL_ROWS = (
     "yolo-world-ft",
     "yolo-world-zs",
@@ -238,9 +272,13 @@ ALL_ROWS = (
     "sam-det",
     "yolo-seg",
     "classifier",
+    "padim",
+    "patchcore",
+    "draem",
 )
 # sam-gt-base is the untuned-SAM row: it becomes sam-gt-random when the run's SAM has random weights.
-DEMO_ROWS = ("yolo-world-ft", "sam-gt-base", "sam-gt-ft", "sam-det", "classifier")
+# PaDiM: the unsupervised row that means something offline (random-init features) in seconds.
+DEMO_ROWS = ("yolo-world-ft", "sam-gt-base", "sam-gt-ft", "sam-det", "classifier", "padim")
 # The untuned-SAM row by the run's weights: "base SAM" means released weights only.
 UNTUNED_SAM = {False: "sam-gt-base", True: "sam-gt-random"}
 
@@ -263,6 +301,23 @@ def resolve_rows(names: list[str] | tuple[str, ...], *, random_sam: bool = False
     for name in list(wanted):
         wanted.update(ROWS[name].needs)
     return [n for n in ALL_ROWS if n in wanted]
+
+
+def runnable_rows(rows: list[str]) -> tuple[list[str], list[str]]:
+    """``rows`` without those that cannot run here, and one line per reason (how to install what
+    is missing), to print once.
+
+    >>> runnable_rows(["classifier"])
+    (['classifier'], [])
+    """
+    kept, skipped = [], {}
+    for name in rows:
+        why = ROWS[name].unavailable() if ROWS[name].unavailable else None
+        if why:
+            skipped.setdefault(why, []).append(name)
+        else:
+            kept.append(name)
+    return kept, [f"skipping {', '.join(names)}: {why}" for why, names in skipped.items()]
 
 
 def row_groups(rows: list[str]) -> list[tuple[str, ...]]:
@@ -288,7 +343,7 @@ def row_groups(rows: list[str]) -> list[tuple[str, ...]]:
 
 
 # The rows register themselves when their modules load; the registry above must exist first.
-from defectkit.leaderboard import rows_classification, rows_detection, rows_segmentation  # noqa: F401
+from defectkit.leaderboard import rows_anomaly, rows_classification, rows_detection, rows_segmentation  # noqa: F401
 
 if set(ROWS) != set(ALL_ROWS):
     raise RuntimeError(f"rows registered {sorted(ROWS)} differ from ALL_ROWS {sorted(ALL_ROWS)}")

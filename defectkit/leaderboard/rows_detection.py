@@ -108,8 +108,8 @@ def predict_split_files(
 def detection_row(ctx: RunContext, row_dir: Path, weights: Path, title: str) -> dict:
     """Predict val and test with ``weights`` and score test boxes: the part every detection row shares."""
     files, infer_s, predict_command = predict_split_files(ctx, row_dir, weights)
-    row, evaluate_command = coco_row(ctx, row_dir, "bbox", files, infer_s, title)
-    row["reproduce"] = reproduce(ctx, [predict_command, evaluate_command], [row_dir / "eval" / "metrics.json"], [weights])
+    row, evaluate_commands, metrics_files = coco_row(ctx, row_dir, "bbox", files, infer_s, title)
+    row["reproduce"] = reproduce(ctx, [predict_command, *evaluate_commands], metrics_files, [weights])
     return row
 
 

@@ -114,7 +114,7 @@ def _sam_gt_boxes(ctx: RunContext, row_dir: Path, finetuned: Path | None, title:
     write_val(val_dir, "test", title, scored)
     key = FINETUNED if finetuned else BASE
     files = {"val": val_file, "test": val_dir / f"{key}_predictions.json"}
-    row, evaluate_command = coco_row(ctx, row_dir, "segm", files, infer_s, title, image_scores=False)
+    row, evaluate_commands, metrics_files = coco_row(ctx, row_dir, "segm", files, infer_s, title, image_scores=False)
     metrics = scored[key][1]
     n_prompted = sum(1 for r in records["test"] if r.instances)
     row["infer_s_per_image"] = infer_s / max(1, n_prompted)
@@ -138,7 +138,7 @@ def _sam_gt_boxes(ctx: RunContext, row_dir: Path, finetuned: Path | None, title:
     val_command = ["segment", "val", "--data", arg(ctx, ctx.sam_dir), "--split", "test", *_sam_args(ctx, finetuned),
                    "--out", arg(ctx, val_dir), "--overwrite"]  # fmt: skip
     row["reproduce"] = reproduce(
-        ctx, [val_command, evaluate_command], [val_dir / "metrics.json", row_dir / "eval" / "metrics.json"],
+        ctx, [val_command, *evaluate_commands], [val_dir / "metrics.json", *metrics_files],
         [finetuned] if finetuned else [],
     )  # fmt: skip
     return row
@@ -176,7 +176,7 @@ def _mask_union_row(
     and class (``evaluate masks``). ``commands``: those that wrote ``files["test"]`` from
     ``checkpoints``."""
     threshold = ctx.config.mask_score_threshold
-    row, evaluate_command = coco_row(ctx, row_dir, "segm", files, infer_s, title)
+    row, evaluate_commands, metrics_files = coco_row(ctx, row_dir, "segm", files, infer_s, title)
     union, union_command = evaluate_mask_union(ctx, files["test"], row_dir / "eval_masks")
     row["metrics"] = {
         "mask_mIoU": with_interval(union, "mean_iou"),
@@ -190,8 +190,8 @@ def _mask_union_row(
     row["per_class_metric"] = "mask IoU"
     row["notes"] = [f"mask IoU/Dice: union of the masks scored >= {threshold} per image and class"]
     row["reproduce"] = reproduce(
-        ctx, [*commands, evaluate_command, union_command],
-        [row_dir / "eval" / "metrics.json", row_dir / "eval_masks" / "metrics.json"], checkpoints,
+        ctx, [*commands, *evaluate_commands, union_command],
+        [*metrics_files, row_dir / "eval_masks" / "metrics.json"], checkpoints,
     )  # fmt: skip
     return row
 

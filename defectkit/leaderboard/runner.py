@@ -25,7 +25,7 @@ from defectkit.core.errors import DefectkitError
 from defectkit.leaderboard.context import BenchmarkConfig, RunContext
 from defectkit.leaderboard.intervals import as_interval, at_chance, format_metric
 from defectkit.leaderboard.report import CHANCE, auroc_of, build_report, chance_line, headline_text
-from defectkit.leaderboard.rows import ROWS, resolve_rows
+from defectkit.leaderboard.rows import ROWS, resolve_rows, runnable_rows
 from defectkit.leaderboard.rows_detection import WORLD_ROWS, ensure_text_embeddings
 from defectkit.leaderboard.rows_segmentation import SAM_ROWS, check_sam, sam_is_random
 from defectkit.leaderboard.scoring import image_level, image_level_intervals
@@ -38,7 +38,7 @@ RESULT_FILE = "result.json"
 # Settings a finished row depends on: resuming with other values would mix incomparable rows.
 SETTINGS_THAT_MATTER = (
     "root", "category", "device", "detector", "closed_detector", "seg_detector", "text_embeddings", "prompts",
-    "sam_model", "sam_checkpoint", "sam_random_weights", "sam_lr", "yolo_args", "classifier_arch", "classifier_weights", "epochs", "epochs_detector", "epochs_sam", "epochs_classifier", "imgsz", "batch", "seed",
+    "sam_model", "sam_checkpoint", "sam_random_weights", "sam_lr", "yolo_args", "classifier_arch", "classifier_weights", "anomaly_backbone_weights", "anomaly_source", "epochs", "epochs_detector", "epochs_sam", "epochs_classifier", "epochs_anomaly", "imgsz", "batch", "seed",
     "val_frac", "test_frac", "mask_score_threshold", "protocol", "bootstrap",
 )  # fmt: skip
 
@@ -225,9 +225,20 @@ def run_rows(ctx: RunContext, rows: list[str]) -> dict[str, dict]:
     return {name: ctx.results[name] for name in rows}
 
 
+def usable_rows(cfg: BenchmarkConfig) -> list[str]:
+    """The run's rows (with those they need), less those that cannot run here, each reason printed
+    once on stderr (``skipping padim, ...: anomalib is not installed; pip install ...``)."""
+    rows, skipped = runnable_rows(resolve_rows(cfg.rows, random_sam=sam_is_random(cfg)))
+    for line in skipped:
+        print(line, file=sys.stderr)
+    if not rows:
+        raise DefectkitError(f"--rows {','.join(cfg.rows)}: none of these rows can run here (see above)")
+    return rows
+
+
 def run_benchmark(cfg: BenchmarkConfig) -> Path:
     """Run (or resume) a benchmark; returns the report folder (``report.md``, ``report.html``)."""
-    rows = resolve_rows(cfg.rows, random_sam=sam_is_random(cfg))
+    rows = usable_rows(cfg)
     check_device(cfg)
     earlier = prepare_run_folder(cfg)
     out = Path(cfg.out)

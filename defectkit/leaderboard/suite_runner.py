@@ -11,9 +11,7 @@ from pathlib import Path
 from defectkit.core.atomic import atomic_write_json
 from defectkit.core.errors import DefectkitError
 from defectkit.leaderboard.context import BenchmarkConfig
-from defectkit.leaderboard.rows import resolve_rows
-from defectkit.leaderboard.rows_segmentation import sam_is_random
-from defectkit.leaderboard.runner import run_benchmark, say
+from defectkit.leaderboard.runner import run_benchmark, say, usable_rows
 from defectkit.leaderboard.suite import SUITE_FILE, SuitePlan, collect, prepare_suite_folder, suite_record
 from defectkit.leaderboard.suite_report import write_suite_report
 
@@ -28,7 +26,7 @@ def plan_suite(
     resolved as a single run resolves them."""
     if repeats < 1:
         raise DefectkitError(f"--repeats {repeats}: must be at least 1")
-    rows = resolve_rows(template.rows, random_sam=sam_is_random(template))
+    rows = usable_rows(template)
     return SuitePlan(categories, protocols, [template.seed + r for r in range(repeats)], rows, shots)
 
 
