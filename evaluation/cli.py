@@ -218,6 +218,20 @@ def _anomaly(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_bootstrap_options(p: argparse.ArgumentParser) -> None:
+    """``--bootstrap N`` and ``--seed``: every command that reports the evaluator's metrics (here and in
+    the stages' ``val``) offers its intervals the same way."""
+    p.add_argument(
+        "--bootstrap",
+        type=_resamples,
+        default=0,
+        metavar="N",
+        help="add 95%% confidence intervals from N resamples of the test images (1000 is usual; "
+        "default: %(default)s = off, which keeps the command as fast as a plain evaluation)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evaluate",
@@ -232,15 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--out", type=Path, required=True, help="report folder to write (metrics.json, report.md, PNGs)"
         )
         p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
-        p.add_argument(
-            "--bootstrap",
-            type=_resamples,
-            default=0,
-            metavar="N",
-            help="add 95%% confidence intervals from N resamples of the test images (1000 is usual; "
-            "default: %(default)s = off, which keeps the command as fast as a plain evaluation)",
-        )
-        p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: %(default)s)")
+        add_bootstrap_options(p)
 
     p = sub.add_parser(
         "detection",
