@@ -14,10 +14,12 @@ What defectkit changes in how anomalib runs, and why:
 - **no evaluator, no visualiser**: the scores are evaluated by ``defectkit.evaluation``;
 - **weights**: a backbone is always built with ``pre_trained=False`` (timm's download of ImageNet
   weights retries for about 47 s offline), then loaded from a file defectkit found or fetched itself
-  (:func:`backbone_state_dict`), so an offline failure takes seconds and names the file;
+  (:func:`imagenet_weights_file`, :func:`load_backbone`; EfficientAD's teacher likewise,
+  :func:`teacher_weights_file`), so an offline failure takes seconds and names the file;
 - **Lightning** trains with no logger, no checkpoint callback and a temporary ``default_root_dir``
   removed afterwards, so nothing (no pickle, no ``v<N>`` folder) is written into the run folder or
-  the current directory; Draem gets an explicit anomaly source instead of ``./datasets/dtd``.
+  the current directory; DRAEM gets an explicit anomaly source instead of ``./datasets/dtd``, and
+  EfficientAD an explicit ImageNet folder instead of a download into ``./datasets/imagenette``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import tempfile
 import threading
 import urllib.parse
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ from torch import nn
 
 from defectkit.core.errors import DefectkitError
 from defectkit.core.torchio import LOAD_ERRORS, Device, load_weights_only
+from defectkit.core.weights import fetch
 
 MISSING_MESSAGE = 'anomalib is not installed; pip install "defectkit[anomaly]"'
 # The anomalib release the stage is written and tested against (pyproject's `anomaly` extra).
@@ -103,6 +107,8 @@ def quiet_lightning(quiet: bool = True) -> Iterator[None]:
             ".*module\\(s\\) in eval mode.*",
             ".*LeafSpec.*",
             ".*Argument embeddings is deprecated.*",
+            ".*transform `ToTensor\\(\\)` is deprecated.*",
+            ".*'pin_memory' argument is set as true but no accelerator.*",
             ".*but have no logger configured.*",
             ".*infer the `batch_size` from an ambiguous collection.*",
             ".*Importing from timm.models.layers.*",
@@ -189,15 +195,86 @@ def build_draem(anomaly_source: str, image_size: int) -> nn.Module:
         return model
 
 
+def build_efficient_ad(image_size: int, model_size: str, imagenet_dir: str) -> nn.Module:
+    """anomalib's ``EfficientAd``, its teacher still random (:func:`load_teacher` loads it). Its
+    ImageNet penalty images come from ``imagenet_dir`` (an ImageFolder tree: class folders of
+    images), never from anomalib's download of ImageNette into ``./datasets/imagenette``."""
+    with _anomalib_imported(), quiet_lightning():
+        from anomalib.models import EfficientAd
+
+        model = EfficientAd(
+            imagenet_dir=imagenet_dir, model_size=model_size, **_components(),
+            pre_processor=EfficientAd.configure_pre_processor((image_size, image_size)),
+        )  # fmt: skip
+    # anomalib loads the teacher from its own cache when training starts (downloading it when
+    # missing); defectkit has loaded it already, from the file it resolved and checked.
+    model.prepare_pretrained_model = lambda: None
+    return model
+
+
+def teacher_weights_file(model_size: str) -> Path:
+    """EfficientAD's pre-trained teacher (``pretrained_teacher_<size>.pth``) in anomalib's cache,
+    fetched with anomalib's zip (checked against its hash) when missing. Offline it fails within
+    seconds naming the file and ``--teacher-weights PATH`` (``defectkit.core.weights.fetch``)."""
+    require_anomalib()
+    with _anomalib_imported():
+        from anomalib.data.utils.download import check_hash
+        from anomalib.models.image.efficient_ad.lightning_model import WEIGHTS_DOWNLOAD_INFO
+        from anomalib.utils.path import get_pretrained_weights_dir
+
+    folder = get_pretrained_weights_dir()
+    path = folder / "efficientad_pretrained_weights" / f"pretrained_teacher_{model_size}.pth"
+    if path.is_file():
+        return path
+    archive = fetch(
+        WEIGHTS_DOWNLOAD_INFO.url, folder / WEIGHTS_DOWNLOAD_INFO.name, timeout=HUB_CHECK_TIMEOUT_S,
+        hint=f"unpack it into {folder}, or pass --teacher-weights PATH ({path.name})",
+    )  # fmt: skip
+    try:
+        check_hash(archive, WEIGHTS_DOWNLOAD_INFO.hashsum)
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(folder)
+    except (RuntimeError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        archive.unlink(missing_ok=True)
+        raise DefectkitError(
+            f"{archive}: not anomalib's EfficientAD weights archive ({_first_line(exc)})"
+        ) from None
+    if not path.is_file():
+        raise DefectkitError(
+            f"{path}: not in anomalib's EfficientAD weights archive; pass --teacher-weights PATH"
+        )
+    return path
+
+
+def load_teacher(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load EfficientAD's pre-trained teacher (a state dict of its patch description network)."""
+    try:
+        module.model.teacher.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DefectkitError(
+            f"{source}: not an EfficientAD teacher of this size ({_first_line(exc)})"
+        ) from None
+
+
+@torch.no_grad()
+def after_fit(module: nn.Module, val_loader: Any) -> None:
+    """What anomalib does at the start of validation and defectkit's training has no validation loop
+    for: EfficientAD's map quantiles, from the val split's good images (``map_norm_quantiles``)."""
+    with _anomalib_imported():
+        from anomalib.models import EfficientAd
+    if isinstance(module, EfficientAd):
+        if not any(int(label) == 0 for batch in val_loader for label in batch.gt_label):
+            raise DefectkitError(
+                "efficient_ad: the val split has no good image; EfficientAD scales its maps by quantiles of "
+                "the val split's good images (convert with a larger --val-frac)"
+            )
+        module.eval()
+        with quiet_lightning():
+            module.model.quantiles.update(module.map_norm_quantiles(val_loader))
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-
-
-def memory_bank_model(module: nn.Module) -> bool:
-    """PaDiM and PatchCore fit a memory bank in one pass; the others train for epochs."""
-    with _anomalib_imported():
-        from anomalib.models.components import MemoryBankMixin
-    return isinstance(module, MemoryBankMixin)
 
 
 def feature_extractor(module: nn.Module) -> nn.Module:
@@ -448,7 +525,21 @@ def fit(
             "num_sanity_val_steps": 0, "limit_val_batches": 0, "callbacks": [_Epochs()],
         })  # fmt: skip
         with _ctrl_c_stays_ctrl_c():
-            trainer.fit(module, train_dataloaders=loader)
+            trainer.fit(module, datamodule=_datamodule(loader))
+
+
+def _datamodule(loader: Any) -> Any:
+    """The train loader as a LightningDataModule: EfficientAD reads its batch size and loader from
+    ``trainer.datamodule`` (its training is at batch 1, and its schedule counts the loader's steps)."""
+    from lightning.pytorch import LightningDataModule
+
+    class _Loader(LightningDataModule):
+        train_batch_size = loader.batch_size
+
+        def train_dataloader(self):
+            return loader
+
+    return _Loader()
 
 
 @contextlib.contextmanager

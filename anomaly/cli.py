@@ -1,4 +1,4 @@
-"""``anomaly``: unsupervised anomaly detection (anomalib's PaDiM, PatchCore, DRAEM) on convert-mvtec's split.
+"""``anomaly``: unsupervised anomaly detection (anomalib's PaDiM, PatchCore, DRAEM, EfficientAD) on convert-mvtec's split.
 
   anomaly train --data datasets/converted/wood --model padim --out runs/anomaly/padim --backbone-weights none
   anomaly val --model runs/anomaly/padim --data datasets/converted/wood --split test --out runs/anomaly/padim-test
@@ -18,6 +18,7 @@ from defectkit.anomaly.models import MODEL_REGISTRY, AnomalyTrainConfig
 from defectkit.anomaly.predict import predict
 from defectkit.anomaly.train import train
 from defectkit.anomaly.val import validate
+from defectkit.evaluation.cli import add_bootstrap_options
 
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError, cli_entry
@@ -35,7 +36,8 @@ def _train(args: argparse.Namespace) -> int:
     given = {
         name: getattr(args, name)
         for name in ("model", "backbone", "layers", "backbone_weights", "imgsz", "epochs", "batch",
-                     "n_features", "coreset_ratio", "anomaly_source", "seed", "device")
+                     "n_features", "coreset_ratio", "anomaly_source", "teacher_weights", "imagenet_dir",
+                     "model_size", "seed", "device")
         if getattr(args, name) is not None
     }  # fmt: skip
     cfg = AnomalyTrainConfig(data=str(args.data), out=str(args.out), **given)
@@ -52,6 +54,8 @@ def _val(args: argparse.Namespace) -> int:
             tmp,
             device=args.device,
             batch=args.batch,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
             progress=not args.quiet,
         )
     if not args.quiet:
@@ -89,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, default=Path(_DEFAULTS["out"]), help="run folder (default: %(default)s)"
     )
-    p.add_argument("--model", choices=tuple(MODEL_REGISTRY), help="padim, patchcore (ImageNet CNN features) or draem "
-                   f"(trained from scratch) (default: {_DEFAULTS['model']})")  # fmt: skip
+    p.add_argument("--model", choices=tuple(MODEL_REGISTRY), help="padim, patchcore (ImageNet CNN features), draem "
+                   "(trained from scratch) or efficient_ad (student and autoencoder against a pre-trained teacher) "
+                   f"(default: {_DEFAULTS['model']})")  # fmt: skip
     p.add_argument("--backbone", help="timm CNN for padim/patchcore (default: resnet18 for padim, wide_resnet50_2 "
                    "for patchcore)")  # fmt: skip
     p.add_argument("--layers", type=_layers, help="comma-separated backbone layers to take features from "
@@ -102,15 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--imgsz", type=int, help=f"square model input size in pixels (default: {_DEFAULTS['imgsz']})"
     )
-    p.add_argument("--epochs", type=int, help="epochs for draem (default: 700, the paper's); padim and patchcore fit "
-                   "in one pass")  # fmt: skip
-    p.add_argument("--batch", type=int, help="images per batch (default: 32; draem 8)")
+    p.add_argument("--epochs", type=int, help="epochs for draem (default: 700, the paper's) and efficient_ad "
+                   "(default: 70); padim and patchcore fit in one pass")  # fmt: skip
+    p.add_argument(
+        "--batch", type=int, help="images per batch (default: 32; draem 8; efficient_ad trains at 1)"
+    )
     p.add_argument("--n-features", type=int, help="padim: features kept after the random projection "
                    "(default: anomalib's, 100 for resnet18)")  # fmt: skip
     p.add_argument("--coreset-ratio", type=float, help="patchcore: share of patch features kept in the memory bank "
                    f"(default: {_DEFAULTS['coreset_ratio']})")  # fmt: skip
     p.add_argument("--anomaly-source", help="draem (required): 'perlin' (synthetic anomalies are noise) or a folder "
                    "of texture images pasted in as anomalies (the paper's: DTD)")  # fmt: skip
+    p.add_argument(
+        "--teacher-weights",
+        help="efficient_ad: the pre-trained teacher's state dict (default: anomalib's pretrained_teacher_<size>.pth "
+        "in its cache, fetched once with anomalib's zip; offline it fails in seconds naming the file)",
+    )
+    p.add_argument(
+        "--imagenet-dir",
+        help="efficient_ad (required): a folder of class folders of ImageNet images for its penalty loss "
+        "(anomalib uses ImageNette)",
+    )
+    p.add_argument(
+        "--model-size", choices=("small", "medium"), help="efficient_ad: EfficientAD-S or -M (default: small)"
+    )
     p.add_argument("--seed", type=int, help=f"random seed (PaDiM's feature choice, coreset, DRAEM's anomalies) "
                    f"(default: {_DEFAULTS['seed']})")  # fmt: skip
     p.add_argument("--device", help=DEVICE_HELP.replace("%(default)s", str(_DEFAULTS["device"])))
@@ -145,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                 choices=("val", "test"),
                 help="split to score (default: %(default)s)",
             )
+            add_bootstrap_options(p)
             p.set_defaults(func=_val)
         else:
             p.add_argument("--source", type=Path, nargs="+", required=True, help="images and/or folders (searched "

@@ -135,8 +135,8 @@ def map_bytes(anomaly_map: np.ndarray) -> bytes:
     >>> np.load(io.BytesIO(map_bytes(np.array([[1e6]], np.float32)))).dtype
     dtype('float32')
     """
-    half = anomaly_map.astype(np.float16)
-    keep = half if np.isfinite(half).all() else anomaly_map.astype(np.float32)
+    fits = np.abs(anomaly_map).max(initial=0.0) <= np.finfo(np.float16).max
+    keep = anomaly_map.astype(np.float16 if fits else np.float32)
     buf = io.BytesIO()
     np.save(buf, keep)
     return buf.getvalue()

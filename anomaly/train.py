@@ -31,7 +31,7 @@ import torch
 from defectkit.anomaly import _anomalib
 from defectkit.anomaly.checkpoint import LAST_FILE, LAST_FORMAT, MODEL_FILE, read, save_last, save_model
 from defectkit.anomaly.data import ImageDataset, defect_masks, split_images, train_good_images
-from defectkit.anomaly.models import AnomalyTrainConfig, backbone_weights, build_model
+from defectkit.anomaly.models import AnomalyTrainConfig, build_model, pretrained_weights
 from defectkit.anomaly.predict import score_images
 from defectkit.evaluation.ranking import auroc, f1_max
 from torch.utils.data import DataLoader
@@ -149,7 +149,7 @@ def train(
     device = parse_device(cfg.device)
     # The backbone weights first (offline, a missing `imagenet` file fails within seconds), then the
     # data, then the model (anomalib's import takes ~9 s), and only then is an earlier run replaced.
-    weights = backbone_weights(cfg) if stored is None else None
+    weights = pretrained_weights(cfg) if stored is None else None
     started = time.perf_counter()
     train_images = train_good_images(cfg.data)
     val_images = split_images(cfg.data, "val")
@@ -191,6 +191,10 @@ def train(
 
     dev = torch.device(device.torch)
     module.to(dev)
+    val_loader = DataLoader(
+        ImageDataset(val_images, cfg.imgsz, val_masks), batch_size=cfg.batch, collate_fn=_anomalib.image_batch
+    )
+    _anomalib.after_fit(module, val_loader)  # EfficientAD's map quantiles, from the val good images
     val_scores, val_maps = score_images(
         module, val_images, cfg.imgsz, dev, batch=cfg.batch, progress=progress, desc="val"
     )

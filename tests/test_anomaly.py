@@ -215,10 +215,10 @@ def test_backbone_weights_path_is_loaded_and_a_wrong_file_is_named(patchcore_run
     torch.save(resnet34().state_dict(), wrong)
     cfg = replace(config(Path("unused"), tmp_path / "run", model="patchcore", backbone="resnet18"),
                   backbone_weights=str(wrong)).resolved()  # fmt: skip
-    from defectkit.anomaly.models import backbone_weights, build_model
+    from defectkit.anomaly.models import build_model, pretrained_weights
 
     with pytest.raises(DefectkitError, match=r"resnet34.pth: not a resnet18 state dict"):
-        build_model(cfg, backbone_weights(cfg))
+        build_model(cfg, pretrained_weights(cfg))
 
 
 def test_imagenet_weights_come_from_the_hugging_face_cache(tmp_path, monkeypatch):
@@ -235,10 +235,10 @@ def test_imagenet_weights_come_from_the_hugging_face_cache(tmp_path, monkeypatch
     weights = timm.create_model("resnet18", pretrained=False).state_dict()
     save_file(weights, str(snapshot / "model.safetensors"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    from defectkit.anomaly.models import backbone_weights, build_model
+    from defectkit.anomaly.models import build_model, pretrained_weights
 
     cfg = replace(config(Path("unused"), tmp_path / "run"), backbone_weights="imagenet").resolved()
-    module = build_model(cfg, backbone_weights(cfg))
+    module = build_model(cfg, pretrained_weights(cfg))
     loaded = _anomalib.feature_extractor(module).state_dict()
     assert torch.equal(loaded["layer1.0.conv1.weight"], weights["layer1.0.conv1.weight"])
 
@@ -343,3 +343,51 @@ def test_draem_resumes_from_last_pt_and_never_writes_into_the_current_folder(tin
         replace(cfg, anomaly_source=str(empty)).resolved().check()
     with pytest.raises(DefectkitError, match="--anomaly-source"):
         replace(cfg, anomaly_source="").resolved().check()
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory) -> Path:
+    """EfficientAD-S's teacher in anomalib's file format (the state dict of its patch description
+    network, as in efficientad_pretrained_weights/pretrained_teacher_small.pth), random weights."""
+    from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel, EfficientAdModelSize
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "pretrained_teacher_small.pth"
+    torch.save(EfficientAdModel(model_size=EfficientAdModelSize.S).teacher.state_dict(), path)
+    return path
+
+
+def test_efficient_ad_trains_with_a_teacher_file_and_fails_fast_without_one(
+    teacher_file, tmp_path, monkeypatch
+):
+    """Two good train images at 256 px (EfficientAD's smallest input) and a val split of one good
+    image: the map quantiles come from it, and with no defect in val the thresholds sit just above it."""
+    write_category(tmp_path / "src", "one", size=(64, 64), n_train_good=1, n_test_good=3, n_per_defect=2,
+                   defects=("hole",))  # fmt: skip
+    convert_category(tmp_path / "src", "one", tmp_path / "converted", to=("coco",), progress=False)
+    data = tmp_path / "converted" / "one"
+    assert len(train_good_images(data)) == 2 and [i.label for i in split_images(data, "val")] == [0]
+    imagenet = tmp_path / "imagenette"
+    rng = np.random.default_rng(0)
+    for name in ("n01440764/0.png", "n01440764/1.png", "n02102040/0.png"):
+        write_png(imagenet / name, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # an empty anomalib cache
+    cfg = AnomalyTrainConfig(
+        data=str(data), out=str(tmp_path / "run"), model="efficient_ad", imagenet_dir=str(imagenet), epochs=1,
+        device="cpu",
+    )  # fmt: skip
+    offline = r"efficientad_pretrained_weights.zip: .*DEFECTKIT_OFFLINE.*--teacher-weights PATH"
+    with pytest.raises(DefectkitError, match=offline):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
+
+    run = train(replace(cfg, teacher_weights=str(teacher_file)), progress=False)
+    ckpt = torch.load(run / "model.pt", weights_only=True)
+    teacher = torch.load(teacher_file, weights_only=True)
+    assert all(torch.equal(ckpt["state_dict"][f"model.teacher.{k}"], v) for k, v in teacher.items())
+    assert float(ckpt["state_dict"]["model.quantiles.qb_st"]) != 0.0  # set from the val good image
+    assert ckpt["thresholds"]["image_rule"].startswith("no defect in the val split")
+    image = split_images(data, "test")[0].path
+    record = predict(run, [image], tmp_path / "pred", progress=False)[0]
+    anomaly_map = np.load(tmp_path / "pred" / record["map"])
+    assert anomaly_map.shape == (64, 64)  # back at the image's size from the model's 256 px

@@ -21,7 +21,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # The stages live in their own folders and join the namespace through pyproject's package-dir: in an
 # editable install they are not under defectkit.__path__, so each is walked from its own __path__.
-STAGE_PACKAGES = ("defectkit.convert", "defectkit.evaluation", "defectkit.detect", "defectkit.segment", "defectkit.classify")
+STAGE_PACKAGES = (
+    "defectkit.convert", "defectkit.evaluation", "defectkit.detect", "defectkit.segment", "defectkit.classify",
+    "defectkit.anomaly",
+)  # fmt: skip
 # Modules whose examples are not run, with the reason. Only for examples that need heavy setup
 # (weights, a GPU, a trained run); mark a single example `# doctest: +SKIP` rather than listing a module.
 SKIP: dict[str, str] = {}
