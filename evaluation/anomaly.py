@@ -146,7 +146,7 @@ def evaluate_anomaly(
         out.update(pixel)
         out["n_regions"] = int(entries.regions_per_image.sum())
         if weights is not None:
-            resampled = pixel_metrics_resampled(entries, weights, fpr_limit)
+            resampled = pixel_metrics_resampled(entries, weights, fpr_limit, values=pixel)
             out["ci"].update({name: percentile_interval(out[name], values) for name, values in resampled.items()})
         if "roc" in pixel_curves:
             curves[f"pixel ROC (AUROC {out['pixel_auroc']:.3f})"] = pixel_curves["roc"]

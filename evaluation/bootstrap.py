@@ -182,28 +182,30 @@ def _resampled_curves(
     # (runs, highest first) are cut where the count of the first column (positives) or of the
     # second (negatives) passes a multiple of its total / (bins / 2): equal-count bins of each, so
     # the few positives get as many bins as the many negatives.
+    # A bin starts after the run where a column's running total first reaches each multiple; marks
+    # at those sorted positions, summed along the order, give every sorted entry its bin.
     if run_ends.size <= max_bins:
-        bin_of_run = np.arange(run_ends.size)
-        n_bins = run_ends.size
+        starts = run_ends[:-1] + 1  # every distinct score its own bin
     else:
         half = max_bins // 2
-        bin_of_run = np.zeros(run_ends.size, np.int64)
+        starts = []
         for k, column in enumerate(columns[:2]):
             through = (
                 np.asarray(totals[k], dtype=np.float64)
                 if totals is not None
                 else cumulative_at_runs(np.asarray(column, dtype=np.float64), order, run_ends)
             )
-            before = through - np.diff(through, prepend=0.0)
-            bin_of_run += np.minimum((before / max(through[-1], 1e-300) * half).astype(np.int64), half - 1)
-        n_bins = 2 * half
-    run_lengths = np.diff(run_ends, prepend=-1)
+            steps = np.arange(1, half) * (through[-1] / half)
+            starts.append(run_ends[np.minimum(np.searchsorted(through, steps, side="left"), run_ends.size - 1)] + 1)
+        starts = np.concatenate(starts)
+    marks = np.bincount(starts[starts < scores.size], minlength=scores.size)
     bin_of_entry = np.empty(scores.size, np.int64)
-    bin_of_entry[order] = np.repeat(bin_of_run, run_lengths)
+    bin_of_entry[order] = np.cumsum(marks)
+    n_bins = int(bin_of_entry.max(initial=0)) + 1
     cell = entry_image * n_bins + bin_of_entry
     # Binned, the product runs in float32 (twice as fast; its ~1e-7 relative rounding is nothing next
     # to the binning); exact, in float64.
-    dtype = np.float64 if run_ends.size <= max_bins else np.float32
+    dtype = np.float64 if run_ends.size <= max_bins else np.float32  # exact: one bin per distinct score
     weights_cast = weights.astype(dtype)
     out = []
     for column in columns:
@@ -259,16 +261,25 @@ def weighted_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) 
 
 
 def pixel_metrics_resampled(
-    entries: PixelEntries, weights: np.ndarray, fpr_limit: float = 0.3, max_bins: int = MAX_PIXEL_BINS
+    entries: PixelEntries,
+    weights: np.ndarray,
+    fpr_limit: float = 0.3,
+    max_bins: int = MAX_PIXEL_BINS,
+    values: dict[str, float | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """(B,) pixel AUROC, AUPRO, pixel AP and pixel F1-max under each resample of the images (see
-    ``_resampled_curves`` for the binning above ``max_bins`` distinct scores).
+    ``_resampled_curves`` for the bins above ``max_bins`` distinct scores). Given the exact
+    ``values`` (``pixels.pixel_metrics``), the resampled values are shifted by what the bins change
+    on the whole test set (every image once), so the intervals sit around the exact values: binning
+    lowers AP and F1-max by up to 0.007 at 256 bins on 11M pixels, and moves AUROC/AUPRO by 1e-5.
 
     >>> from defectkit.evaluation.pixels import dense_pixel_entries
     >>> e = dense_pixel_entries([np.array([[0, 1, 1, 0]], bool)], [np.array([[0.1, 0.9, 0.2, 0.3]])])
     >>> {k: v.round(3).tolist() for k, v in pixel_metrics_resampled(e, np.ones((1, 1), int), 1.0).items()}
     {'pixel_auroc': [0.75], 'aupro': [0.75], 'pixel_ap': [0.833], 'pixel_f1_max': [0.8]}
     """
+    if values is not None:  # one more row, every image once: what the bins do to the whole set
+        weights = np.vstack([weights, np.ones((1, weights.shape[1]), weights.dtype)])
     tps, fps, mass = _resampled_curves(
         entries.scores,
         entries.image_of_entry,
@@ -286,12 +297,20 @@ def pixel_metrics_resampled(
         pro = np.clip(mass / n_regions[:, None], 0.0, 1.0)
     ones, zeros = np.ones((fps.shape[0], 1)), np.zeros((fps.shape[0], 1))
     aupro = _trapezoid_rows(np.hstack([zeros, fpr, ones]), np.hstack([zeros, pro, ones]), fpr_limit) / fpr_limit
-    return {
+    out = {
         "pixel_auroc": _auroc_rows(tps, fps),
         "aupro": np.where((n_regions > 0) & (n_ok > 0), aupro, np.nan),
         "pixel_ap": ap,
         "pixel_f1_max": f1,
     }
+    if values is None:
+        return out
+    shifted = {}
+    for name, rows in out.items():
+        exact, whole_set = values.get(name), rows[-1]
+        shift = exact - whole_set if exact is not None and np.isfinite(whole_set) else 0.0
+        shifted[name] = rows[:-1] + shift
+    return shifted
 
 
 # -- COCO AP --------------------------------------------------------------------------------------

@@ -410,7 +410,7 @@ def mask_intervals(
         "mean_image_dice": weighted_mean(per_image("dice"), weights),
     }
     if entries is not None:
-        resampled.update(pixel_metrics_resampled(entries, weights, fpr_limit))
+        resampled.update(pixel_metrics_resampled(entries, weights, fpr_limit, values=out))
     return {name: percentile_interval(out[name], values) for name, values in resampled.items()}
 
 

@@ -97,6 +97,11 @@ def test_pixel_metrics_binned_above_max_bins_stay_close():
     for name, values in binned.items():
         assert values[0] == pytest.approx(exact[name], abs=0.02), name
     assert binned["pixel_auroc"][0] != exact["pixel_auroc"]  # the binned path did run
+    # Given the exact values, the resamples are shifted by what the bins do to the whole set: a
+    # resample drawing every image once then gives the exact value.
+    centred = pixel_metrics_resampled(entries, np.ones((2100, len(masks)), np.int32), 0.3, max_bins=64, values=exact)
+    for name, values in centred.items():
+        assert values[0] == pytest.approx(exact[name], abs=1e-12), name
 
 
 @pytest.mark.parametrize("backend", ["faster-coco-eval", "pycocotools"])
