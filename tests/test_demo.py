@@ -171,7 +171,7 @@ def test_recorded_commands_rebuild_each_rows_metrics(demo, row, tmp_path):
     assert list(run["rows"]) == DEMO_RUN_ROWS
     assert run["data"]["commands"][0][0] == "convert-mvtec"
     entry = run["rows"][row]
-    assert all(argv[0] in ("detect", "segment", "classify", "evaluate") for argv in entry["commands"])
+    assert all(argv[0] in ("detect", "segment", "classify", "anomaly", "evaluate") for argv in entry["commands"])
     for path, before, after in replay_row(out, row, tmp_path / "replay"):
         assert path.startswith(f"rows/{row}/")
         assert not number_differences(before, after), (path, number_differences(before, after)[:5])
