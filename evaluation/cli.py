@@ -369,9 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "anomaly",
-        help="image AUROC, pixel AUROC, AUPRO (MVTec AD metrics)",
+        help="image AUROC, pixel AUROC, AUPRO, pixel AP, pixel F1-max (MVTec AD metrics)",
         description="Input: an .npz with arrays image_labels (N, 0 good / 1 defect), image_scores (N) and "
-        "optionally gt_masks (N,H,W bool) and score_maps (N,H,W float) for pixel AUROC and AUPRO; or a CSV "
+        "optionally gt_masks (N,H,W bool) and score_maps (N,H,W float) for pixel AUROC, AUPRO, pixel AP and "
+        "pixel F1-max; or a CSV "
         "with columns 'label' (0/1, or good/<defect name>) and 'score' for image AUROC only.",
     )
     p.add_argument("--input", type=Path, required=True, help=".npz or .csv of scores (format above)")
