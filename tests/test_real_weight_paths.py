@@ -306,9 +306,13 @@ def test_classify_train_from_the_imagenet_file_in_torch_hub(official, small_data
 @pytest.fixture(scope="module")
 def benchmark_run(official, small_root, tmp_path_factory) -> Path:
     """``defectkit benchmark --fast`` naming the official models: hub detectors, SAM vit_b from the
-    cache, ImageNet ResNet-18, YOLO-World's prompts embedded by CLIP (the data set's default file)."""
+    cache, ImageNet ResNet-18, YOLO-World's prompts embedded by CLIP (the data set's default file);
+    every supervised row."""
     out = tmp_path_factory.mktemp("bench") / "run"
-    run(defectkit_main, ["benchmark", "wood", "--root", small_root, "--out", out, "--fast",
+    # The supervised rows, whose official files this module fakes; the anomaly rows' weight paths
+    # (timm's ImageNet files, EfficientAD's teacher) are tests/test_anomaly.py's.
+    rows = "yolo-world-ft,yolo-world-zs,yolo-closed,sam-gt-base,sam-gt-ft,sam-det,yolo-seg,classifier"
+    run(defectkit_main, ["benchmark", "wood", "--root", small_root, "--out", out, "--fast", "--rows", rows,
                          "--detector", "yolov8s-worldv2.pt", "--closed-detector", "yolov8n.pt",
                          "--seg-detector", "yolov8n-seg.pt", "--sam-model", "vit_b", "--classifier-weights",
                          "imagenet", "--prompts", PROMPTS, "--imgsz", "64", "--batch", "4", "--device", "cpu",
