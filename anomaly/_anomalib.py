@@ -25,12 +25,15 @@ What defectkit changes in how anomalib runs, and why:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 import threading
+import types
 import urllib.parse
 import warnings
 import zipfile
@@ -40,6 +43,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import tqdm
 from torch import nn
 
 from defectkit.core.errors import DefectkitError
@@ -119,10 +123,35 @@ def quiet_lightning(quiet: bool = True) -> Iterator[None]:
             for name in names:
                 logging.getLogger(name).setLevel(logging.WARNING)
         try:
-            yield
+            with _anomalib_bars_off() if quiet else contextlib.nullcontext():
+                yield
         finally:
             for name, level in saved.items():
                 logging.getLogger(name).setLevel(level)
+
+
+# anomalib's own progress bars (PatchCore's coreset selection, EfficientAD's statistics passes) take
+# no `disable` argument; quiet runs swap the tqdm these modules call for one that is off.
+_ANOMALIB_BARS = (
+    ("anomalib.models.components.sampling.k_center_greedy", "tqdm", False),
+    ("anomalib.models.image.efficient_ad.lightning_model", "tqdm", True),  # the module, called as tqdm.tqdm
+)
+
+
+@contextlib.contextmanager
+def _anomalib_bars_off() -> Iterator[None]:
+    off = functools.partial(tqdm.tqdm, disable=True)
+    saved = []
+    for module_name, attribute, is_module in _ANOMALIB_BARS:
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, attribute):
+            saved.append((module, attribute, getattr(module, attribute)))
+            setattr(module, attribute, types.SimpleNamespace(tqdm=off) if is_module else off)
+    try:
+        yield
+    finally:
+        for module, attribute, value in saved:
+            setattr(module, attribute, value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -257,7 +286,7 @@ def load_teacher(module: nn.Module, state: dict[str, torch.Tensor], source: str)
 
 
 @torch.no_grad()
-def after_fit(module: nn.Module, val_loader: Any) -> None:
+def after_fit(module: nn.Module, val_loader: Any, progress: bool = False) -> None:
     """What anomalib does at the start of validation and defectkit's training has no validation loop
     for: EfficientAD's map quantiles, from the val split's good images (``map_norm_quantiles``)."""
     with _anomalib_imported():
@@ -269,7 +298,7 @@ def after_fit(module: nn.Module, val_loader: Any) -> None:
                 "the val split's good images (convert with a larger --val-frac)"
             )
         module.eval()
-        with quiet_lightning():
+        with quiet_lightning(not progress):
             module.model.quantiles.update(module.map_norm_quantiles(val_loader))
 
 
@@ -490,8 +519,9 @@ def fit(
     ``resume``: ``{"epoch": n, "optimizers": [...], "schedulers": [...]}`` from a last.pt: the
     optimiser and schedule states are put back when training starts and ``epochs`` more run.
     ``epoch_done(epoch, states)`` is called after each epoch (1-based, counting resumed ones) with
-    the optimiser and scheduler states, for last.pt. Nothing is written anywhere else: no logger,
-    no checkpoint callback, and Lightning's root folder is a temporary one removed afterwards."""
+    the optimiser and scheduler states (for last.pt) and the epoch's logged ``metrics`` (the loss).
+    Nothing is written anywhere else: no logger, no checkpoint callback, and Lightning's root folder
+    is a temporary one removed afterwards."""
     with _anomalib_imported():
         from lightning.pytorch import Callback, Trainer
 
@@ -512,6 +542,7 @@ def fit(
                     {
                         "optimizers": [o.state_dict() for o in trainer.optimizers],
                         "schedulers": [c.scheduler.state_dict() for c in trainer.lr_scheduler_configs],
+                        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
                     },
                 )
 

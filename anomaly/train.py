@@ -170,8 +170,7 @@ def train(
         _clear_out(out)
 
     def epoch_done(epoch: int, states: dict) -> None:
-        metrics = {k: float(v) for k, v in trainer_metrics(module).items()}
-        history.append({"epoch": epoch, **metrics})
+        history.append({"epoch": epoch, **states["metrics"]})
         atomic_write_json(out / "history.json", history)
         if epoch < cfg.epochs:  # after the last epoch, model.pt follows at once and replaces it
             save_last(out / LAST_FILE, cfg, module, epoch, states, history)
@@ -194,7 +193,7 @@ def train(
     val_loader = DataLoader(
         ImageDataset(val_images, cfg.imgsz, val_masks), batch_size=cfg.batch, collate_fn=_anomalib.image_batch
     )
-    _anomalib.after_fit(module, val_loader)  # EfficientAD's map quantiles, from the val good images
+    _anomalib.after_fit(module, val_loader, progress)  # EfficientAD's map quantiles, from the val good images
     val_scores, val_maps = score_images(
         module, val_images, cfg.imgsz, dev, batch=cfg.batch, progress=progress, desc="val"
     )
@@ -217,12 +216,6 @@ def train(
         print(
             f"{out}: {cfg.model} on {len(train_images)} good images; val image AUROC "
             f"{'n/a' if auc is None else f'{auc:.4f}'}; thresholds image {thresholds['image']:.6g} "
-            f"pixel {thresholds['pixel']:.6g} ({THRESHOLD_RULE})"
+            f"pixel {thresholds['pixel']:.6g} ({thresholds['image_rule']})"
         )
     return out
-
-
-def trainer_metrics(module: torch.nn.Module) -> dict:
-    """The epoch's logged values (DRAEM's ``train_loss``) from the module's trainer."""
-    trainer = getattr(module, "_trainer", None)
-    return dict(trainer.callback_metrics) if trainer is not None else {}

@@ -20,11 +20,11 @@ from defectkit.anomaly import MISSING_MESSAGE, AnomalyTrainConfig, _anomalib, an
 from defectkit.anomaly import train as train_module
 from defectkit.anomaly.checkpoint import load_model
 from defectkit.anomaly.data import ImageDataset, defect_masks, split_images, train_good_images
-from defectkit.anomaly.predict import predict, score_images
+from defectkit.anomaly.predict import coco_results, predict, score_images
 from defectkit.anomaly.train import train
 from defectkit.anomaly.val import validate
 from defectkit.convert import convert_category
-from defectkit.evaluation import evaluate_anomaly
+from defectkit.evaluation import evaluate_anomaly, evaluate_detection
 from defectkit.evaluation.coco_io import class_agnostic_ground_truth
 from defectkit.evaluation.ranking import f1_max
 from torch.utils.data import DataLoader
@@ -109,6 +109,19 @@ def test_padim_val_report_scores_and_coco_results(padim_run, padim_test, convert
     # every instance is one component of its image's map at the pixel threshold, scored by its peak
     threshold = metrics["thresholds"]["pixel"]
     assert all(p["score"] >= threshold and p["area"] > 0 for p in predictions)
+
+
+def test_a_map_that_is_the_ground_truth_scores_coco_ap_one(converted):
+    """The instance rule (components of map >= threshold, peak as score, class defect) against the
+    class-agnostic ground truth: a map equal to the defect masks gives box and mask AP 1."""
+    images = split_images(converted, "test")
+    maps = [mask.astype(np.float32) for mask in defect_masks(converted, "test", images)]
+    results = coco_results([image.image_id for image in images], maps, 0.5)
+    for iou_type in ("bbox", "segm"):
+        scored = evaluate_detection(
+            str(converted / "coco" / "test.json"), results, iou_type, class_agnostic=True
+        )
+        assert scored[iou_type]["AP"] == pytest.approx(1.0), iou_type
 
 
 def test_model_pt_loads_with_weights_only(padim_run, patchcore_run):
