@@ -169,32 +169,28 @@ def _components() -> dict[str, Any]:
     return {"post_processor": _post_processor(), "evaluator": False, "visualizer": False}
 
 
-def build_padim(backbone: str, layers: list[str], image_size: int, n_features: int | None) -> nn.Module:
-    """anomalib's ``Padim`` (random backbone; weights are loaded by :func:`load_backbone`)."""
+def _feature_model(name: str, backbone: str, layers: list[str], image_size: int, **options: Any) -> nn.Module:
+    """anomalib's PaDiM or PatchCore (``name``) on a random ``backbone``: defectkit loads the weights
+    (:func:`load_backbone`). An unknown backbone or layer is a one-line error."""
     with _anomalib_imported(), quiet_lightning():
-        from anomalib.models import Padim
+        from anomalib.models import Padim, Patchcore
 
+        model_class = {"padim": Padim, "patchcore": Patchcore}[name]
         try:
-            return Padim(
-                backbone=backbone, layers=list(layers), pre_trained=False, n_features=n_features,
-                pre_processor=Padim.configure_pre_processor((image_size, image_size)), **_components(),
+            return model_class(
+                backbone=backbone, layers=list(layers), pre_trained=False, **options, **_components(),
+                pre_processor=model_class.configure_pre_processor((image_size, image_size)),
             )  # fmt: skip
         except (ValueError, RuntimeError, KeyError) as exc:  # unknown backbone or layer, bad n_features
-            raise DefectkitError(f"--model padim --backbone {backbone}: {_first_line(exc)}") from None
+            raise DefectkitError(f"--model {name} --backbone {backbone}: {_first_line(exc)}") from None
+
+
+def build_padim(backbone: str, layers: list[str], image_size: int, n_features: int | None) -> nn.Module:
+    return _feature_model("padim", backbone, layers, image_size, n_features=n_features)
 
 
 def build_patchcore(backbone: str, layers: list[str], image_size: int, coreset_ratio: float) -> nn.Module:
-    """anomalib's ``Patchcore`` (random backbone; weights are loaded by :func:`load_backbone`)."""
-    with _anomalib_imported(), quiet_lightning():
-        from anomalib.models import Patchcore
-
-        try:
-            return Patchcore(
-                backbone=backbone, layers=list(layers), pre_trained=False, coreset_sampling_ratio=coreset_ratio,
-                pre_processor=Patchcore.configure_pre_processor((image_size, image_size)), **_components(),
-            )  # fmt: skip
-        except (ValueError, RuntimeError, KeyError) as exc:
-            raise DefectkitError(f"--model patchcore --backbone {backbone}: {_first_line(exc)}") from None
+    return _feature_model("patchcore", backbone, layers, image_size, coreset_sampling_ratio=coreset_ratio)
 
 
 def build_draem(anomaly_source: str, image_size: int) -> nn.Module:
