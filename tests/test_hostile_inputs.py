@@ -210,23 +210,18 @@ CASES = {
          "anomalydiffusion", "--test-frac", "0.3", "--quiet"), "fixes the test set"),
     # benchmark suites: shards, category lists, merges
     "defectkit benchmark --shard 3/2": lambda t, c: (
-        ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "run", "--fast",
-         "--rows", "classifier", "--shard", "3/2"), "--shard 3/2: i must be 1..n"),
+        (*_classifier_benchmark(t, c), "--shard", "3/2"), "--shard 3/2: i must be 1..n"),
     "defectkit benchmark --shard 0/2": lambda t, c: (
-        ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "run", "--fast",
-         "--rows", "classifier", "--shard", "0/2"), "--shard 0/2: i must be 1..n"),
+        (*_classifier_benchmark(t, c), "--shard", "0/2"), "--shard 0/2: i must be 1..n"),
     "defectkit benchmark --shard x": lambda t, c: (
-        ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "run", "--fast",
-         "--rows", "classifier", "--shard", "x"), "--shard x: expected i/n"),
+        (*_classifier_benchmark(t, c), "--shard", "x"), "--shard x: expected i/n"),
     "defectkit benchmark with an unknown category in the list": lambda t, c: (
         ("defectkit", "benchmark", "wood,nosuch", "--root", c.parent.parent / "sample", "--out", t / "run",
          "--fast", "--rows", "classifier"), "nosuch: unknown category 'nosuch'"),
     "defectkit benchmark --repeats 0": lambda t, c: (
-        ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "run", "--fast",
-         "--rows", "classifier", "--repeats", "0"), "--repeats 0: must be at least 1"),
+        (*_classifier_benchmark(t, c), "--repeats", "0"), "--repeats 0: must be at least 1"),
     "defectkit benchmark --shots 1,x": lambda t, c: (
-        ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "run", "--fast",
-         "--rows", "classifier", "--shots", "1,x"), "'x' is not a number of images"),
+        (*_classifier_benchmark(t, c), "--shots", "1,x"), "'x' is not a number of images"),
     "defectkit benchmark --shots with K over the defect images": lambda t, c: (
         ("defectkit", "benchmark", "wood", "--root", c.parent.parent / "sample", "--out", t / "suite", "--fast",
          "--rows", "classifier", "--shots", "100000", "--quiet"), "fewshot:100000: K=100000 is more than"),
@@ -284,6 +279,13 @@ def fake_last(run: Path) -> Path:
     """A last.pt path (the option checks come before the file is read)."""
     run.mkdir(parents=True, exist_ok=True)
     return write_text(run / "last.pt", "")
+
+
+def _classifier_benchmark(tmp: Path, category_dir: Path) -> tuple:
+    """The start of a cheap ``defectkit benchmark`` on the sample (the classifier row, --fast) that
+    the suite rows finish with the option under test."""
+    root = category_dir.parent.parent / "sample"
+    return ("defectkit", "benchmark", "wood", "--root", root, "--out", tmp / "run", "--fast", "--rows", "classifier")
 
 
 def suite_json(folder: Path, **settings) -> Path:
