@@ -230,3 +230,15 @@ def test_world_rows_without_embeddings_say_what_to_pass(sample_root, tmp_path, c
     assert exc.value.code == 2
     assert "--text-embeddings" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_anomaly_rows_are_skipped_with_one_line_without_the_extra(monkeypatch):
+    """Without anomalib, the anomaly rows drop out of a run with one line saying how to install it;
+    the other rows stay."""
+    import defectkit.leaderboard.rows_anomaly as rows_anomaly
+
+    monkeypatch.setattr(rows_anomaly, "anomalib_available", lambda: False)
+    kept, skipped = rows_module.runnable_rows(["classifier", "padim", "draem"])
+    assert kept == ["classifier"]
+    assert skipped == [f"skipping padim, draem: {rows_anomaly.MISSING_MESSAGE}"]
+    assert 'pip install "defectkit[anomaly]"' in skipped[0]

@@ -83,7 +83,8 @@ def test_all_writes_the_category_table_with_a_mean_row(single):
     assert board["plan"]["categories"] == list(CATEGORIES)  # 'notes' has no train/good and test/
     table = board["protocols"]["defectkit"]["table"]
     assert [tuple(c) for c in table["columns"]] == [
-        ("yolo-world-zs", "image_auroc"), ("yolo-world-zs", "box_AP"), ("sam-gt-random", "mask_mIoU"),
+        ("yolo-world-zs", "image_auroc"), ("yolo-world-zs", "box_AP"), ("yolo-world-zs", "agnostic_box_AP50"),
+        ("sam-gt-random", "mask_mIoU"), ("sam-gt-random", "agnostic_segm_AP50"),
         ("classifier", "image_auroc"), ("classifier", "balanced_accuracy"),
     ]  # fmt: skip
     for row, metric in table["columns"]:
@@ -97,7 +98,8 @@ def test_all_writes_the_category_table_with_a_mean_row(single):
             )
             assert stored["value"] == table["categories"][c][row][metric]["value"]
     md = (single / "report" / "report.md").read_text()
-    header = "| category | yolo-world-zs: image AUROC | yolo-world-zs: box AP | sam-gt-random: mask mIoU |"
+    header = ("| category | yolo-world-zs: image AUROC | yolo-world-zs: box AP | yolo-world-zs: class-agnostic box AP50 "
+              "| sam-gt-random: mask mIoU | sam-gt-random: class-agnostic mask AP50 |")
     assert header in md
     for name in (*CATEGORIES, "mean"):
         assert re.search(rf"^\| {name} \| \d\.\d{{3}}", md, re.MULTILINE), name

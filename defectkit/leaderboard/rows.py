@@ -106,14 +106,17 @@ def register(
     unavailable: Callable[[], str | None] | None = None,
 ):
     """Add a row to ``ROWS``. ``metrics``: its test metrics, main first (default: its task's,
-    ``TASK_METRICS``); ``table``: what the category table shows besides the main one (always first)."""
+    ``TASK_METRICS``); ``table``: what the category table shows besides the main one (always first;
+    default: its task's ``TASK_TABLE``); ``unavailable``: says why the row cannot run here (an optional
+    extra missing), else None."""
     declared = tuple(metrics if metrics is not None else TASK_METRICS.get(task, ()))
     if not declared:
         raise ValueError(f"row {name}: task {task!r} has no default metrics; pass metrics=(main, ...)")
 
     def wrap(fn: Callable[[RunContext, Path], dict]) -> Callable[[RunContext, Path], dict]:
-        shown = tuple(dict.fromkeys((declared[0], *(table or ()))))  # the main metric always, first
-        ROWS[name] = RowSpec(name, title, task, fn, about, needs, reads, declared, shown)
+        columns = table if table is not None else TASK_TABLE.get(task, ())
+        shown = tuple(dict.fromkeys((declared[0], *columns)))  # the main metric always, first
+        ROWS[name] = RowSpec(name, title, task, fn, about, needs, reads, declared, shown, unavailable)
         return fn
 
     return wrap
