@@ -193,9 +193,10 @@ def _add_run_options(p: argparse.ArgumentParser, demo: bool) -> None:
         "--rows",
         default="demo" if demo else "all",
         help="comma-separated rows: yolo-world-ft, yolo-world-zs, yolo-closed, sam-gt-base, sam-gt-random, "
-        "sam-gt-ft, sam-det, yolo-seg, classifier; 'all' or 'demo' (yolo-world-ft, sam-gt-base, sam-gt-ft, "
-        "sam-det, classifier); rows a row needs are added; sam-gt-base (SAM as released) is sam-gt-random "
-        "when the SAM has random weights (default: %(default)s)",
+        "sam-gt-ft, sam-det, yolo-seg, classifier, and the unsupervised padim, patchcore, draem (the anomaly "
+        "extra; skipped with one line without it); 'all' or 'demo' (yolo-world-ft, sam-gt-base, sam-gt-ft, "
+        "sam-det, classifier, padim); rows a row needs are added; sam-gt-base (SAM as released) is "
+        "sam-gt-random when the SAM has random weights (default: %(default)s)",
     )
     g.add_argument(
         "--device",
