@@ -167,13 +167,11 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["DEFECTKIT_OFFLINE"] = "1"
-    # Once, untimed: seeds the private settings.json and fonts both sides read. NUM_THREADS: the torch
-    # threads ultralytics trains with on the CPU (it sets them itself, on both sides).
+    # Once, untimed: seeds the private settings.json and fonts both sides read.
     with ultralytics_patched():
-        from ultralytics.utils import NUM_THREADS
+        pass
     print(f"python {platform.python_version()} {platform.machine()}, {cpu_model()}, "
-          f"torch {torch.__version__}, ultralytics {version('ultralytics')} "
-          f"(CPU training threads {NUM_THREADS})")  # fmt: skip
+          f"torch {torch.__version__}, ultralytics {version('ultralytics')}")  # fmt: skip
     print(f"before: {load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="detect-bench-") as tmp:
         tmp = Path(tmp)
