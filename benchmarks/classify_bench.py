@@ -40,9 +40,7 @@ Plus the one-off cost of filling the cache (decode + resize once, in threads).
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -53,6 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from bench_common import cpu_model, cpu_seconds, load, spread
 from defectkit.classify.data import IMAGENET_MEAN, IMAGENET_STD, CachedImages, ImageCache, scan_split
 from defectkit.classify.engine import train_one_epoch
 from defectkit.classify.models import apply_freeze, build_model
@@ -197,10 +196,6 @@ def run_command(argv: list[str], cwd: Path) -> None:
         raise SystemExit(f"{' '.join(argv[:3])} ... failed:\n{done.stderr[-3000:]}")
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of every child it has waited for."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -214,24 +209,10 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - w0, cpu_seconds() - c0
 
 
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
-def spread(values: list[float], digits: int = 3) -> str:
-    low, mid, high = min(values), statistics.median(values), max(values)
-    return f"min {low:.{digits}f}  median {mid:.{digits}f}  max {high:.{digits}f}"
 
 
 def main(argv=None) -> int:
@@ -333,7 +314,7 @@ def main(argv=None) -> int:
           "warm-up round, order rotated each repeat")  # fmt: skip
     print("seconds per side (wall | CPU):")
     for k in names:
-        print(f"  {k:24s} wall {spread(wall[k])} | cpu {spread(cpu[k])}")
+        print(f"  {k:24s} wall {spread(wall[k], 3)} | cpu {spread(cpu[k], 3)}")
     print("ratio ours / reference, per repeat (wall | CPU):")
     pairs = (("whole command", names[0], names[1]), ("training epoch", names[2], names[3]),
              ("data only", names[4], names[5]))  # fmt: skip

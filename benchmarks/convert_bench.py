@@ -26,9 +26,7 @@ counts this process and every child it waited for (the command and the helpers i
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -37,9 +35,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import cpu_seconds, load, spread
 from defectkit.convert import convert_category
 from defectkit.convert.pipeline import default_workers
 from defectkit.convert.reader import scan_category
+
 from defectkit.core.imageio import read_image, read_mask
 from defectkit.sample import write_category
 
@@ -72,10 +72,6 @@ def run_command(argv: list[str]) -> None:
         raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr}")
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of every child it has waited for (helpers included)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def timed(fn) -> tuple[float, float]:
@@ -85,9 +81,6 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - w0, cpu_seconds() - c0
 
 
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def autogroup_note() -> str:
@@ -100,8 +93,6 @@ def autogroup_note() -> str:
     return "kernel.sched_autogroup_enabled=1: CPU time is shared per session, not per process" if on else ""
 
 
-def spread(values: list[float]) -> str:
-    return f"min {min(values):.2f}  median {statistics.median(values):.2f}  max {max(values):.2f}"
 
 
 def main() -> None:

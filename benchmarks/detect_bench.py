@@ -53,6 +53,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from bench_common import cpu_model, load, spread
 from defectkit.convert import convert_category
 from defectkit.detect._ultralytics import config_dir, ultralytics_patched
 from defectkit.detect.data import load_data
@@ -136,24 +137,10 @@ def library(
             str(BATCH), str(SEED), str(WORKERS)]  # fmt: skip
 
 
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
-def spread(values: list[float], digits: int = 2) -> str:
-    low, mid, high = min(values), statistics.median(values), max(values)
-    return f"min {low:.{digits}f}  median {mid:.{digits}f}  max {high:.{digits}f}"
 
 
 def main() -> None:
