@@ -104,6 +104,25 @@ def test_pixel_metrics_binned_above_max_bins_stay_close():
         assert values[0] == pytest.approx(exact[name], abs=1e-12), name
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["spread scores", "scores packed in one key step"])
+def test_pixel_bins_cut_where_the_counts_say(packed):
+    """The bins are about equal-count for positives and negatives alike, also where the scores sit
+    closer together than the fine score key resolves (then cut on the sorted scores)."""
+    from defectkit.evaluation.bootstrap import _score_bins
+
+    rng = np.random.default_rng(0)
+    scores = rng.random(40_000)
+    if packed:  # 1e-7 apart around 1.0 (one float32 key step there is ~5e-4), and one 0 far below
+        scores = np.r_[1.0 + scores[1:] * 1e-7, 0.0]
+    positives = rng.random(scores.size) < 0.05
+    order = np.argsort(-scores)
+    bins = _score_bins(scores, [positives, ~positives], [np.flatnonzero(positives), None], 64, order)
+    assert (np.diff(bins[order]) >= 0).all()  # bins follow the scores, highest first
+    per_bin = np.bincount(bins, minlength=bins.max() + 1)
+    assert 40 <= per_bin.size <= 64
+    assert per_bin.max() <= 2.2 * scores.size / 32  # no bin much above a negatives' share
+
+
 @pytest.mark.parametrize("backend", ["faster-coco-eval", "pycocotools"])
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 def test_coco_ap_with_all_weights_one_is_the_evaluators(iou_type, backend):
