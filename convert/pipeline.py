@@ -17,7 +17,6 @@ import contextlib
 import functools
 import json
 import multiprocessing
-import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -37,6 +36,7 @@ from defectkit.convert.writers import WRITERS, ImageRecord, WriteContext
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError
 from defectkit.core.imageio import read_image, read_mask
+from defectkit.core.parallel import usable_cores
 
 SOURCE_DIR = "source"
 """Where an archive's category is extracted: ``<out>/<category>/source/<category>/``."""
@@ -206,12 +206,8 @@ def auto_workers(folder: Path, images: list[SourceImage]) -> int:
 
 
 def default_workers() -> int:
-    """Decoding processes: one per core this process may run on (``os.sched_getaffinity``, which
-    honours ``taskset`` and container CPU sets; ``os.cpu_count`` where the platform lacks it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    """Decoding processes: one per core this process may run on (``core.parallel.usable_cores``)."""
+    return usable_cores()
 
 
 Decoded = tuple[ImageRecord, list[str], int]
