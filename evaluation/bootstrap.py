@@ -43,6 +43,7 @@ CONFIDENCE = 0.95
 # histograms cost resamples x images x bins in a matrix product, 0.25 s at 1,000 x 1,000 x 256.
 MAX_PIXEL_BINS = 256
 _CHUNK_CELLS = 1 << 21  # resamples x entries processed at once: a few MB per temporary
+_PAIR_CELLS = 1 << 22  # positive x negative image pairs up to which image AUROC is one matrix product
 
 
 @functools.lru_cache(maxsize=8)
@@ -346,6 +347,20 @@ def weighted_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) 
     """
     labels = np.asarray(labels).astype(bool).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
+    pos, neg = scores[labels], scores[~labels]
+    if 0 < pos.size * neg.size <= _PAIR_CELLS:
+        # The Mann-Whitney form, as one matrix product: AUROC = sum over positive-negative pairs of
+        # w_pos * w_neg * (1 if the positive scores higher, 1/2 if tied) / (weighted positives x
+        # negatives). Exact in float32: every partial sum is a multiple of 1/2 far below 2^23. Four
+        # times faster than the cumulative curves at 1,000 images x 1,000 resamples.
+        beats = (pos[:, None] > neg[None, :]).astype(np.float32)
+        beats += np.float32(0.5) * (pos[:, None] == neg[None, :])
+        w_pos, w_neg = weights[:, labels], weights[:, ~labels]
+        negatives_below = w_neg.astype(np.float32) @ beats.T  # (B, positives)
+        area = np.einsum("bp,bp->b", negatives_below, w_pos, dtype=np.float64)
+        n_pos, n_neg = w_pos.sum(axis=1, dtype=np.float64), w_neg.sum(axis=1, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where((n_pos > 0) & (n_neg > 0), area / (n_pos * n_neg), np.nan)
     tps, fps = _resampled_curves(
         scores, np.arange(labels.size), [labels.astype(np.float64), (~labels).astype(np.float64)], weights
     )
