@@ -514,8 +514,8 @@ def true_positives_needed(n_gt: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
 
 def _interpolated_precision(tp_cum: np.ndarray, predicted: np.ndarray, needed: np.ndarray) -> np.ndarray:
     """(B, R) COCO's interpolated precision at each recall threshold, from integer cumulative
-    counts of true positives and of true + false positives (P, B) at the P true-positive points
-    of one class and IoU threshold (points along axis 0: cumulative operations then run over
+    counts of true positives and of true + false positives (P, B) at P true-positive points of
+    one class and IoU threshold (all of them, or the last of each run of them) (points along axis 0: cumulative operations then run over
     contiguous rows), and each resample's ``true_positives_needed`` (B, R). Only true-positive
     points matter: a recall threshold above 0 is first reached at one, and between them precision
     only falls (threshold 0 reads the envelope's maximum, also at a true positive, or 0).
@@ -543,6 +543,22 @@ def _interpolated_precision(tp_cum: np.ndarray, predicted: np.ndarray, needed: n
     return np.where(reached & ~np.isnan(q), q, 0.0)
 
 
+def _true_positive_runs(is_tp: np.ndarray, is_fp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the true positives among the detections, indices into those of each run's last):
+    a run is a stretch of true positives with no false positive between them (detections that are
+    neither do not break it).
+
+    >>> tp = np.array([1, 1, 0, 0, 1, 0, 1], bool)
+    >>> fp = np.array([0, 0, 1, 0, 0, 0, 0], bool)  # detection 3 and 5 are neither
+    >>> [a.tolist() for a in _true_positive_runs(tp, fp)]
+    [[0, 1, 4, 6], [1, 3]]
+    """
+    tp_points = np.flatnonzero(is_tp)
+    counted = is_tp[is_tp | is_fp]  # counted detections in order: True for a true positive
+    last = counted & np.r_[~counted[1:], True]
+    return tp_points, np.flatnonzero(last[counted])
+
+
 def coco_ap_resampled(matches: CocoMatches, weights: np.ndarray) -> dict[str, np.ndarray]:
     """(B,) COCO AP (IoU .50:.95), AP50 and AP75 (area all, 100 detections) under each resample's
     image weights: COCO's accumulate with every detection and object of an image counted as often
@@ -567,22 +583,28 @@ def coco_ap_resampled(matches: CocoMatches, weights: np.ndarray) -> dict[str, np
     largest = max((d.size for d in matches.det_image), default=1)
     step = int(np.clip(_CHUNK_CELLS // 8 // max(largest, 1), 16, n_rows))
 
+    # Per class and IoU threshold: the true positives, and which of them end a run of true
+    # positives (the next counted detection is a false positive, or there is none). Precision only
+    # rises along a run whatever the weights, so COCO's envelope and the first point reaching each
+    # recall threshold are read at run ends alone (about half the points).
+    runs = [[_true_positive_runs(tp, fp) for tp, fp in zip(matches.det_tp[k], matches.det_fp[k])] for k in range(n_classes)]
+
     def score_rows(k: int, rows: slice) -> None:
         """per_class[rows, k]: class k's AP at each IoU threshold for one chunk of resamples."""
         w = weights_by_image[matches.det_image[k], rows]  # (D_k, b)
         drawn_so_far = np.cumsum(w, axis=0, dtype=np.int32)
         needed = true_positives_needed(n_gt[rows, k], matches.rec_thrs)
         for t in range(n_thr):
-            is_tp = matches.det_tp[k][t]
-            tp_points = np.flatnonzero(is_tp)
-            tp_cum = np.cumsum(w[tp_points], axis=0, dtype=np.int32)
+            tp_points, last_of_run = runs[k][t]
+            tp_cum = np.cumsum(w[tp_points], axis=0, dtype=np.int32)[last_of_run]
             # True + false positives so far: every detection drawn so far, minus those that
             # are neither (matched to an ignored object).
-            predicted = drawn_so_far[tp_points]
-            neither = np.flatnonzero(~(is_tp | matches.det_fp[k][t]))  # few: crowd matches
+            run_ends = tp_points[last_of_run]
+            predicted = drawn_so_far[run_ends]
+            neither = np.flatnonzero(~(matches.det_tp[k][t] | matches.det_fp[k][t]))  # few: crowd matches
             if neither.size:
                 neither_so_far = np.vstack([np.zeros((1, w.shape[1]), np.int32), np.cumsum(w[neither], axis=0, dtype=np.int32)])
-                predicted = predicted - neither_so_far[np.searchsorted(neither, tp_points, side="right")]
+                predicted = predicted - neither_so_far[np.searchsorted(neither, run_ends, side="right")]
             q = _interpolated_precision(tp_cum, predicted, needed)
             # mean over all R thresholds (those never reached count 0)
             per_class[rows, k, t] = np.where(n_gt[rows, k] > 0, q.sum(axis=1) / matches.rec_thrs.size, np.nan)
