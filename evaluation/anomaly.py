@@ -5,6 +5,7 @@ pixel AP and pixel F1-max (``defectkit.evaluation.pixels``, where AUPRO's defini
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +143,19 @@ def evaluate_anomaly(
             if not np.isfinite(s).all():
                 raise DefectkitError(f"score_maps[{i}] contains NaN or inf")
         entries = dense_pixel_entries(masks, maps)
-        pixel, pixel_curves = pixel_metrics(entries, fpr_limit, curves=out_dir is not None)
+        if weights is None:
+            pixel, pixel_curves = pixel_metrics(entries, fpr_limit, curves=out_dir is not None)
+        else:
+            # The exact metrics on a second thread while this one resamples: both are numpy work
+            # that releases the GIL (the exact sort, the resampled histograms), and the resampled
+            # values need the exact ones only at the end.
+            with ThreadPoolExecutor(1) as pool:
+                exact = pool.submit(pixel_metrics, entries, fpr_limit, curves=out_dir is not None)
+                resampled = pixel_metrics_resampled(entries, weights, fpr_limit, values=lambda: exact.result()[0])
+                pixel, pixel_curves = exact.result()
         out.update(pixel)
         out["n_regions"] = int(entries.regions_per_image.sum())
         if weights is not None:
-            resampled = pixel_metrics_resampled(entries, weights, fpr_limit, values=pixel)
             out["ci"].update({name: percentile_interval(out[name], values) for name, values in resampled.items()})
         if "roc" in pixel_curves:
             curves[f"pixel ROC (AUROC {out['pixel_auroc']:.3f})"] = pixel_curves["roc"]

@@ -22,6 +22,7 @@ metrics matters at 1024x1024); AP and F1-max are checked against scikit-learn's
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,11 +54,14 @@ class PixelEntries:
     regions_per_image: np.ndarray  # (N,) ground-truth connected components per image
     _runs: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _sums: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # the exact metrics and the bootstrap may ask for the sort at once, from two threads: one sorts
+    _sorting: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def runs(self) -> tuple[np.ndarray, np.ndarray]:
         """``descending_runs`` of the scores, sorted once and kept (metrics and bootstrap share it)."""
-        if self._runs is None:
-            self._runs = descending_runs(self.scores)
+        with self._sorting:
+            if self._runs is None:
+                self._runs = descending_runs(self.scores)
         return self._runs
 
     def cumulative(self, name: str) -> np.ndarray:

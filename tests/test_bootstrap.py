@@ -20,7 +20,7 @@ from defectkit.evaluation.cli import main
 from defectkit.evaluation.coco_io import load_ground_truth, load_predictions
 from defectkit.evaluation.detection import STAT_NAMES, run_coco_eval
 from defectkit.evaluation.pixels import dense_pixel_entries
-from defectkit.evaluation.ranking import auroc
+from defectkit.evaluation.ranking import auroc, descending_runs
 from defectkit.evaluation.synthetic import make_coco_case
 
 
@@ -115,8 +115,8 @@ def test_pixel_bins_cut_where_the_counts_say(packed):
     if packed:  # 1e-7 apart around 1.0 (one float32 key step there is ~5e-4), and one 0 far below
         scores = np.r_[1.0 + scores[1:] * 1e-7, 0.0]
     positives = rng.random(scores.size) < 0.05
-    order = np.argsort(-scores)
-    bins = _score_bins(scores, [positives, ~positives], [np.flatnonzero(positives), None], 64, order)
+    order, run_ends = descending_runs(scores)
+    bins = _score_bins(scores, [positives, ~positives], [np.flatnonzero(positives), None], 64, lambda: (order, run_ends))
     assert (np.diff(bins[order]) >= 0).all()  # bins follow the scores, highest first
     per_bin = np.bincount(bins, minlength=bins.max() + 1)
     assert 40 <= per_bin.size <= 64
