@@ -293,17 +293,17 @@ def _score_bins(
     for key in np.unique(np.concatenate(heavy)) if heavy else ():
         in_key = scores[keys == key]
         if in_key.min() != in_key.max():  # a bin's share of distinct scores in one key: cut on ranks
-            return _rank_bins(scores, columns, half, runs()[0])
+            return _rank_bins(scores, columns, half, *runs())
     bin_of_key = np.ascontiguousarray(np.cumsum(marks[:n_keys])[::-1])
     return bin_of_key[keys]
 
 
-def _rank_bins(scores: np.ndarray, columns: list[np.ndarray], half: int, order: np.ndarray) -> np.ndarray:
-    """``_score_bins`` cut on the sorted scores themselves: a bin starts after the distinct score
-    where a column's running total first reaches each multiple (exact ranks, one scatter through
-    the sort order)."""
-    sorted_scores = scores[order]
-    run_ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
+def _rank_bins(
+    scores: np.ndarray, columns: list[np.ndarray], half: int, order: np.ndarray, run_ends: np.ndarray
+) -> np.ndarray:
+    """``_score_bins`` cut on the sorted scores themselves (``descending_runs``): a bin starts after
+    the distinct score where a column's running total first reaches each multiple (exact ranks, one
+    scatter through the sort order)."""
     starts = []
     for column in columns:
         through = cumulative_at_runs(column, order, run_ends)
@@ -530,8 +530,8 @@ def true_positives_needed(n_gt: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
 def _interpolated_precision(tp_cum: np.ndarray, predicted: np.ndarray, needed: np.ndarray) -> np.ndarray:
     """(B, R) COCO's interpolated precision at each recall threshold, from integer cumulative
     counts of true positives and of true + false positives (P, B) at P true-positive points of
-    one class and IoU threshold (all of them, or the last of each run of them) (points along axis 0: cumulative operations then run over
-    contiguous rows), and each resample's ``true_positives_needed`` (B, R). Only true-positive
+    one class and IoU threshold (all of them, or the last of each run of them; points along axis
+    0), and each resample's ``true_positives_needed`` (B, R). Only true-positive
     points matter: a recall threshold above 0 is first reached at one, and between them precision
     only falls (threshold 0 reads the envelope's maximum, also at a true positive, or 0).
     """
