@@ -215,3 +215,21 @@ def test_chance_and_ties_from_intervals():
     assert indistinguishable_from_chance(at_chance) and not indistinguishable_from_chance(good)
     assert not intervals_overlap(at_chance, good)
     assert intervals_overlap(good, evaluate_anomaly(labels, labels + rng.random(60) * 0.85, bootstrap=500)["ci"]["image_auroc"])
+
+
+def test_anomaly_pixel_intervals_from_the_overlapped_scoring_equal_the_plain_calls():
+    """evaluate_anomaly scores the exact pixel metrics on a second thread while it resamples: the
+    intervals equal the two calls made one after the other, and contain the exact values."""
+    from defectkit.evaluation.bootstrap import percentile_interval
+    from defectkit.evaluation.pixels import pixel_metrics
+
+    masks, maps = _maps(4, n=40, size=(40, 60), levels=100_000)  # many distinct scores: binned path
+    labels = [int(m.any()) for m in masks]
+    scores = [s.max() for s in maps]
+    out = evaluate_anomaly(labels, scores, masks, maps, bootstrap=300, seed=1)
+    entries = dense_pixel_entries(masks, maps)
+    exact, _ = pixel_metrics(entries, 0.3)
+    resampled = pixel_metrics_resampled(entries, resample_weights(len(masks), 300, seed=1), 0.3, values=exact)
+    for name, rows in resampled.items():
+        assert out["ci"][name] == percentile_interval(exact[name], rows), name
+        assert out["ci"][name]["ci_low"] <= out[name] <= out["ci"][name]["ci_high"], name
