@@ -4,12 +4,32 @@
 >>> from defectkit.evaluation.report import Report
 
 See evaluation/README.md for the metrics.json schema and the CLI (``evaluate --help``).
+
+The names below load their module on first use (PEP 562): importing one submodule, as
+``evaluate detection`` does, then loads only what that scorer needs (the anomaly and mask scorers
+bring OpenCV and tqdm, a tenth of a second of the command's start).
 """
 
-from defectkit.evaluation.anomaly import evaluate_anomaly
-from defectkit.evaluation.classification import evaluate_classification
-from defectkit.evaluation.detection import evaluate_detection
-from defectkit.evaluation.masks import evaluate_masks
-from defectkit.evaluation.report import Report
+import importlib
 
-__all__ = ["Report", "evaluate_anomaly", "evaluate_classification", "evaluate_detection", "evaluate_masks"]
+_PUBLIC = {
+    "Report": "defectkit.evaluation.report",
+    "evaluate_anomaly": "defectkit.evaluation.anomaly",
+    "evaluate_classification": "defectkit.evaluation.classification",
+    "evaluate_detection": "defectkit.evaluation.detection",
+    "evaluate_masks": "defectkit.evaluation.masks",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups do not come back here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

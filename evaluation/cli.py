@@ -16,11 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from defectkit.evaluation.anomaly import evaluate_anomaly
-from defectkit.evaluation.classification import evaluate_classification
 from defectkit.evaluation.coco_io import load_json
-from defectkit.evaluation.detection import STAT_NAMES, evaluate_detection
-from defectkit.evaluation.masks import evaluate_masks
 from defectkit.evaluation.report import format_value
 
 from defectkit.core.errors import DefectkitError, cli_entry
@@ -47,6 +43,8 @@ def _print_table(rows: list[tuple[str, object]], intervals: dict | None = None) 
 
 
 def _detection(args: argparse.Namespace) -> int:
+    from defectkit.evaluation.detection import STAT_NAMES, evaluate_detection
+
     out = evaluate_detection(
         args.gt,
         args.pred,
@@ -68,6 +66,8 @@ def _detection(args: argparse.Namespace) -> int:
 
 
 def _masks(args: argparse.Namespace) -> int:
+    from defectkit.evaluation.masks import evaluate_masks
+
     out = evaluate_masks(
         args.gt,
         args.pred,
@@ -147,6 +147,8 @@ def read_classification_file(path: Path, classes: list[str] | None):
 
 
 def _classification(args: argparse.Namespace) -> int:
+    from defectkit.evaluation.classification import evaluate_classification
+
     classes = args.classes.split(",") if args.classes else None
     y_true, y_pred, names, probs = read_classification_file(args.input, classes)
     with errors_name(args.input):
@@ -204,6 +206,8 @@ def read_anomaly_file(path: Path):
 
 
 def _anomaly(args: argparse.Namespace) -> int:
+    from defectkit.evaluation.anomaly import evaluate_anomaly
+
     labels, scores, masks, maps = read_anomaly_file(args.input)
     with errors_name(args.input):
         out = evaluate_anomaly(

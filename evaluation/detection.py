@@ -103,14 +103,12 @@ class ImageIoUs:
     """IoUs of every result of an image against every object of it (crowd objects with COCO's crowd
     IoU), computed once per image on first use and shared: COCO evaluation reads its per-class
     blocks, the confusion matrix its cross-class pairs. One faster-coco-eval call per image instead
-    of one per (image, class) plus one per image for the confusion matrix.
-
-    ``fce_rles``: read the RLEs faster-coco-eval stored on each annotation (``"rle"``, what its own
-    ``computeIoU`` reads) instead of converting the segmentation again.
+    of one per (image, class) plus one per image for the confusion matrix. Rows and columns are the
+    image's results and objects in file order.
     """
 
-    def __init__(self, gt: dict, predictions: list[dict], iou_type: str, fce_rles: bool = False):
-        self.iou_type, self.fce_rles = iou_type, fce_rles
+    def __init__(self, gt: dict, predictions: list[dict], iou_type: str):
+        self.iou_type = iou_type
         self.sizes = {img["id"]: (img.get("height"), img.get("width")) for img in gt["images"]}
         self.gts: dict[int, list] = defaultdict(list)
         self.dts: dict[int, list] = defaultdict(list)
@@ -123,8 +121,6 @@ class ImageIoUs:
     def _regions(self, anns: list[dict]) -> list:
         if self.iou_type == "bbox":
             return [a["bbox"] for a in anns]
-        if self.fce_rles:
-            return [a["rle"] for a in anns]
         # faster-coco-eval's IoU reads compressed RLEs with str counts as they are; anything else
         # (polygons, uncompressed counts) is converted here.
         return [
@@ -133,6 +129,10 @@ class ImageIoUs:
             else segmentation_to_rle(a["segmentation"], *self.sizes[a["image_id"]])
             for a in anns
         ]
+
+    def ious(self, image_id: int) -> np.ndarray:
+        """IoUs [results, objects] of one image, in file order."""
+        return self.matrix(image_id)[0]
 
     def matrix(self, image_id: int) -> tuple[np.ndarray, dict, dict]:
         """(IoUs [results, objects] in file order, row of id(result), column of id(object))."""
@@ -156,23 +156,136 @@ class ImageIoUs:
         return ious.take([rows[id(d)] for d in dts], axis=0).take([cols[id(a)] for a in gts], axis=1)
 
 
-class _SharedIoUEval(COCOeval_faster):
-    """faster-coco-eval's evaluator reading its IoUs from :class:`ImageIoUs` (the same function on
-    the same RLEs, so the same numbers; the tests compare the stats with pycocotools)."""
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct keys, start, count) of the runs of equal values in sorted ``keys``."""
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else np.zeros(0, np.int64)
+    return keys[first], first, np.diff(np.r_[first, keys.size])
 
-    image_ious: ImageIoUs
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``starts[i], starts[i] + 1, ..., starts[i] + counts[i] - 1`` for every i, concatenated.
+
+    >>> _ranges(np.array([5, 0]), np.array([2, 3])).tolist()
+    [5, 6, 0, 1, 2]
+    """
+    return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+
+
+def _file_positions(image_of: np.ndarray) -> np.ndarray:
+    """Each entry's position among the entries of its image, in file order (:class:`ImageIoUs`' rows
+    and columns)."""
+    order = np.argsort(image_of, kind="stable")
+    ranks = np.arange(image_of.size) - np.searchsorted(image_of[order], image_of[order])
+    positions = np.empty(image_of.size, np.int64)
+    positions[order] = ranks
+    return positions
+
+
+def coco_iou_blocks(
+    gts: list[dict], dts: list[dict], iou_type: str, max_dets: int, image_ious: ImageIoUs | None = None
+) -> dict[tuple[int, int], np.ndarray]:
+    """COCO evaluation's IoU block of every (image id, category id) that has both objects and results,
+    for all images at once: rows are that class's results in the image by descending score (stable:
+    ties keep file order), at most ``max_dets``; columns its objects in file order; crowd objects
+    with COCO's crowd IoU. What faster-coco-eval's ``computeIoU`` returns pair by pair.
+
+    Boxes: one numpy pass over every (result, object) pair, pycocotools' ``bbIou`` operation for
+    operation. Masks: taken from ``image_ious``' per-image tables (one IoU call per image, shared with
+    the confusion matrix). Written here because faster-coco-eval makes a Python call per pair
+    (a sort, two lookups, an IoU call): most of its evaluation time on thousands of images.
+
+    >>> gts = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "iscrowd": 0}]
+    >>> dts = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 5], "score": 0.5},
+    ...        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]
+    >>> coco_iou_blocks(gts, dts, "bbox", 100)[1, 1].tolist()
+    [[1.0], [0.5]]
+    """
+    g_img = np.fromiter((a["image_id"] for a in gts), np.int64, len(gts))
+    d_img = np.fromiter((d["image_id"] for d in dts), np.int64, len(dts))
+    images, inverse = np.unique(np.r_[g_img, d_img], return_inverse=True)
+    cats = sorted({a["category_id"] for a in gts} | {d["category_id"] for d in dts})
+    cat_index = {c: k for k, c in enumerate(cats)}
+    g_key = inverse[: len(gts)] * len(cats) + np.fromiter((cat_index[a["category_id"]] for a in gts), np.int64, len(gts))
+    d_key = inverse[len(gts) :] * len(cats) + np.fromiter((cat_index[d["category_id"]] for d in dts), np.int64, len(dts))
+    d_score = np.fromiter((d["score"] for d in dts), np.float64, len(dts))
+    g_order = np.argsort(g_key, kind="stable")  # by image and class, file order within
+    d_order = np.lexsort((-d_score, d_key))  # then descending score, ties in file order
+    d_sorted = d_key[d_order]
+    keep = np.arange(len(dts)) - np.searchsorted(d_sorted, d_sorted) < max_dets
+    d_order, d_sorted = d_order[keep], d_sorted[keep]
+    g_keys, g_start, g_count = _groups(g_key[g_order])
+    d_keys, d_start, d_count = _groups(d_sorted)
+    both, gi, di = np.intersect1d(g_keys, d_keys, assume_unique=True, return_indices=True)
+    g_start, g_count, d_start, d_count = g_start[gi], g_count[gi], d_start[di], d_count[di]
+    pair_keys = zip(images[both // len(cats)].tolist(), [cats[k] for k in (both % len(cats)).tolist()])
+    if iou_type == "segm":
+        assert image_ious is not None
+        g_pos, d_pos = _file_positions(g_img)[g_order], _file_positions(d_img)[d_order]
+        blocks = {}
+        for key, g0, ng, d0, nd in zip(pair_keys, g_start.tolist(), g_count.tolist(), d_start.tolist(), d_count.tolist()):
+            table = image_ious.ious(key[0])
+            blocks[key] = table.take(d_pos[d0 : d0 + nd], axis=0).take(g_pos[g0 : g0 + ng], axis=1)
+        return blocks
+    # Boxes: every pair of a block, result-major, then pycocotools' bbIou on all of them at once.
+    objects_per_result = np.repeat(g_count, d_count)
+    pair_d = np.repeat(_ranges(d_start, d_count), objects_per_result)
+    pair_g = _ranges(np.repeat(g_start, d_count), objects_per_result)
+    d_box = np.asarray([dts[i]["bbox"] for i in d_order.tolist()], dtype=np.float64).reshape(-1, 4)[pair_d]
+    g_sorted = [gts[i] for i in g_order.tolist()]
+    g_box = np.asarray([a["bbox"] for a in g_sorted], dtype=np.float64).reshape(-1, 4)[pair_g]
+    crowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in g_sorted), bool, len(g_sorted))[pair_g]
+    ious = box_ious(d_box, g_box, crowd)
+    sizes = (d_count * g_count).tolist()
+    ends = np.cumsum(sizes).tolist()
+    return {
+        key: ious[end - size : end].reshape(nd, ng)
+        for key, end, size, nd, ng in zip(pair_keys, ends, sizes, d_count.tolist(), g_count.tolist())
+    }
+
+
+def box_ious(db: np.ndarray, gb: np.ndarray, crowd: np.ndarray | None = None) -> np.ndarray:
+    """IoU of each pair of COCO ``[x, y, w, h]`` boxes (rows of ``db`` against the same rows of
+    ``gb``), pycocotools' ``bbIou`` operation for operation so thresholds meet the same values;
+    ``crowd``: COCO's crowd IoU (intersection over the result's area) where true.
+
+    >>> box_ious(np.array([[0., 0, 10, 5]]), np.array([[0., 0, 10, 10]])).tolist()
+    [0.5]
+    """
+    w = np.minimum(db[:, 0] + db[:, 2], gb[:, 0] + gb[:, 2]) - np.maximum(db[:, 0], gb[:, 0])
+    h = np.minimum(db[:, 1] + db[:, 3], gb[:, 1] + gb[:, 3]) - np.maximum(db[:, 1], gb[:, 1])
+    inter = w * h
+    d_area = db[:, 2] * db[:, 3]
+    union = d_area + gb[:, 2] * gb[:, 3] - inter
+    if crowd is not None:
+        union = np.where(crowd, d_area, union)
+    overlap = (w > 0) & (h > 0)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=overlap)
+
+
+class _BatchedEval(COCOeval_faster):
+    """faster-coco-eval's evaluator with its preparation done for all images at once: the IoU blocks
+    of every (image, class) from :func:`coco_iou_blocks`, read back by ``computeIoU``; the per-class
+    instance lists filled in file order, as its own ``_prepare`` does. Its conversion of every mask
+    to an internal RLE is skipped (only its own IoU code reads that). The same IoUs in the same
+    order, so the same numbers (the tests compare the stats with pycocotools)."""
+
+    image_ious: ImageIoUs | None = None
+
+    def _prepare(self):
+        p = self.params
+        self.gt_dataset.clean()
+        self.dt_dataset.clean()
+        gts, dts = self.cocoGt.dataset["annotations"], self.cocoDt.dataset["annotations"]
+        for gt in gts:
+            gt["ignore"] = int(gt.get("iscrowd", 0))  # pycocotools: iscrowd objects are ignored
+            self.gt_dataset.append_ref(gt["image_id"], gt["category_id"], gt)
+        for dt in dts:
+            self.dt_dataset.append_ref(dt["image_id"], dt["category_id"], dt)
+        self._blocks = coco_iou_blocks(gts, dts, p.iouType, p.maxDets[-1], self.image_ious)
+        self._nonempty_iou_pairs = self._blocks.keys()
 
     def computeIoU(self, imgId: int, catId: int):
-        # As COCOeval_faster.computeIoU: this image's objects and results of the class, results by
-        # descending score (stable), at most maxDets of them.
-        p = self.params
-        gts = self.gt_dataset.get_instances([imgId], [catId], bool(p.useCats))[0][0]
-        dts = self.dt_dataset.get_instances([imgId], [catId], bool(p.useCats))[0][0]
-        if len(gts) == 0 or len(dts) == 0:
-            return []
-        order = np.argsort([-d["score"] for d in dts], kind="mergesort")
-        dts = [dts[i] for i in order][: p.maxDets[-1]]
-        return self.image_ious.block(imgId, dts, gts)
+        return self._blocks[imgId, catId]
 
 
 def run_coco_eval(
@@ -186,7 +299,7 @@ def run_coco_eval(
     """Run COCO evaluation with ``backend`` on already-checked, private copies of the data.
 
     ``image_ious`` (faster-coco-eval, segm): share the per-image mask IoUs with the caller, who
-    reads the confusion matrix's pairs from the same table afterwards. ``keep_matches``: also keep
+    reads the confusion matrix's pairs from the same table afterwards (made here when not given). ``keep_matches``: also keep
     the per-image match results (``bootstrap.CocoMatches``, what the bootstrap resamples).
 
     >>> run_coco_eval(gt, preds, "bbox").stats[0]  # doctest: +SKIP
@@ -199,7 +312,7 @@ def run_coco_eval(
         # check), and markedly faster than the fused call on thousands of images.
         # rle_iou_max_workers=1: its mask IoU threads hold the GIL, so on few cores they only add
         # hand-over waits (measured 0.41 s vs 0.50 s median at 1,500 images on 2 cores).
-        evaluator = (_SharedIoUEval if image_ious is not None else COCOeval_faster)(
+        evaluator = _BatchedEval(
             coco_gt,
             coco_dt,
             iou_type,
@@ -207,6 +320,8 @@ def run_coco_eval(
             separate_eval=True,
             rle_iou_max_workers=1,
         )
+        if iou_type == "segm" and image_ious is None:
+            image_ious = ImageIoUs(gt, predictions, iou_type)
         evaluator.image_ious = image_ious
         evaluator.evaluate()
         evaluator.accumulate()
@@ -439,7 +554,7 @@ def _evaluate_detection(
         gt_data, preds = class_agnostic_ground_truth(gt_data), class_agnostic_predictions(preds)
     # Masks: one IoU table for COCO evaluation and the confusion matrix (boxes are cheap to redo).
     image_ious = (
-        ImageIoUs(gt_data, preds, iou_type, fce_rles=True)
+        ImageIoUs(gt_data, preds, iou_type)
         if iou_type == "segm" and backend == "faster-coco-eval" and preds
         else None
     )

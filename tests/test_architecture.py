@@ -62,6 +62,11 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     # anomalib.models` takes ~9 s, `anomaly --help` needs none of it, and the leaderboard imports the stage
     # without the extra to skip its rows with one line.
     **{("defectkit.anomaly._anomalib", lib): _ANOMALY_EXTRA for lib in ANOMALY_EXTRA_LIBRARIES},
+    # `evaluate detection` loads only the COCO scorer: the anomaly and mask scorers bring OpenCV and tqdm.
+    **{
+        ("defectkit.evaluation.cli", f"defectkit.evaluation.{scorer}"): "each `evaluate` subcommand imports only its scorer"
+        for scorer in ("anomaly", "classification", "detection", "masks")
+    },
 }
 
 
