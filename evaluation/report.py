@@ -50,12 +50,20 @@ from defectkit.core.errors import DefectkitError
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
+
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy scalars/arrays, tuples and Paths to plain JSON types; NaN and inf become None.
 
     >>> to_jsonable({"a": np.float32(0.5), "b": np.array([1, 2]), "c": float("nan")})
     {'a': 0.5, 'b': [1, 2], 'c': None}
     """
+    kind = type(obj)
+    if kind in _PLAIN_TYPES:  # most leaves: one set lookup instead of the chain of isinstance below
+        return obj
+    if kind is float:
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -72,6 +80,38 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+_ONE_LINE = json.JSONEncoder(allow_nan=False, separators=(", ", ": "))
+
+
+def json_text(obj: Any, indent: int = 2, _depth: int = 0) -> str:
+    """``json.dumps(obj, indent=indent)``'s layout, except that a list of objects (per-image or
+    per-row records) gets one line per object. Those lines come from json's C encoder: the indented
+    encoder is pure Python, a second for the 80,000 records of ``evaluate masks`` on 20,000 images.
+
+    >>> print(json_text({"stats": {"AP": 0.5}, "per_image": [{"image": "a", "iou": 1.0}, {"image": "b", "iou": None}]}))
+    {
+      "stats": {
+        "AP": 0.5
+      },
+      "per_image": [
+        {"image": "a", "iou": 1.0},
+        {"image": "b", "iou": null}
+      ]
+    }
+    """
+    inner, outer = " " * (indent * (_depth + 1)), " " * (indent * _depth)
+    if type(obj) is dict and obj:
+        items = (f"{inner}{_ONE_LINE.encode(str(k))}: {json_text(v, indent, _depth + 1)}" for k, v in obj.items())
+        return "{\n" + ",\n".join(items) + "\n" + outer + "}"
+    if type(obj) is list and obj:
+        if all(type(v) is dict for v in obj):
+            lines = (inner + _ONE_LINE.encode(v) for v in obj)
+        else:
+            lines = (inner + json_text(v, indent, _depth + 1) for v in obj)
+        return "[\n" + ",\n".join(lines) + "\n" + outer + "]"
+    return _ONE_LINE.encode(obj)
 
 
 def format_value(value: Any, digits: int = 4) -> str:
@@ -279,7 +319,7 @@ class Report:
         for name, data in {**self.images, **(extra_files or {})}.items():
             (folder / name).write_bytes(data)
         if self.metrics:
-            (folder / "metrics.json").write_text(json.dumps(self.metrics, indent=2, allow_nan=False) + "\n")
+            (folder / "metrics.json").write_text(json_text(self.metrics) + "\n")
         (folder / "report.md").write_text(self.markdown(), encoding="utf-8")
         if html:
             (folder / "report.html").write_text(self.html(), encoding="utf-8")
