@@ -13,7 +13,7 @@ import contextlib
 import gc
 import io
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,7 +285,9 @@ class _BatchedEval(COCOeval_faster):
         self._nonempty_iou_pairs = self._blocks.keys()
 
     def computeIoU(self, imgId: int, catId: int):
-        return self._blocks[imgId, catId]
+        # [] where an image lacks objects or results of the class, as faster-coco-eval returns (it
+        # asks only for the pairs in _nonempty_iou_pairs, but may ask for all)
+        return self._blocks.get((imgId, catId), [])
 
 
 def run_coco_eval(
@@ -561,13 +563,8 @@ def _evaluate_detection(
     result = run_coco_eval(gt_data, preds, iou_type, backend, image_ious, keep_matches=bootstrap > 0)
 
     names = category_names(gt_data)
-    n_gt: dict[int, int] = defaultdict(int)
-    for ann in gt_data["annotations"]:
-        if not ann.get("iscrowd", 0):
-            n_gt[ann["category_id"]] += 1
-    n_pred: dict[int, int] = defaultdict(int)
-    for det in preds:
-        n_pred[det["category_id"]] += 1
+    n_gt = Counter(ann["category_id"] for ann in gt_data["annotations"] if not ann.get("iscrowd", 0))
+    n_pred = Counter(det["category_id"] for det in preds)
 
     metrics: dict[str, Any] = {name: float(v) for name, v in zip(STAT_NAMES, result.stats)}
     metrics["per_class"] = per_class_metrics(result, names, n_gt, n_pred)
