@@ -310,8 +310,9 @@ def run_coco_eval(
     if backend == "faster-coco-eval":
         coco_gt = FasterCOCO(gt)
         coco_dt = coco_gt.loadRes(predictions) if predictions else _empty_results(FasterCOCO, gt)
-        # separate_eval: evaluate and accumulate as two C++ calls; the same arrays (the tests
-        # check), and markedly faster than the fused call on thousands of images.
+        # separate_eval (evaluate and accumulate as two C++ calls, the same arrays) only where the
+        # per-image evaluations are kept: the fused call never hands its 4 x images x classes
+        # evaluation objects to Python, 0.5 s less at 20,000 images (and their 0.2 s to free).
         # rle_iou_max_workers=1: its mask IoU threads hold the GIL, so on few cores they only add
         # hand-over waits (measured 0.41 s vs 0.50 s median at 1,500 images on 2 cores).
         evaluator = _BatchedEval(
@@ -319,7 +320,7 @@ def run_coco_eval(
             coco_dt,
             iou_type,
             print_function=lambda *a, **k: None,
-            separate_eval=True,
+            separate_eval=keep_matches,
             rle_iou_max_workers=1,
         )
         if iou_type == "segm" and image_ious is None:
