@@ -51,7 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from bench_common import cpu_model, cpu_seconds, load, spread
+from bench_common import console_script, cpu_model, cpu_seconds, load, spread
 from defectkit.classify.data import IMAGENET_MEAN, IMAGENET_STD, CachedImages, ImageCache, scan_split
 from defectkit.classify.engine import train_one_epoch
 from defectkit.classify.models import apply_freeze, build_model
@@ -175,9 +175,7 @@ def reference_loader(data: Path, size: int, batch: int, workers: int) -> DataLoa
 
 
 def command_ours(args: argparse.Namespace, data: Path, dev: torch.device, out: Path) -> list[str]:
-    exe = Path(sys.executable).with_name("classify")
-    head = [str(exe)] if exe.is_file() else [sys.executable, "-m", "defectkit.classify.cli"]
-    return head + ["train", "--data", str(data), "--arch", args.arch, "--weights", "none",
+    return console_script("classify", "defectkit.classify.cli") + ["train", "--data", str(data), "--arch", args.arch, "--weights", "none",
                    "--freeze", args.freeze, "--epochs", str(args.epochs),
                    "--image-size", str(args.image_size), "--batch", str(args.batch),
                    "--loader-workers", str(args.workers), "--eval-batch", str(EVAL_BATCH),

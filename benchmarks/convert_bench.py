@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import cpu_seconds, load, spread
+from bench_common import console_script, cpu_seconds, load, spread
 from defectkit.convert import convert_category
 from defectkit.convert.pipeline import default_workers
 from defectkit.convert.reader import scan_category
@@ -58,11 +58,7 @@ def decode_floor(folder: Path) -> int:
 
 
 def command(data: Path, out: Path, workers: int | None) -> list[str]:
-    # The console script installed beside this interpreter (what a venv puts on PATH); a version
-    # manager's shim in front of it (pyenv: a bash script) would add its own 0.1-0.2 s.
-    exe = Path(sys.executable).with_name("convert-mvtec")
-    head = [str(exe)] if exe.is_file() else [sys.executable, "-m", "defectkit.convert.cli"]
-    argv = head + ["bench", "--root", str(data), "--out", str(out), "--to", "all", "--quiet"]
+    argv = console_script("convert-mvtec", "defectkit.convert.cli") + ["bench", "--root", str(data), "--out", str(out), "--to", "all", "--quiet"]
     return argv + (["--workers", str(workers)] if workers is not None else [])
 
 

@@ -53,7 +53,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from bench_common import cpu_model, load, spread
+from bench_common import console_script, cpu_model, load, spread
 from defectkit.convert import convert_category
 from defectkit.detect._ultralytics import config_dir, ultralytics_patched
 from defectkit.detect.data import load_data
@@ -79,13 +79,6 @@ else:
         YOLO(model).train(data=data, **args)
 print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c}))
 """
-
-
-def console_script(name: str) -> str:
-    exe = Path(sys.executable).with_name(name)
-    if not exe.is_file():
-        raise SystemExit(f"{exe}: no such console script beside {sys.executable}")
-    return str(exe)
 
 
 def child_env() -> dict[str, str]:
@@ -118,14 +111,14 @@ def run(argv: list[str], cwd: Path) -> tuple[float, float, str]:
 
 
 def command_ours(data: Path, model: str, project: Path, name: str, epochs: int, imgsz: int) -> list[str]:
-    return [console_script("detect"), "train", "--data", str(data), "--model", model, "--epochs", str(epochs),
+    return [*console_script("detect"), "train", "--data", str(data), "--model", model, "--epochs", str(epochs),
             "--imgsz", str(imgsz), "--batch", str(BATCH), "--device", "cpu", "--seed", str(SEED),
             "--project", str(project), "--name", name,
             f"workers={WORKERS}", "plots=False", "verbose=False"]  # fmt: skip
 
 
 def command_theirs(data: Path, model: str, project: Path, name: str, epochs: int, imgsz: int) -> list[str]:
-    return [console_script("yolo"), "train", f"data={data}", f"model={model}", f"epochs={epochs}",
+    return [*console_script("yolo"), "train", f"data={data}", f"model={model}", f"epochs={epochs}",
             f"imgsz={imgsz}", f"batch={BATCH}", "device=cpu", f"seed={SEED}", f"project={project}",
             f"name={name}", f"workers={WORKERS}", "plots=False", "verbose=False"]  # fmt: skip
 

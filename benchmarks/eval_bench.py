@@ -10,6 +10,10 @@ Headline (the whole user command, each run a fresh process):
 - ``pycocotools``: a fresh ``python`` running the whole reference script: import pycocotools,
   ``COCO(G)``, ``loadRes(P)``, ``COCOeval`` evaluate / accumulate / summarize (the stats printed).
 
+Both sides start the same way: ours as the console script installed beside this interpreter (what
+a venv puts on PATH), pycocotools as this interpreter (``bench_common.console_script``), never
+through a version manager's shim.
+
 Per size, rounds of one run of every command, the order reversed every other round (a load change
 on this shared machine hits both sides alike); after one untimed warm-up run of every command. The
 ratio of a round is ours / pycocotools (masks: / the pycocotools segm script of the same round);
@@ -52,6 +56,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import console_script
 from defectkit.evaluation.detection import STAT_NAMES, evaluate_detection
 from defectkit.evaluation.synthetic import make_coco_case
 from faster_coco_eval import COCO as FasterCOCO
@@ -121,14 +126,8 @@ def run_measured(argv: list[str]) -> tuple[float, float, float, str]:
             return wall, usage.ru_utime + usage.ru_stime, peak, out_file.read()
 
 
-def evaluate_command() -> list[str]:
-    """The installed `evaluate` console script (what users type), else the module."""
-    exe = shutil.which("evaluate")
-    return [exe] if exe else [sys.executable, "-m", "defectkit.evaluation.cli"]
-
-
 def commands(gt: Path, pred: Path, out: Path) -> dict[str, list[str]]:
-    ev = evaluate_command()
+    ev = console_script("evaluate", "defectkit.evaluation.cli")
     return {
         "ours bbox": [*ev, "detection", "--gt", str(gt), "--pred", str(pred), "--iou-type", "bbox",
                       "--out", str(out / "bbox"), "--overwrite"],

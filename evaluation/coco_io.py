@@ -343,18 +343,21 @@ def compressed_run_lengths(strings: list[dict]) -> tuple[np.ndarray, np.ndarray]
     nonempty = lengths > 0
     if not ends[char_end[nonempty] - 1].all():  # a mask's string ends in the middle of a run length
         return None
-    # Run lengths: 5-bit groups, least significant first, sign bit 0x10 in the last group.
+    # Run lengths: 5-bit groups, least significant first, sign bit 0x10 in the last group. Read
+    # from the last (most significant) group down, Horner's way: (g ^ 0x10) - 16 is that group
+    # as a signed 5-bit number, and shifting left then OR-ing in each lower group keeps the
+    # two's-complement value, so the sign costs no pass of its own. Most runs take one character.
     last = np.flatnonzero(ends)
-    first = np.concatenate(([0], last[:-1] + 1))
-    n_groups = last - first + 1
+    n_groups = np.diff(last, prepend=-1)
     if n_groups.max() > 7:  # 7 groups of 5 bits cover any uint32 run length
         return None
-    values = np.zeros(last.size, np.int64)
-    for k in range(int(n_groups.max())):  # most run lengths take one or two characters
-        has = np.flatnonzero(n_groups > k) if k else slice(None)
-        values[has] |= (codes[first[has] + k] & 0x1F).astype(np.int64) << (5 * k)
-    # Sign bit set: the value is negative, i.e. minus 2^(5 x groups) (arithmetic, not a masked write).
-    values -= ((codes[last] & 0x10) != 0).astype(np.int64) << (5 * n_groups)
+    low = codes & 0x1F
+    values = (low[last] ^ 0x10).astype(np.int64) - 16
+    longer = np.flatnonzero(n_groups > 1)
+    for k in range(1, int(n_groups.max())):
+        if k > 1:
+            longer = longer[n_groups[longer] > k]
+        values[longer] = (values[longer] << 5) | low[last[longer] - k]
     # From a mask's 4th run on, a value is the difference to the run two places back: run m of a
     # mask is the sum of its values m, m-2, ... down to 1 or 2 (run 0 stands alone). A stride-2
     # cumulative sum over everything, minus its value just before the mask, gives that at once.

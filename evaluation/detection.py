@@ -41,8 +41,6 @@ from defectkit.evaluation.report import Report, add_intervals
 from faster_coco_eval import COCO as FasterCOCO
 from faster_coco_eval import COCOeval_faster
 from faster_coco_eval.core import mask as fce_mask
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from defectkit.core.errors import DefectkitError
 
@@ -116,7 +114,7 @@ class ImageIoUs:
             self.gts[ann["image_id"]].append(ann)
         for det in predictions:
             self.dts[det["image_id"]].append(det)
-        self._cache: dict[int, tuple[np.ndarray, dict, dict]] = {}
+        self._cache: dict[int, np.ndarray] = {}
 
     def _regions(self, anns: list[dict]) -> list:
         if self.iou_type == "bbox":
@@ -131,13 +129,9 @@ class ImageIoUs:
         ]
 
     def ious(self, image_id: int) -> np.ndarray:
-        """IoUs [results, objects] of one image, in file order."""
-        return self.matrix(image_id)[0]
-
-    def matrix(self, image_id: int) -> tuple[np.ndarray, dict, dict]:
-        """(IoUs [results, objects] in file order, row of id(result), column of id(object))."""
-        got = self._cache.get(image_id)
-        if got is None:
+        """IoUs [results, objects] of one image, in file order (computed on first use)."""
+        ious = self._cache.get(image_id)
+        if ious is None:
             dts, gts = self.dts.get(image_id, []), self.gts.get(image_id, [])
             if dts and gts:
                 crowd = [int(a.get("iscrowd", 0)) for a in gts]
@@ -145,15 +139,8 @@ class ImageIoUs:
                 ious = np.asarray(ious, dtype=np.float64).reshape(len(dts), len(gts))
             else:
                 ious = np.zeros((len(dts), len(gts)))
-            got = (ious, {id(d): i for i, d in enumerate(dts)}, {id(a): j for j, a in enumerate(gts)})
-            self._cache[image_id] = got
-        return got
-
-    def block(self, image_id: int, dts: list[dict], gts: list[dict]) -> np.ndarray:
-        """The IoUs of ``dts`` (rows, in that order) against ``gts`` (columns) of one image."""
-        ious, rows, cols = self.matrix(image_id)
-        # take() twice: a tenth of np.ix_'s cost on these small blocks (tens of thousands of calls)
-        return ious.take([rows[id(d)] for d in dts], axis=0).take([cols[id(a)] for a in gts], axis=1)
+            self._cache[image_id] = ious
+        return ious
 
 
 def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -330,6 +317,11 @@ def run_coco_eval(
         evaluator.accumulate()
         evaluator.summarize()
     elif backend == "pycocotools":
+        # Imported here: the reference backend is a cross-check, and pycocotools.coco brings
+        # urllib.request, http, ssl and email (about 25 ms of every `evaluate detection` start).
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
             coco_gt = COCO()
             coco_gt.dataset = gt
@@ -414,16 +406,20 @@ def detection_confusion_matrix(
     index = {c: i for i, c in enumerate(cat_ids)}
     bg = len(cat_ids)
     matrix = np.zeros((bg + 1, bg + 1), dtype=np.int64)
-    gts = [a for a in gt["annotations"] if not a.get("iscrowd", 0)]
-    dts = [d for d in predictions if d["score"] >= conf_threshold]
+    anns = gt["annotations"]
+    # Indices into the files: the mask IoU tables (ImageIoUs) hold every entry of an image in file order.
+    g_src = np.flatnonzero(np.fromiter((not a.get("iscrowd", 0) for a in anns), bool, len(anns)))
+    d_src = np.flatnonzero(np.fromiter((d["score"] >= conf_threshold for d in predictions), bool, len(predictions)))
     # Objects grouped by image in file order; detections by image, then descending score (stable).
-    g_img = np.fromiter((a["image_id"] for a in gts), np.int64, len(gts))
+    g_img = np.fromiter((anns[i]["image_id"] for i in g_src.tolist()), np.int64, g_src.size)
     g_order = np.argsort(g_img, kind="stable")
-    gts, g_img = [gts[i] for i in g_order], g_img[g_order]
-    d_img = np.fromiter((d["image_id"] for d in dts), np.int64, len(dts))
-    d_score = np.fromiter((d["score"] for d in dts), np.float64, len(dts))
+    g_src, g_img = g_src[g_order], g_img[g_order]
+    gts = [anns[i] for i in g_src.tolist()]
+    d_img = np.fromiter((predictions[i]["image_id"] for i in d_src.tolist()), np.int64, d_src.size)
+    d_score = np.fromiter((predictions[i]["score"] for i in d_src.tolist()), np.float64, d_src.size)
     d_order = np.lexsort((-d_score, d_img))  # stable: ties keep file order
-    dts, d_img = [dts[i] for i in d_order], d_img[d_order]
+    d_src, d_img = d_src[d_order], d_img[d_order]
+    dts = [predictions[i] for i in d_src.tolist()]
     g_cls = np.fromiter((index[a["category_id"]] for a in gts), np.int64, len(gts))
     d_cls = np.fromiter((index[d["category_id"]] for d in dts), np.int64, len(dts))
 
@@ -433,7 +429,10 @@ def detection_confusion_matrix(
     pair_d = np.repeat(np.arange(len(dts)), g_count)
     first_pair = np.cumsum(g_count) - g_count
     pair_g = np.repeat(g_start - first_pair, g_count) + np.arange(pair_d.size)
-    ious = _pair_ious(gts, dts, pair_d, pair_g, g_start, g_count, gt, predictions, iou_type, image_ious)
+    if iou_type == "bbox":
+        ious = _pair_box_ious(gts, dts, pair_d, pair_g)
+    else:
+        ious = _pair_mask_ious(gt, predictions, g_src, d_src, d_img, pair_d, pair_g, g_count, image_ious)
 
     # Greedy matching, all images at once: round r holds each image's r-th detection.
     d_rank = np.arange(len(dts)) - np.searchsorted(d_img, d_img, side="left")
@@ -464,38 +463,46 @@ def detection_confusion_matrix(
     return matrix, cat_ids
 
 
-def _pair_ious(
-    gts, dts, pair_d, pair_g, g_start, g_count, gt: dict, predictions: list, iou_type: str, image_ious
-) -> np.ndarray:
-    """IoU of every (detection, object) pair, in pair order, as pycocotools computes it (iscrowd 0;
-    masks: faster-coco-eval's port of pycocotools' RLE IoU, the same numbers, less call overhead)."""
-    if iou_type == "bbox":
-        g_box = np.asarray([a["bbox"] for a in gts], dtype=np.float64).reshape(-1, 4)
-        d_box = np.asarray([d["bbox"] for d in dts], dtype=np.float64).reshape(-1, 4)
-        db, gb = d_box[pair_d], g_box[pair_g]
-        # pycocotools' bbIou, operation for operation, so thresholds meet the same values.
-        w = np.minimum(db[:, 0] + db[:, 2], gb[:, 0] + gb[:, 2]) - np.maximum(db[:, 0], gb[:, 0])
-        h = np.minimum(db[:, 1] + db[:, 3], gb[:, 1] + gb[:, 3]) - np.maximum(db[:, 1], gb[:, 1])
-        inter = w * h
-        union = db[:, 2] * db[:, 3] + gb[:, 2] * gb[:, 3] - inter
-        overlap = (w > 0) & (h > 0)
-        return np.divide(inter, union, out=np.zeros_like(inter), where=overlap)
+def _pair_box_ious(gts: list, dts: list, pair_d: np.ndarray, pair_g: np.ndarray) -> np.ndarray:
+    """IoU of every (detection, object) pair of boxes, in pair order, as pycocotools computes it
+    (iscrowd 0): its bbIou, operation for operation, so thresholds meet the same values."""
+    g_box = np.asarray([a["bbox"] for a in gts], dtype=np.float64).reshape(-1, 4)
+    d_box = np.asarray([d["bbox"] for d in dts], dtype=np.float64).reshape(-1, 4)
+    db, gb = d_box[pair_d], g_box[pair_g]
+    w = np.minimum(db[:, 0] + db[:, 2], gb[:, 0] + gb[:, 2]) - np.maximum(db[:, 0], gb[:, 0])
+    h = np.minimum(db[:, 1] + db[:, 3], gb[:, 1] + gb[:, 3]) - np.maximum(db[:, 1], gb[:, 1])
+    inter = w * h
+    union = db[:, 2] * db[:, 3] + gb[:, 2] * gb[:, 3] - inter
+    overlap = (w > 0) & (h > 0)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=overlap)
+
+
+def _pair_mask_ious(
+    gt: dict, predictions: list, g_src: np.ndarray, d_src: np.ndarray, d_img: np.ndarray,
+    pair_d: np.ndarray, pair_g: np.ndarray, g_count: np.ndarray, image_ious: ImageIoUs | None,
+) -> np.ndarray:  # fmt: skip
+    """IoU of every (detection, object) pair of masks, in pair order, read from the per-image IoU
+    tables (faster-coco-eval's port of pycocotools' RLE IoU, shared with COCO evaluation).
+
+    ``g_src``/``d_src``: each object's/detection's index in the files; ``d_img`` the detections'
+    image ids (sorted); ``g_count`` the objects of each detection's image. The tables of the
+    images with pairs are laid end to end, and every pair is one index into that: row (the
+    detection's place among its image's results in file order) x columns + column."""
     if image_ious is None:
-        image_ious = ImageIoUs(gt, predictions, iou_type)
-    ious = np.empty(pair_d.size, dtype=np.float64)
-    pos = 0
-    d_first = (
-        np.flatnonzero(np.r_[True, np.diff([d["image_id"] for d in dts]) != 0]) if dts else np.zeros(0, int)
-    )
-    d_end = np.r_[d_first[1:], len(dts)]
-    for d0, d1, g0, n_g in zip(
-        d_first.tolist(), d_end.tolist(), g_start[d_first].tolist(), g_count[d_first].tolist()
-    ):
-        if n_g:  # this image's detections (score order) against its non-crowd objects: pair order
-            block = image_ious.block(dts[d0]["image_id"], dts[d0:d1], gts[g0 : g0 + n_g])
-            ious[pos : pos + block.size] = block.ravel()
-            pos += block.size
-    return ious
+        image_ious = ImageIoUs(gt, predictions, "segm")
+    if pair_d.size == 0:
+        return np.zeros(0, np.float64)
+    d_row = _file_positions(np.fromiter((d["image_id"] for d in predictions), np.int64, len(predictions)))[d_src]
+    anns = gt["annotations"]
+    g_col = _file_positions(np.fromiter((a["image_id"] for a in anns), np.int64, len(anns)))[g_src]
+    images, d_first, _ = _groups(d_img)
+    with_objects = g_count[d_first] > 0
+    tables = [image_ious.ious(i) if has else None for i, has in zip(images.tolist(), with_objects.tolist())]
+    columns = np.array([t.shape[1] if t is not None else 0 for t in tables], np.int64)
+    sizes = np.array([t.size if t is not None else 0 for t in tables], np.int64)
+    flat = np.concatenate([t.ravel() for t in tables if t is not None])
+    block = np.searchsorted(d_first, pair_d, side="right") - 1  # the image of each pair's detection
+    return flat[(np.cumsum(sizes) - sizes)[block] + d_row[pair_d] * columns[block] + g_col[pair_g]]
 
 
 def evaluate_detection(

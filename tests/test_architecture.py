@@ -40,6 +40,8 @@ SCRIPT_DIRS = ("benchmarks", "scripts")
 # Function-level imports allowed: (importing module, imported module or package) -> why. Two kinds only:
 # - a heavy module in a CLI entry point, imported by the subcommand that needs it, so `--help` and the
 #   light subcommands stay fast (a first-party target is allowed only here, in a `cli` module);
+# - pycocotools' COCO and COCOeval in evaluation.detection's reference backend (`--backend
+#   pycocotools`, a cross-check), kept out of every default `evaluate detection` start;
 # - ultralytics (and the optional CLIP) in detect's modules: ultralytics fixes its config folder,
 #   offline flag and settings file at its first import, so it is imported only inside
 #   detect._ultralytics.ultralytics_patched(), after that environment is set.
@@ -61,6 +63,11 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     # anomalib (the [anomaly] extra) and what it brings, only inside anomaly._anomalib's functions: `import
     # anomalib.models` takes ~9 s, `anomaly --help` needs none of it, and the leaderboard imports the stage
     # without the extra to skip its rows with one line.
+    **{
+        ("defectkit.evaluation.detection", f"pycocotools.{module}"): "the reference backend only: pycocotools.coco "
+        "imports urllib.request, http, ssl and email, 25 ms of every default `evaluate detection`"
+        for module in ("coco", "cocoeval")
+    },
     **{("defectkit.anomaly._anomalib", lib): _ANOMALY_EXTRA for lib in ANOMALY_EXTRA_LIBRARIES},
     # `evaluate detection` loads only the COCO scorer: the anomaly and mask scorers bring OpenCV and tqdm.
     **{
@@ -311,7 +318,11 @@ def test_lazy_import_allowlist_is_narrow_and_still_used():
                 module.rsplit(".", 1)[-1] in ("cli", "__main__")
                 or allowed in ("ultralytics", "clip")
                 or (module == "defectkit.anomaly._anomalib" and allowed in ANOMALY_EXTRA_LIBRARIES)
-            ), f"{module}: lazy {allowed} is neither in a CLI entry point, ultralytics' containment nor the anomaly extra's"
+                or (module == "defectkit.evaluation.detection" and allowed in ("pycocotools.coco", "pycocotools.cocoeval"))
+            ), (
+                f"{module}: lazy {allowed} is neither in a CLI entry point, ultralytics' containment, the anomaly "
+                "extra's nor the reference COCO backend"
+            )
         assert any(
             imp.importer == module and (imp.target == allowed or imp.target.startswith(allowed + ".")) for imp in lazy
         ), f"stale LAZY_IMPORTS entry: {module} no longer imports {allowed} lazily"
