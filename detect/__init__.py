@@ -6,6 +6,9 @@ Importing it changes nothing in ultralytics: the stage functions enter
 ``detect._ultralytics.ultralytics_patched()`` while they run.
 """
 
-from defectkit.detect.predict import predict_images
+from defectkit.core.lazy import lazy_exports
 
-__all__ = ["predict_images"]
+# Loaded on first use (core.lazy): `detect --help` and the light subcommands need no ultralytics.
+_PUBLIC = {"predict_images": "defectkit.detect.predict"}
+__all__ = sorted(_PUBLIC)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -1,4 +1,7 @@
-"""The ``detect`` command: embed, train, predict, val, export. See detect/README.md."""
+"""The ``detect`` command: embed, train, predict, val, export. See detect/README.md.
+
+Each subcommand imports its module when it runs: they bring ultralytics and torch (2-3 s), which
+``detect --help`` and a mistyped option never need."""
 
 from __future__ import annotations
 
@@ -6,14 +9,6 @@ import argparse
 from pathlib import Path
 
 from defectkit.core.errors import DefectkitError, cli_entry
-from defectkit.core.torchio import parse_device, resolve_device
-from defectkit.detect import embeddings as emb
-from defectkit.detect.data import load_data
-from defectkit.detect.export import export
-from defectkit.detect.models import run_dir_weights
-from defectkit.detect.predict import predict_to_files
-from defectkit.detect.train import parse_extra_args, train
-from defectkit.detect.val import validate
 
 EMB_HELP = (
     "YOLO-World only: the text embeddings file (made by `detect embed`), or 'random' (deterministic by --seed; "
@@ -26,6 +21,10 @@ PROMPTS_HELP = (
 
 
 def _embed(args) -> int:
+    from defectkit.core.torchio import resolve_device
+    from defectkit.detect import embeddings as emb
+    from defectkit.detect.data import load_data
+
     ds = load_data(args.data, splits=(), check_labels=False)
     out = (
         Path(args.out)
@@ -46,6 +45,8 @@ def _embed(args) -> int:
 
 
 def _train(args) -> int:
+    from defectkit.detect.train import parse_extra_args, train
+
     if not args.data and not args.resume:
         raise DefectkitError("--data is required (except with --resume)")
     run = train(
@@ -72,6 +73,9 @@ def _train(args) -> int:
 def _predict(args) -> int:
     if not (args.save_coco or args.save_txt or args.save_images):
         raise DefectkitError("nothing to save: give --save-coco, --save-txt and/or --save-images")
+    from defectkit.detect.models import run_dir_weights
+    from defectkit.detect.predict import predict_to_files
+
     preds = predict_to_files(
         run_dir_weights(args.model),
         args.source,
@@ -94,6 +98,9 @@ def _predict(args) -> int:
 
 
 def _val(args) -> int:
+    from defectkit.detect.models import run_dir_weights
+    from defectkit.detect.val import validate
+
     metrics = validate(
         run_dir_weights(args.model),
         args.data,
@@ -119,6 +126,9 @@ def _val(args) -> int:
 
 
 def _export(args) -> int:
+    from defectkit.detect.export import export
+    from defectkit.detect.models import run_dir_weights
+
     out = export(
         run_dir_weights(args.model),
         format=args.format,
@@ -298,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "batch", None) is not None and float(args.batch).is_integer():
         args.batch = int(args.batch)
     if args.command != "embed":  # embed's --device is CLIP's torch device, checked where it is used
+        from defectkit.core.torchio import parse_device
+
         parse_device(args.device)
     return args.func(args)
 

@@ -10,7 +10,7 @@ The names below load their module on first use (PEP 562): importing one submodul
 bring OpenCV and tqdm, a tenth of a second of the command's start).
 """
 
-import importlib
+from defectkit.core.lazy import lazy_exports
 
 _PUBLIC = {
     "Report": "defectkit.evaluation.report",
@@ -20,16 +20,4 @@ _PUBLIC = {
     "evaluate_masks": "defectkit.evaluation.masks",
 }
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later lookups do not come back here
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

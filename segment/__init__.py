@@ -7,10 +7,17 @@ image embeddings, validation against base SAM, and ``segment predict``.
 See segment/README.md for the CLI (``segment --help``).
 """
 
-from defectkit.segment.embeddings import EmbeddingCache, ImageEncoder
-from defectkit.segment.models import MODEL_REGISTRY, build_sam
-from defectkit.segment.predict import Segmenter
-from defectkit.segment.train import TrainConfig
+from defectkit.core.lazy import lazy_exports
 
+# Loaded on first use (core.lazy): `segment --help` needs neither torch nor segment-anything.
 # (the function ``train`` is not re-exported: ``segment.train`` stays the module)
-__all__ = ["MODEL_REGISTRY", "EmbeddingCache", "ImageEncoder", "Segmenter", "TrainConfig", "build_sam"]
+_PUBLIC = {
+    "EmbeddingCache": "defectkit.segment.embeddings",
+    "ImageEncoder": "defectkit.segment.embeddings",
+    "MODEL_REGISTRY": "defectkit.segment.models",
+    "Segmenter": "defectkit.segment.predict",
+    "TrainConfig": "defectkit.segment.train",
+    "build_sam": "defectkit.segment.models",
+}
+__all__ = sorted(_PUBLIC)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

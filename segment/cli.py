@@ -14,18 +14,15 @@ import sys
 from pathlib import Path
 
 from defectkit.core.errors import DefectkitError, cli_entry
-from defectkit.segment.data import coco_json_for, read_sam_jsonl, split_jsonl
-from defectkit.segment.embeddings import default_cache_dir
-from defectkit.segment.models import CHECKPOINT_URLS, model_names
-from defectkit.segment.predict import RESULTS_FILE, load_segmenter, segment_images
-from defectkit.segment.prompts import parse_box, parse_point
-from defectkit.segment.train import TrainConfig, format_metrics, train
-from defectkit.segment.val import BASE, FINETUNED, val_split, write_val
+from defectkit.segment.catalog import CHECKPOINT_URLS, MODEL_NAMES
+
+# Each subcommand imports the modules it runs (torch, segment-anything: 3-5 s), which `segment
+# --help` and a mistyped option never need.
 
 
 def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=model_names(), default=default_model,
+    g.add_argument("--model", choices=MODEL_NAMES, default=default_model,
                    help="SAM size: vit_b / vit_l / vit_h (official weights) or vit_tiny (small random model for "
                    "tests and demos)" + (" (default: %(default)s)" if default_model else
                                          " (default: the one --finetuned was trained on, else vit_b)"))
@@ -137,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from defectkit.segment.train import TrainConfig, train
+
     cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model, checkpoint=args.checkpoint,
         random_weights=args.random_weights, seed=args.seed, epochs=args.epochs, batch=args.batch, lr=args.lr,
@@ -158,6 +157,9 @@ def _train(args: argparse.Namespace) -> int:
 def _segmenter(args: argparse.Namespace, use_cache: bool):
     """``load_segmenter`` for --model/--checkpoint/--finetuned/--cache-dir: (segmenter, base SAM's
     decoder weights when --finetuned replaced them, else None)."""
+    from defectkit.segment.embeddings import default_cache_dir
+    from defectkit.segment.predict import load_segmenter
+
     cache = (args.cache_dir or default_cache_dir()) if use_cache else None
     return load_segmenter(
         args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, seed=args.seed,
@@ -168,6 +170,10 @@ def _segmenter(args: argparse.Namespace, use_cache: bool):
 def _val(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.overwrite:
         raise DefectkitError(f"{args.out}: already exists; pass --overwrite to replace it")
+    from defectkit.segment.data import coco_json_for, read_sam_jsonl, split_jsonl
+    from defectkit.segment.train import format_metrics
+    from defectkit.segment.val import BASE, FINETUNED, val_split, write_val
+
     records = read_sam_jsonl(split_jsonl(args.data, args.split))
     coco = coco_json_for(args.data, args.split)
     segmenter, base_state = _segmenter(args, use_cache=not args.no_cache)
@@ -188,6 +194,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise DefectkitError(f"{args.out}: already exists; pass --overwrite to replace it")
     if args.max_det < 1:
         raise DefectkitError("--max-det must be >= 1")
+    from defectkit.segment.predict import RESULTS_FILE, segment_images
+    from defectkit.segment.prompts import parse_box, parse_point
+
     segmenter, _ = _segmenter(args, use_cache=args.cache_dir is not None)
     results = segment_images(
         segmenter, args.image, args.out, boxes=[parse_box(b) for b in args.box],

@@ -24,12 +24,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from defectkit.core.errors import DefectkitError
 from defectkit.core.torchio import load_weights_only
 from defectkit.core.weights import fetch
-
-CHECKPOINT_URLS = {
-    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-}
+from defectkit.segment.catalog import CHECKPOINT_URLS
 
 FINETUNE_FORMAT = "defectkit-sam-finetune"  # the "format" key of a fine-tuned checkpoint
 

@@ -93,6 +93,15 @@ def test_registry_builds_real_sam_classes_and_offline_checkpoint_fails_fast(tmp_
         build_sam("vit_b")
 
 
+def test_the_cli_s_model_names_are_the_registry_s():
+    """segment.catalog (plain data, read by `segment --help`) and the builders name the same models."""
+    from defectkit.segment.catalog import CHECKPOINT_URLS, MODEL_NAMES
+    from defectkit.segment.models import MODEL_REGISTRY
+
+    assert tuple(MODEL_REGISTRY) == MODEL_NAMES
+    assert {name for name, (spec, _) in MODEL_REGISTRY.items() if spec.official} == set(CHECKPOINT_URLS)
+
+
 def test_wrong_checkpoints_get_clear_errors(tmp_path, trained_run):
     from defectkit.segment.models import build_sam
 
