@@ -16,20 +16,18 @@ import os
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from defectkit.classify.longtail import LOSSES
-from defectkit.classify.models import ARCHITECTURES, FREEZE_CHOICES
-from defectkit.classify.predict import predict_source
-from defectkit.classify.presets import PRESET_HELP, PRESETS, comparison_markdown, preset_config, run_experiments
-from defectkit.classify.train import OPTIMIZERS, TrainConfig, train
-from defectkit.classify.val import validate
+from defectkit.classify.config import ARCHITECTURES, FREEZE_CHOICES, LOSSES, OPTIMIZERS, PRESET_HELP, PRESETS, TrainConfig
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError, cli_entry
+
+# Each subcommand imports the modules it runs (torch, torchvision: 3-4 s), which `classify --help`
+# and a mistyped option never need; the options and their defaults come from classify.config.
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
 # (option, type or "flag", choices, help); every default shown comes from TrainConfig (or the preset).
 _CONFIG_OPTIONS = [
-    ("arch", str, tuple(ARCHITECTURES), "torchvision ResNet to fine-tune"),
+    ("arch", str, ARCHITECTURES, "torchvision ResNet to fine-tune"),
     (
         "weights",
         str,
@@ -42,7 +40,7 @@ _CONFIG_OPTIONS = [
     (
         "freeze",
         str,
-        tuple(FREEZE_CHOICES),
+        FREEZE_CHOICES,
         (
             "what trains: 'fc' freezes the backbone and trains only the new head, 'layer4' "
             "trains layer4 and the head, 'none' freezes nothing"
@@ -125,6 +123,9 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from defectkit.classify.presets import preset_config
+    from defectkit.classify.train import train
+
     if args.resume is not None:
         # A resumed run goes on in its own folder with its stored options: refuse what would be ignored.
         if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve().parent:
@@ -155,6 +156,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _experiments(args: argparse.Namespace) -> int:
+    from defectkit.classify.presets import comparison_markdown, run_experiments
+
     presets = [p.strip() for p in args.presets.split(",") if p.strip()] if args.presets else None
     summaries = run_experiments(
         args.data, args.out, presets, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
@@ -167,6 +170,8 @@ def _experiments(args: argparse.Namespace) -> int:
 
 
 def _val(args: argparse.Namespace) -> int:
+    from defectkit.classify.val import validate
+
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         metrics = validate(
             args.model, args.data, args.split, tmp, device=args.device, posthoc_tau=args.posthoc_tau,
@@ -188,6 +193,8 @@ def _val(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from defectkit.classify.predict import predict_source
+
     records, metrics = predict_source(
         args.model, args.source, out=args.out, report=args.report, device=args.device,
         posthoc_tau=args.posthoc_tau, batch=args.batch, progress=not args.quiet,

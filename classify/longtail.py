@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("ce", "weighted-ce", "focal", "logit-adjusted")
+from defectkit.classify.config import LOSSES
 
 
 def effective_number_weights(counts: Sequence[int], beta: float = 0.999) -> np.ndarray:

@@ -15,16 +15,16 @@ from defectkit.core.errors import DefectkitError
 from defectkit.core.torchio import load_weights_only
 from defectkit.core.weights import fetch
 
-# name -> (builder, ImageNet weights). IMAGENET1K_V1 is what ``pretrained=True`` gave, i.e. what the
+# config.ARCHITECTURES' names -> (builder, ImageNet weights). IMAGENET1K_V1 is what ``pretrained=True`` gave, i.e. what the
 # course's transfer-learning results were measured with.
-ARCHITECTURES: dict[str, tuple[Callable[..., models.ResNet], models.WeightsEnum]] = {
+RESNETS: dict[str, tuple[Callable[..., models.ResNet], models.WeightsEnum]] = {
     "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
     "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1),
     "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
 }
 
-# What stays trainable for each --freeze choice (every other parameter is frozen).
-FREEZE_CHOICES: dict[str, tuple[str, ...] | None] = {
+# What stays trainable for each --freeze choice (config.FREEZE_CHOICES) (every other parameter is frozen).
+TRAINABLE: dict[str, tuple[str, ...] | None] = {
     "fc": ("fc",),  # the course's baseline: backbone frozen, only the new head learns
     "layer4": ("layer4", "fc"),  # the course's "unfreeze layer4" experiment
     "none": None,  # everything trains
@@ -33,7 +33,7 @@ FREEZE_CHOICES: dict[str, tuple[str, ...] | None] = {
 
 def imagenet_weights_path(arch: str) -> Path:
     """Download (or find) the ImageNet state dict where torchvision itself caches it."""
-    weights = ARCHITECTURES[arch][1]
+    weights = RESNETS[arch][1]
     url = weights.url
     dest = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
     return fetch(url, dest, hint="put it there, or pass --weights PATH (a state dict) or --weights none")
@@ -77,9 +77,9 @@ def build_model(arch: str, num_classes: int, weights: str = "none") -> nn.Module
     >>> build_model("resnet18", 6).fc.out_features
     6
     """
-    if arch not in ARCHITECTURES:
-        raise DefectkitError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHITECTURES)}")
-    builder = ARCHITECTURES[arch][0]
+    if arch not in RESNETS:
+        raise DefectkitError(f"unknown --arch {arch!r}; choose from {', '.join(RESNETS)}")
+    builder = RESNETS[arch][0]
     model = builder(weights=None)
     if weights == "imagenet":
         path = imagenet_weights_path(arch)
@@ -97,9 +97,9 @@ def build_model(arch: str, num_classes: int, weights: str = "none") -> nn.Module
 
 def apply_freeze(model: nn.Module, freeze: str) -> list[nn.Parameter]:
     """Freeze per ``--freeze`` and return the parameters left to train."""
-    if freeze not in FREEZE_CHOICES:
-        raise DefectkitError(f"unknown --freeze {freeze!r}; choose from {', '.join(FREEZE_CHOICES)}")
-    keep = FREEZE_CHOICES[freeze]
+    if freeze not in TRAINABLE:
+        raise DefectkitError(f"unknown --freeze {freeze!r}; choose from {', '.join(TRAINABLE)}")
+    keep = TRAINABLE[freeze]
     for name, param in model.named_parameters():
         param.requires_grad = keep is None or name.split(".")[0] in keep
     return [p for p in model.parameters() if p.requires_grad]

@@ -11,35 +11,12 @@ import json
 import os
 from pathlib import Path
 
+from defectkit.classify.config import PRESET_HELP, PRESETS, TrainConfig
 from defectkit.classify.data import dataset_name
-from defectkit.classify.train import TrainConfig, image_cache, load_history, train
+from defectkit.classify.train import image_cache, load_history, train
 from defectkit.core.errors import DefectkitError
 from defectkit.evaluation.plots import new_figure
 from defectkit.evaluation.report import Report, markdown_table
-
-_BASELINE = {
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "scheduler": "cosine",
-    "epochs": 50,
-    "freeze": "fc",
-    "weight_decay": 0.0,
-}
-
-PRESETS: dict[str, dict] = {
-    "baseline": dict(_BASELINE),
-    "unfreeze-layer4": {**_BASELINE, "freeze": "layer4"},
-    "augment": {**_BASELINE, "augment": True},
-    "sgd": {**_BASELINE, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4},
-}
-
-PRESET_HELP = {
-    "baseline": "Adam lr 1e-3, cosine schedule, 50 epochs, backbone frozen (only the new fc trains)",
-    "unfreeze-layer4": "baseline with layer4 trained too",
-    "augment": "baseline with random rotation and colour jitter in the train transform",
-    "sgd": "baseline with SGD lr 0.01, momentum 0.9, weight decay 1e-4",
-}
-
 
 def preset_config(name: str, data: str | Path, out: str | Path, **overrides) -> TrainConfig:
     """A TrainConfig from preset ``name``; ``overrides`` (e.g. epochs=1) win over the preset."""

@@ -12,7 +12,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -35,11 +35,10 @@ from defectkit.classify.data import (
     train_transform,
 )
 from defectkit.classify.engine import predict_logits, seed_epoch, train_one_epoch
-from defectkit.classify.longtail import LOSSES, balanced_sample_weights, build_loss
+from defectkit.classify.config import TrainConfig
+from defectkit.classify.longtail import balanced_sample_weights, build_loss
 from defectkit.classify.metrics import classification_metrics
 from defectkit.classify.models import (
-    ARCHITECTURES,
-    FREEZE_CHOICES,
     apply_freeze,
     build_model,
     check_classes,
@@ -51,75 +50,7 @@ from defectkit.core.errors import DefectkitError
 from defectkit.core.torchio import init_distributed
 from defectkit.evaluation.plots import new_figure
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
 OUTPUT_NAMES = ("last.pt", "best.pt", "history.json", "curves.png", "summary.json", "test")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; stored in every checkpoint (plain types only)."""
-
-    data: str
-    out: str
-    arch: str = "resnet18"
-    weights: str = "imagenet"  # imagenet | none | path to a state dict
-    freeze: str = "fc"  # fc (train only the head) | layer4 (layer4 + head) | none
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 0.0
-    scheduler: str = "cosine"  # cosine | none
-    epochs: int = 50
-    batch: int = 32  # per process under torchrun
-    image_size: int = 224
-    augment: bool = False  # random rotation + colour jitter
-    hflip: bool = False
-    rotation: float = 15.0
-    jitter: float = 0.2
-    loss: str = "ce"
-    beta: float = 0.999  # effective-number class weights (weighted-ce)
-    focal_gamma: float = 2.0
-    tau: float = 1.0  # logit-adjusted loss
-    sampler: str = "random"  # random | balanced
-    select: str = "loss"  # best checkpoint by val loss | acc
-    limit_per_class: int = 0  # 0 = all training images
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # bfloat16 autocast on CUDA
-    cache: str = "memory"  # memory | disk (also keep decoded images on disk between runs)
-    cache_dir: str = ""
-    decode_workers: int = 4
-    loader_workers: int = 0
-    eval_batch: int = 64
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str = "test"
-
-    def check(self) -> None:
-        choices = {
-            "arch": ARCHITECTURES, "freeze": FREEZE_CHOICES, "optimizer": OPTIMIZERS, "loss": LOSSES,
-            "scheduler": ("cosine", "none"), "sampler": ("random", "balanced"), "select": ("loss", "acc"),
-            "cache": ("memory", "disk"),
-        }  # fmt: skip
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise DefectkitError(
-                    f"--{name.replace('_', '-')} {getattr(self, name)!r}: choose from {', '.join(allowed)}"
-                )
-        for name in ("epochs", "batch", "image_size", "eval_batch", "decode_workers"):
-            if getattr(self, name) < 1:
-                raise DefectkitError(
-                    f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
-                )
-        if self.lr <= 0:
-            raise DefectkitError(f"--lr must be positive, got {self.lr}")
-        if not 0.0 <= self.beta < 1.0:
-            raise DefectkitError(f"--beta must be in [0, 1), got {self.beta}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def _disk_cache_dir(cfg: TrainConfig) -> Path | None:

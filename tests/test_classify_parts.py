@@ -152,3 +152,20 @@ def test_imagenet_weights_come_from_torchvisions_hub_cache(tmp_path, monkeypatch
     assert torch.equal(model.conv1.weight, reference.conv1.weight)
     assert torch.equal(model.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
     assert model.fc.out_features == 6
+
+
+def test_the_option_vocabulary_matches_what_builds_it():
+    """classify.config (plain data, read by `classify --help`) names exactly what models, longtail
+    and train build: an architecture or loss added on one side only fails here, not mid-run."""
+    from defectkit.classify import config
+    from defectkit.classify.longtail import build_loss
+    from defectkit.classify.models import RESNETS, TRAINABLE
+    from defectkit.classify.train import build_optimizer
+
+    assert tuple(RESNETS) == config.ARCHITECTURES and tuple(TRAINABLE) == config.FREEZE_CHOICES
+    for name in config.LOSSES:
+        assert isinstance(build_loss(name, [3, 1]), torch.nn.Module)
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    kinds = {type(build_optimizer(config.TrainConfig("d", "o", optimizer=name), params)) for name in config.OPTIMIZERS}
+    assert len(kinds) == len(config.OPTIMIZERS)
+    assert set(config.PRESETS) == set(config.PRESET_HELP)
