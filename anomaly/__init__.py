@@ -8,9 +8,16 @@ Public functions (modules ``train``, ``predict``, ``val``):
 ``defectkit.anomaly.train.train``, ``defectkit.anomaly.predict.predict``, ``defectkit.anomaly.val.validate``.
 """
 
-from defectkit.anomaly._anomalib import MISSING_MESSAGE, anomalib_available
-from defectkit.anomaly.models import MODEL_REGISTRY, AnomalyTrainConfig
+from defectkit.core.lazy import lazy_exports
 
+# Loaded on first use (core.lazy): `anomaly --help` needs no torch.
 # (the functions ``train``, ``predict`` and ``validate`` are not re-exported: ``defectkit.anomaly.train``
 # and the others stay the modules, as in the other stages)
-__all__ = ["MISSING_MESSAGE", "MODEL_REGISTRY", "AnomalyTrainConfig", "anomalib_available"]
+_PUBLIC = {
+    "MISSING_MESSAGE": "defectkit.anomaly._anomalib",
+    "MODEL_REGISTRY": "defectkit.anomaly.config",
+    "AnomalyTrainConfig": "defectkit.anomaly.config",
+    "anomalib_available": "defectkit.anomaly._anomalib",
+}
+__all__ = sorted(_PUBLIC)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

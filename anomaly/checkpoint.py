@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 from defectkit.anomaly import _anomalib
-from defectkit.anomaly.models import AnomalyTrainConfig, build_model
+from defectkit.anomaly.config import AnomalyTrainConfig
+from defectkit.anomaly.models import build_model
 from torch import nn
 
 from defectkit.core.errors import DefectkitError

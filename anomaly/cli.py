@@ -14,14 +14,14 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from defectkit.anomaly.models import MODEL_REGISTRY, AnomalyTrainConfig
-from defectkit.anomaly.predict import predict
-from defectkit.anomaly.train import train
-from defectkit.anomaly.val import validate
+from defectkit.anomaly.config import MODEL_REGISTRY, AnomalyTrainConfig
 from defectkit.evaluation.cli import add_bootstrap_options
 
 from defectkit.core.atomic import atomic_dir
 from defectkit.core.errors import DefectkitError, cli_entry
+
+# Each subcommand imports the modules it runs (torch, anomalib: seconds), which `anomaly --help` and
+# a mistyped option never need; the options and their defaults come from anomaly.config.
 
 _DEFAULTS = {f.name: f.default for f in fields(AnomalyTrainConfig) if f.name not in ("data", "layers")}
 DEVICE_HELP = "auto, cpu, 0 (a CUDA index), cuda:N or mps (default: %(default)s)"
@@ -41,11 +41,15 @@ def _train(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None
     }  # fmt: skip
     cfg = AnomalyTrainConfig(data=str(args.data), out=str(args.out), **given)
+    from defectkit.anomaly.train import train
+
     train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     return 0
 
 
 def _val(args: argparse.Namespace) -> int:
+    from defectkit.anomaly.val import validate
+
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         validate(
             args.model,
@@ -64,6 +68,8 @@ def _val(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from defectkit.anomaly.predict import predict
+
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         records = predict(
             args.model, args.source, tmp, device=args.device, category_dir=args.data, batch=args.batch,

@@ -31,7 +31,8 @@ import torch
 from defectkit.anomaly import _anomalib
 from defectkit.anomaly.checkpoint import LAST_FILE, LAST_FORMAT, MODEL_FILE, read, save_last, save_model
 from defectkit.anomaly.data import ImageDataset, defect_masks, split_images, train_good_images
-from defectkit.anomaly.models import AnomalyTrainConfig, build_model, pretrained_weights
+from defectkit.anomaly.config import AnomalyTrainConfig
+from defectkit.anomaly.models import build_model, pretrained_weights
 from defectkit.anomaly.predict import score_images
 from defectkit.evaluation.ranking import auroc, f1_max
 from torch.utils.data import DataLoader

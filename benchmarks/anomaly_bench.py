@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 
 from defectkit.anomaly import _anomalib
 from defectkit.anomaly.data import ImageDataset, defect_masks, split_images, train_good_images
-from defectkit.anomaly.models import AnomalyTrainConfig
+from defectkit.anomaly.config import AnomalyTrainConfig
 from defectkit.anomaly.train import train
 from defectkit.anomaly.val import validate
 from defectkit.convert import convert_category

@@ -404,3 +404,12 @@ def test_efficient_ad_trains_with_a_teacher_file_and_fails_fast_without_one(
     record = predict(run, [image], tmp_path / "pred", progress=False)[0]
     anomaly_map = np.load(tmp_path / "pred" / record["map"])
     assert anomaly_map.shape == (64, 64)  # back at the image's size from the model's 256 px
+
+
+def test_every_configured_model_has_a_builder():
+    """anomaly.config (plain data, read by `anomaly --help`) and anomaly.models name the same models."""
+    from defectkit.anomaly.config import MODEL_REGISTRY
+    from defectkit.anomaly.models import BUILDERS
+
+    assert list(BUILDERS) == list(MODEL_REGISTRY)
+    assert all(spec.name == name for name, spec in MODEL_REGISTRY.items())

@@ -77,6 +77,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("defectkit.detect.cli", "defectkit.core.torchio"): _STAGE_MODULES_ON_DEMAND,
     ("defectkit.segment.cli", "defectkit.segment"): _STAGE_MODULES_ON_DEMAND,
     ("defectkit.classify.cli", "defectkit.classify"): _STAGE_MODULES_ON_DEMAND,
+    ("defectkit.anomaly.cli", "defectkit.anomaly"): _STAGE_MODULES_ON_DEMAND,
     # `evaluate detection` loads only the COCO scorer: the anomaly and mask scorers bring OpenCV and tqdm.
     **{
         ("defectkit.evaluation.cli", f"defectkit.evaluation.{scorer}"): "each `evaluate` subcommand imports only its scorer"
@@ -403,11 +404,10 @@ def test_installing_defectkit_adds_only_the_defectkit_namespace(tmp_path):
 
 
 # Entry points whose `--help` (and any argument error) must come without the heavy libraries: their
-# subcommands import what they run. anomaly still builds its parser from modules that import torch
-# (its model registry and options live beside the models); it is not listed yet.
+# subcommands import what they run, their options come from plain-data modules.
 _LIGHT_HELP = (
     "defectkit.cli", "defectkit.convert.cli", "defectkit.evaluation.cli", "defectkit.detect.cli", "defectkit.segment.cli",
-    "defectkit.classify.cli",
+    "defectkit.classify.cli", "defectkit.anomaly.cli",
 )  # fmt: skip
 _HEAVY_LIBRARIES = ("torch", "ultralytics", "segment_anything", "anomalib", "supervision", "matplotlib")
 _BUILD_PARSERS = """
