@@ -221,6 +221,10 @@ def _start_helper() -> None:
     cv2.setNumThreads(1)
     # Where signal masks do not exist, at least ignore Ctrl-C once running (see _ctrl_c_blocked).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM was blocked while this process started (so that it read all its start-up data from
+    # the parent); from here on it ends a helper as usual, quietly.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 @contextlib.contextmanager
@@ -233,7 +237,10 @@ def _ctrl_c_blocked() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups, no SIGINT to block
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # SIGTERM too: arriving while a helper is being started, it would cut the start-up data the
+    # helper reads from its pipe, and the helper would print an EOFError traceback. Blocked, it is
+    # delivered once the starts are done; each helper unblocks it in _start_helper.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
     finally:
