@@ -19,5 +19,4 @@ _PUBLIC = {
     "AnomalyTrainConfig": "defectkit.anomaly.config",
     "anomalib_available": "defectkit.anomaly._anomalib",
 }
-__all__ = sorted(_PUBLIC)
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -13,5 +13,4 @@ _PUBLIC = {
     "predict_source": "defectkit.classify.predict",
     "run_experiments": "defectkit.classify.presets",
 }
-__all__ = sorted(_PUBLIC)
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -10,5 +10,4 @@ from defectkit.core.lazy import lazy_exports
 
 # Loaded on first use (core.lazy): `detect --help` and the light subcommands need no ultralytics.
 _PUBLIC = {"predict_images": "defectkit.detect.predict"}
-__all__ = sorted(_PUBLIC)
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -19,5 +19,4 @@ _PUBLIC = {
     "evaluate_detection": "defectkit.evaluation.detection",
     "evaluate_masks": "defectkit.evaluation.masks",
 }
-__all__ = sorted(_PUBLIC)
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

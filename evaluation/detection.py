@@ -98,15 +98,14 @@ def _empty_results(coco_cls, gt: dict):
 
 
 class ImageIoUs:
-    """IoUs of every result of an image against every object of it (crowd objects with COCO's crowd
+    """Mask IoUs of every result of an image against every object of it (crowd objects with COCO's crowd
     IoU), computed once per image on first use and shared: COCO evaluation reads its per-class
     blocks, the confusion matrix its cross-class pairs. One faster-coco-eval call per image instead
     of one per (image, class) plus one per image for the confusion matrix. Rows and columns are the
     image's results and objects in file order.
     """
 
-    def __init__(self, gt: dict, predictions: list[dict], iou_type: str):
-        self.iou_type = iou_type
+    def __init__(self, gt: dict, predictions: list[dict]):
         self.sizes = {img["id"]: (img.get("height"), img.get("width")) for img in gt["images"]}
         self.gts: dict[int, list] = defaultdict(list)
         self.dts: dict[int, list] = defaultdict(list)
@@ -117,8 +116,6 @@ class ImageIoUs:
         self._cache: dict[int, np.ndarray] = {}
 
     def _regions(self, anns: list[dict]) -> list:
-        if self.iou_type == "bbox":
-            return [a["bbox"] for a in anns]
         # faster-coco-eval's IoU reads compressed RLEs with str counts as they are; anything else
         # (polygons, uncompressed counts) is converted here.
         return [
@@ -311,7 +308,7 @@ def run_coco_eval(
             rle_iou_max_workers=1,
         )
         if iou_type == "segm" and image_ious is None:
-            image_ious = ImageIoUs(gt, predictions, iou_type)
+            image_ious = ImageIoUs(gt, predictions)
         evaluator.image_ious = image_ious
         evaluator.evaluate()
         evaluator.accumulate()
@@ -464,17 +461,10 @@ def detection_confusion_matrix(
 
 
 def _pair_box_ious(gts: list, dts: list, pair_d: np.ndarray, pair_g: np.ndarray) -> np.ndarray:
-    """IoU of every (detection, object) pair of boxes, in pair order, as pycocotools computes it
-    (iscrowd 0): its bbIou, operation for operation, so thresholds meet the same values."""
+    """IoU of every (detection, object) pair of boxes, in pair order (objects not crowd): :func:`box_ious`."""
     g_box = np.asarray([a["bbox"] for a in gts], dtype=np.float64).reshape(-1, 4)
     d_box = np.asarray([d["bbox"] for d in dts], dtype=np.float64).reshape(-1, 4)
-    db, gb = d_box[pair_d], g_box[pair_g]
-    w = np.minimum(db[:, 0] + db[:, 2], gb[:, 0] + gb[:, 2]) - np.maximum(db[:, 0], gb[:, 0])
-    h = np.minimum(db[:, 1] + db[:, 3], gb[:, 1] + gb[:, 3]) - np.maximum(db[:, 1], gb[:, 1])
-    inter = w * h
-    union = db[:, 2] * db[:, 3] + gb[:, 2] * gb[:, 3] - inter
-    overlap = (w > 0) & (h > 0)
-    return np.divide(inter, union, out=np.zeros_like(inter), where=overlap)
+    return box_ious(d_box[pair_d], g_box[pair_g])
 
 
 def _pair_mask_ious(
@@ -489,7 +479,7 @@ def _pair_mask_ious(
     images with pairs are laid end to end, and every pair is one index into that: row (the
     detection's place among its image's results in file order) x columns + column."""
     if image_ious is None:
-        image_ious = ImageIoUs(gt, predictions, "segm")
+        image_ious = ImageIoUs(gt, predictions)
     if pair_d.size == 0:
         return np.zeros(0, np.float64)
     d_row = _file_positions(np.fromiter((d["image_id"] for d in predictions), np.int64, len(predictions)))[d_src]
@@ -564,7 +554,7 @@ def _evaluate_detection(
         gt_data, preds = class_agnostic_ground_truth(gt_data), class_agnostic_predictions(preds)
     # Masks: one IoU table for COCO evaluation and the confusion matrix (boxes are cheap to redo).
     image_ious = (
-        ImageIoUs(gt_data, preds, iou_type)
+        ImageIoUs(gt_data, preds)
         if iou_type == "segm" and backend == "faster-coco-eval" and preds
         else None
     )

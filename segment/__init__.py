@@ -19,5 +19,4 @@ _PUBLIC = {
     "TrainConfig": "defectkit.segment.train",
     "build_sam": "defectkit.segment.models",
 }
-__all__ = sorted(_PUBLIC)
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -5,9 +5,9 @@ A stage's ``__init__`` re-exports its public names for ``from defectkit.detect i
 with plain imports, ``detect --help`` would first load ultralytics and torch (seconds) only to
 print its options.
 
->>> __getattr__, __dir__ = lazy_exports("defectkit.core", {"DefectkitError": "defectkit.core.errors"})
->>> __getattr__("DefectkitError").__name__
-'DefectkitError'
+>>> __all__, __getattr__, __dir__ = lazy_exports("defectkit.core", {"DefectkitError": "defectkit.core.errors"})
+>>> __all__, __getattr__("DefectkitError").__name__
+(['DefectkitError'], 'DefectkitError')
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import sys
 from collections.abc import Callable
 
 
-def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
-    """(``__getattr__``, ``__dir__``) for ``package``: each name in ``names`` (name -> module) is
-    imported from its module the first time it is read, then kept in the package's namespace."""
+def lazy_exports(
+    package: str, names: dict[str, str]
+) -> tuple[list[str], Callable[[str], object], Callable[[], list[str]]]:
+    """(``__all__``, ``__getattr__``, ``__dir__``) for ``package``: each name in ``names`` (name ->
+    module) is imported from its module the first time it is read, then kept in the package's namespace."""
 
     def __getattr__(name: str) -> object:
         module = names.get(name)
@@ -32,4 +34,4 @@ def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], o
     def __dir__() -> list[str]:
         return sorted(set(vars(sys.modules[package])) | set(names))
 
-    return __getattr__, __dir__
+    return sorted(names), __getattr__, __dir__
