@@ -15,6 +15,7 @@ import io
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -566,12 +567,22 @@ def _evaluate_detection(
 
     metrics: dict[str, Any] = {name: float(v) for name, v in zip(STAT_NAMES, result.stats)}
     metrics["per_class"] = per_class_metrics(result, names, n_gt, n_pred)
+    finish_intervals = None
     if bootstrap > 0:
-        resampled = coco_ap_resampled(result.matches, resample_weights(len(gt_data["images"]), bootstrap, seed))
-        metrics["ci"] = {
-            name: percentile_interval(_na(metrics[name]), values) for name, values in resampled.items()
-        }
-        metrics["bootstrap"] = bootstrap_info(bootstrap, seed)
+        # On a thread of its own (its compiled kernel releases the GIL) while this one draws the
+        # confusion matrix and the figures; finish_intervals() waits for it.
+        weights = resample_weights(len(gt_data["images"]), bootstrap, seed)
+        pool = ThreadPoolExecutor(1)
+        resampling = pool.submit(coco_ap_resampled, result.matches, weights)
+        pool.shutdown(wait=False)  # its thread ends with the task
+
+        def finish_intervals() -> None:
+            resampled = resampling.result()
+            metrics["ci"] = {
+                name: percentile_interval(_na(metrics[name]), values) for name, values in resampled.items()
+            }
+            metrics["bootstrap"] = bootstrap_info(bootstrap, seed)
+
     want_cm = confusion_matrix if confusion_matrix is not None else out_dir is not None
     if want_cm:
         matrix, cat_ids = detection_confusion_matrix(
@@ -598,8 +609,10 @@ def _evaluate_detection(
         "quirks": list(QUIRKS[1:]),
     }
     out = {iou_type: metrics, "info": info}
+    if out_dir is None and finish_intervals is not None:
+        finish_intervals()
     if out_dir is not None:
-        report = detection_report(out, result, names, title=title)
+        report = detection_report(out, result, names, title=title, before_tables=finish_intervals)
         if extend_report is not None:  # a stage's own sections and metrics, written in the same report
             extend_report(report)
         report.write(out_dir, overwrite=overwrite)
@@ -619,11 +632,38 @@ def _gc_paused():
             gc.enable()
 
 
-def detection_report(out: dict, result: CocoResult, names: dict[int, str], title: str | None = None):
-    """The Markdown report of :func:`evaluate_detection` (tables, PR curves, confusion matrix)."""
+def detection_report(
+    out: dict,
+    result: CocoResult,
+    names: dict[int, str],
+    title: str | None = None,
+    before_tables: Callable[[], None] | None = None,
+):
+    """The Markdown report of :func:`evaluate_detection` (tables, PR curves, confusion matrix).
+    The figures are drawn first; ``before_tables`` is called after them, before anything reads the
+    metrics (``evaluate_detection`` waits there for intervals computed meanwhile on another thread)."""
     info = out["info"]
     iou_type = info["iou_type"]
     metrics = out[iou_type]
+    t50 = int(np.argmin(np.abs(result.iou_thrs - 0.5)))
+    curves = {}
+    for k, cat_id in enumerate(result.cat_ids):
+        prec = result.precision[t50, :, k, 0, -1]
+        if (prec > -1).any():
+            curves[f"{names[cat_id]} (AP50 {_mean_valid(prec):.3f})"] = np.clip(prec, 0, None)
+    pr_png = pr_curves_png(result.rec_thrs, curves, f"{iou_type}: precision-recall at IoU 0.50 (interpolated)")
+    cm = metrics.get("confusion_matrix")
+    cm_png = (
+        confusion_matrix_png(
+            np.asarray(cm["matrix"]),
+            cm["labels"],
+            f"{iou_type}: IoU ≥ {cm['iou_threshold']}, score ≥ {cm['conf_threshold']}",
+        )
+        if cm is not None
+        else None
+    )
+    if before_tables is not None:
+        before_tables()
     report = Report(title or f"COCO {iou_type} evaluation")
     report.add_text(
         f"Ground truth `{info['ground_truth']}` ({info['n_images']} images, {info['n_gt']} objects); "
@@ -649,28 +689,15 @@ def detection_report(out: dict, result: CocoResult, names: dict[int, str], title
             for n, v in metrics["per_class"].items()
         ],
     )
-    t50 = int(np.argmin(np.abs(result.iou_thrs - 0.5)))
-    curves = {}
-    for k, cat_id in enumerate(result.cat_ids):
-        prec = result.precision[t50, :, k, 0, -1]
-        if (prec > -1).any():
-            curves[f"{names[cat_id]} (AP50 {_mean_valid(prec):.3f})"] = np.clip(prec, 0, None)
     report.add_heading("Precision-recall curves")
     report.add_image(
-        "pr_curves.png",
-        pr_curves_png(result.rec_thrs, curves, f"{iou_type}: precision-recall at IoU 0.50 (interpolated)"),
-        "COCO's interpolated precision at 101 recall points, IoU 0.50, per class",
+        "pr_curves.png", pr_png, "COCO's interpolated precision at 101 recall points, IoU 0.50, per class"
     )
-    cm = metrics.get("confusion_matrix")
-    if cm is not None:
+    if cm_png is not None:
         report.add_heading("Confusion matrix")
         report.add_image(
             "confusion_matrix.png",
-            confusion_matrix_png(
-                np.asarray(cm["matrix"]),
-                cm["labels"],
-                f"{iou_type}: IoU ≥ {cm['iou_threshold']}, score ≥ {cm['conf_threshold']}",
-            ),
+            cm_png,
             "rows: true class (the background row counts false detections); columns: predicted class "
             "(the background column counts missed objects); detections matched greedily by score, "
             "class-agnostic",

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from defectkit.evaluation import bootstrap
 from defectkit.evaluation import evaluate_anomaly, evaluate_classification, evaluate_detection, evaluate_masks
 from defectkit.evaluation.bootstrap import (
     coco_ap_resampled,
@@ -171,6 +172,33 @@ def test_coco_ap_resampled_equals_rerun_on_duplicated_images(iou_type):
         rerun = evaluate_detection(dup_gt, dup_preds, iou_type)[iou_type]
         for name in ("AP", "AP50", "AP75"):
             assert resampled[name][b] == pytest.approx(rerun[name], abs=1e-9), (b, name)
+
+
+def test_coco_ap_resampled_across_kernel_chunks_equals_rerun(monkeypatch):
+    """Resamples on both sides of the compiled kernel's chunk boundary (``_KERNEL_ROWS``), on two
+    threads, against the rerun; and the kernel run as plain Python gives the same numbers."""
+    gt, preds = make_coco_case(16, seed=3, many_dets_image=False)
+    preds = [dict(p, score=p["score"] + 1e-6 * i) for i, p in enumerate(preds)]
+    gt_data, _ = load_ground_truth(gt, "bbox")
+    pred_data, _ = load_predictions(preds, gt_data, "bbox")
+    matches = run_coco_eval(gt_data, pred_data, "bbox", keep_matches=True).matches
+    weights = resample_weights(len(gt["images"]), bootstrap._KERNEL_ROWS + 3, seed=2)
+    monkeypatch.setattr(bootstrap, "usable_cores", lambda: 2)
+    resampled = coco_ap_resampled(matches, weights)
+    for b in (0, bootstrap._KERNEL_ROWS - 1, bootstrap._KERNEL_ROWS, bootstrap._KERNEL_ROWS + 2):
+        rerun = evaluate_detection(*_duplicated(gt, preds, weights[b]), "bbox")["bbox"]
+        for name in ("AP", "AP50", "AP75"):
+            assert resampled[name][b] == pytest.approx(rerun[name], abs=1e-9), (b, name)
+    monkeypatch.setattr(bootstrap, "_compiled_precision_sums", lambda: bootstrap._precision_sums)
+    with np.errstate(invalid="ignore"):  # numpy scalars warn at 0 / 0; the compiled kernel does not
+        plain = coco_ap_resampled(matches, weights[:5])
+    for name in ("AP", "AP50", "AP75"):
+        np.testing.assert_allclose(plain[name], resampled[name][:5], rtol=0, atol=1e-12)
+
+
+def test_warm_up_loads_the_compiled_kernel():
+    bootstrap.warm_up_compiled().join(timeout=120)
+    assert bootstrap._COMPILED is not None and hasattr(bootstrap._COMPILED, "signatures")
 
 
 def test_detection_intervals_in_metrics_report_and_cli(tmp_path, capsys):

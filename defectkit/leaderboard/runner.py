@@ -29,7 +29,7 @@ from defectkit.leaderboard.rows import ROWS, resolve_rows, runnable_rows
 from defectkit.leaderboard.rows_detection import WORLD_ROWS, ensure_text_embeddings
 from defectkit.leaderboard.rows_segmentation import SAM_ROWS, check_sam, sam_is_random
 from defectkit.leaderboard.scoring import image_level, image_level_intervals
-from defectkit.evaluation.bootstrap import bootstrap_info
+from defectkit.evaluation.bootstrap import bootstrap_info, warm_up_compiled
 from defectkit.evaluation.coco_io import load_json
 from defectkit.evaluation.report import to_jsonable
 
@@ -253,6 +253,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
         "commands": [*(earlier or {}).get("commands", []), command],
     }
     atomic_write_json(out / RUN_FILE, run_info)  # first: marks the folder as a run before anything is written
+    if cfg.bootstrap > 0:  # numba and the intervals' compiled COCO AP load while the data converts and models train
+        warm_up_compiled()
     try:
         ctx = RunContext(cfg, convert_data(cfg))
         if set(rows) & set(WORLD_ROWS):
