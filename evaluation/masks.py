@@ -20,6 +20,7 @@ once (``defectkit.evaluation.instance_maps``).
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,10 +369,23 @@ def evaluate_masks(
         "source": source,
     }
     entries = pixel_entries() if pixel_entries is not None and pixel_metrics else None
-    if entries is not None:
+    if entries is not None and bootstrap > 0:
+        # The exact pixel metrics (a sort: numpy releases the GIL) on a second thread, beside the
+        # resampled ones; those read the exact values only at the end.
+        with ThreadPoolExecutor(1) as pool:
+            exact = pool.submit(score_map_metrics, entries, fpr_limit)
+
+            def with_exact() -> dict:
+                out.update(exact.result()[0])
+                return out
+
+            out["ci"] = mask_intervals(out, pair_counts, len(names), entries, fpr_limit, bootstrap, seed, with_exact)
+            with_exact()
+    elif entries is not None:
         out.update(score_map_metrics(entries, fpr_limit)[0])
+    elif bootstrap > 0:
+        out["ci"] = mask_intervals(out, pair_counts, len(names), None, fpr_limit, bootstrap, seed)
     if bootstrap > 0:
-        out["ci"] = mask_intervals(out, pair_counts, len(names), entries, fpr_limit, bootstrap, seed)
         out["bootstrap"] = bootstrap_info(bootstrap, seed)
     if out_dir is not None:
         masks_report(out, title).write(out_dir, overwrite=overwrite)
@@ -386,9 +400,12 @@ def mask_intervals(
     fpr_limit: float,
     n_resamples: int,
     seed: int,
+    with_exact: Callable[[], dict] | None = None,
 ) -> dict[str, dict]:
     """Bootstrap intervals of ``evaluate_masks``' means from its (image, class, tp, fp, fn) counts
-    (and pixel entries): pooled per class under each resample's image weights, then averaged."""
+    (and pixel entries): pooled per class under each resample's image weights, then averaged.
+    ``with_exact``: gives ``out`` with the exact pixel metrics filled in (computed meanwhile on
+    another thread), called once the resampled pixel metrics need them."""
     counts = np.zeros((out["n_images"], n_classes, 3))
     if pair_counts:
         pairs = np.asarray(pair_counts, dtype=np.int64)
@@ -410,7 +427,7 @@ def mask_intervals(
         "mean_image_dice": weighted_mean(per_image("dice"), weights),
     }
     if entries is not None:
-        resampled.update(pixel_metrics_resampled(entries, weights, fpr_limit, values=out))
+        resampled.update(pixel_metrics_resampled(entries, weights, fpr_limit, values=with_exact or out))
     return {name: percentile_interval(out[name], values) for name, values in resampled.items()}
 
 
