@@ -423,6 +423,14 @@ def convert_category(
             "points": "sam" in formats,
         }
         records: dict[str, ImageRecord] = {}
+        ctx = WriteContext(tmp, final, folder, final_source, manifest, records, copy=copy)
+        writers = [WRITERS[name] for name in formats]
+        for writer in writers:
+            writer.prepare(ctx)
+        splits_of: dict[str, list[str]] = {}  # fewshot:K puts its K shots in train and in val
+        for split in SPLITS:
+            for name in splits[split]:
+                splits_of.setdefault(name, []).append(split)
         dropped = 0
         if workers is None:
             workers = auto_workers(folder, source.images)
@@ -435,12 +443,15 @@ def convert_category(
                 records[record.file_name] = record
                 warnings += image_warnings
                 dropped += n_dropped
+                # This image's files now, while the helpers decode the next ones (see writers).
+                for split in splits_of.get(record.file_name, ()):
+                    for writer in writers:
+                        writer.image(ctx, split, record)
         finally:
             results.close()  # stops the helpers now, on an error or an interrupt too
 
-        ctx = WriteContext(tmp, final, folder, final_source, manifest, records, copy=copy)
-        for name in formats:
-            WRITERS[name](ctx)
+        for writer in writers:
+            writer.finish(ctx)
 
     images = {s: {} for s in SPLITS}
     instances = {s: {} for s in SPLITS}

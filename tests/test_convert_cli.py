@@ -234,10 +234,9 @@ def test_interrupted_run_leaves_the_previous_output(part, tmp_path, monkeypatch)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     def interrupted(ctx):
-        (ctx.out / "sam").mkdir()
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(writers.WRITERS, "sam", interrupted)
+    monkeypatch.setitem(writers.WRITERS, "sam", writers.Writer(writers.WRITERS["sam"].prepare, finish=interrupted))
     with pytest.raises(KeyboardInterrupt):
         convert_category(part, "part", out, to="all", progress=False, seed=5, overwrite=True)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
