@@ -20,6 +20,7 @@ from defectkit.evaluation.coco_io import load_json
 from defectkit.evaluation.report import format_value
 
 from defectkit.core.errors import DefectkitError, cli_entry
+from defectkit.core.malloc import keep_freed_memory
 
 
 def _resamples(text: str) -> int:
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # the scorers' many megabyte-sized temporaries (defectkit.core.malloc)
     return args.func(args)
 
 

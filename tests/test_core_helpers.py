@@ -7,6 +7,8 @@ import base64
 import hashlib
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -180,3 +182,34 @@ def test_report_without_metrics_or_html_writes_only_markdown(tmp_path):
 def test_report_table_rows_must_match_the_header():
     with pytest.raises(ValueError, match="table row has 1 cells, header has 2"):
         Report("t").add_table(["a", "b"], [["only"]])
+
+
+# A fresh interpreter that makes 400 numpy arrays of 0.5-4 MB, four alive at a time (what a scorer's
+# temporaries do): by default glibc maps many of them with mmap and faults their pages in each time;
+# with keep_freed_memory() they come from a heap that keeps its freed pages. Prints the minor page
+# faults of the loop (66,252 and 4,900 on the machine this was written on).
+_FAULTS_SCRIPT = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "tuned":
+    from defectkit.core.malloc import keep_freed_memory
+    assert keep_freed_memory()
+sizes = np.random.default_rng(0).integers(1 << 16, 1 << 19, 400).tolist()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+alive = []
+for n in sizes:
+    alive.append(np.ones(n))
+    if len(alive) > 3:
+        alive.pop(0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_stops_refaulting_temporaries():
+    faults = {
+        mode: int(subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], capture_output=True, text=True,
+                                 check=True).stdout)
+        for mode in ("default", "tuned")
+    }  # fmt: skip
+    assert faults["tuned"] * 4 < faults["default"], faults
