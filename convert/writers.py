@@ -52,6 +52,11 @@ class WriteContext:
     records: dict[str, ImageRecord]
     copy: bool = False
 
+    @functools.cached_property
+    def class_ids(self) -> dict[str, int]:
+        """Defect class -> COCO category id (1..N; docs/FORMATS.md), worked out once per run."""
+        return category_ids(self.manifest.classes)
+
     def place(self, file_name: str, dst: Path) -> None:
         """Put source image ``file_name`` at ``dst``: a hard link (same file system), else a symlink
         to its final absolute path, or a copy with ``copy=True``."""
@@ -111,15 +116,14 @@ def _yolo_image(ctx: WriteContext, split: str, rec: ImageRecord, name: str, seg:
     ctx.place(rec.file_name, root / "images" / split / flat_name(rec.file_name))
     line = yolo_polygon_line if seg else yolo_box_line
     shapes = [inst.polygon if seg else inst.bbox for inst in rec.instances]
-    if shapes:  # good images get an empty label file (and have no class id)
-        k = category_ids(ctx.manifest.classes)[rec.label] - 1
-    text = "".join(line(k, shape, rec.width, rec.height) + "\n" for shape in shapes)
+    # Good images have no instances (and no class id): an empty label file.
+    text = "".join(line(ctx.class_ids[rec.label] - 1, shape, rec.width, rec.height) + "\n" for shape in shapes)
     (root / "labels" / split / label_name(rec.file_name)).write_text(text)
 
 
 def _yolo_finish(ctx: WriteContext, name: str) -> None:
     """``data.yaml``, beside images/<split>/ and labels/<split>/."""
-    ids = category_ids(ctx.manifest.classes)
+    ids = ctx.class_ids
     data = {
         "path": str(ctx.final / name),
         "train": "images/train",
@@ -141,7 +145,7 @@ def _yolo_writer(name: str, seg: bool) -> Writer:
 
 def coco_dict(ctx: WriteContext, split: str) -> dict:
     """The COCO instances dict of one split (ids as docs/FORMATS.md: images 1..N in manifest order)."""
-    ids = category_ids(ctx.manifest.classes)
+    ids = ctx.class_ids
     images, annotations = [], []
     for image_id, file_name in enumerate(ctx.manifest.splits[split], start=1):
         rec = ctx.records[file_name]
@@ -180,7 +184,7 @@ def write_coco(ctx: WriteContext) -> None:
 
 def write_sam(ctx: WriteContext) -> None:
     """``sam/<split>.jsonl``: one line per image with box, interior points and mask per instance."""
-    ids = category_ids(ctx.manifest.classes)
+    ids = ctx.class_ids
     for split in SPLITS:
         lines = []
         for image_id, file_name in enumerate(ctx.manifest.splits[split], start=1):
