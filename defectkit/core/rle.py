@@ -21,6 +21,45 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return rle
 
 
+def crop_to_rle(crop: np.ndarray, x: int, y: int, height: int, width: int) -> dict:
+    """COCO compressed RLE of a ``height`` x ``width`` mask that is ``crop`` at column ``x``, row
+    ``y`` and background elsewhere: the same dict as :func:`mask_to_rle` of that full mask.
+
+    pycocotools encodes only whole frames: one small defect on a 1024x1024 image costs a 1 MB frame
+    and a pass over its every pixel (about 0.5 ms per instance, a quarter of convert's non-decoding
+    work). Here numpy finds the runs inside the crop, where all the foreground is, and pycocotools
+    compresses them (``frPyObjects``), so the string is pycocotools' own.
+
+    >>> m = np.zeros((6, 5), bool); m[1:4, 2:4] = True; m[2, 2] = False
+    >>> crop_to_rle(m[1:4, 2:4], 2, 1, 6, 5) == mask_to_rle(m)
+    True
+    >>> full = np.ones((3, 2), bool)  # runs that go on from one column into the next
+    >>> crop_to_rle(full, 0, 0, 3, 2) == mask_to_rle(full)
+    True
+    """
+    h, w = crop.shape
+    # COCO runs go down each column: each crop column, with a background pixel above and below it.
+    columns = np.zeros((w, h + 2), np.int8)
+    columns[:, 1:-1] = crop.T
+    step = np.diff(columns, axis=1)
+    start_col, start_row = np.nonzero(step == 1)  # in column-major order, as the runs come
+    end_col, end_row = np.nonzero(step == -1)
+    starts = (x + start_col) * height + y + start_row
+    ends = (x + end_col) * height + y + end_row
+    # A run that reaches the bottom of a full-height crop goes on at the top of its next column.
+    joined = starts[1:] == ends[:-1]
+    if joined.any():
+        starts, ends = starts[np.r_[True, ~joined]], ends[np.r_[~joined, True]]
+    edges = np.empty(2 * starts.size, np.int64)
+    edges[0::2], edges[1::2] = starts, ends
+    counts = np.diff(edges, prepend=0, append=height * width)
+    if counts.size > 1 and counts[-1] == 0:  # pycocotools ends on the last pixel's run
+        counts = counts[:-1]
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts.tolist()}, height, width)
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
 def rle_to_mask(rle: dict) -> np.ndarray:
     """Decode COCO RLE (compressed str/bytes counts, or uncompressed list counts) to a bool HxW mask."""
     if isinstance(rle.get("counts"), list):
