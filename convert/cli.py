@@ -9,7 +9,8 @@ from pathlib import Path
 
 from defectkit.convert.instances import DEFAULT_MIN_AREA
 from defectkit.core.layout import FORMATS
-from defectkit.convert.pipeline import SMALL_CATEGORY_BYTES, convert_category, default_workers
+from defectkit.convert.pipeline import convert_category, default_workers
+from defectkit.core.malloc import keep_freed_memory
 from defectkit.convert.reader import default_root
 from defectkit.convert.registry import MVTEC_AD_URL, known_categories
 from defectkit.convert.split import DEFAULT_TEST_FRAC, PROTOCOL_CHOICES, PROTOCOLS
@@ -146,10 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="processes that decode images and masks in parallel, this one included; the output is the "
-        "same for any N; 1 converts in this process alone (default: every usable core, here "
-        f"{default_workers()}; one for a category under {SMALL_CATEGORY_BYTES >> 20} MB of files, which "
-        "converts before a helper process could start)",
+        help="threads that decode images and masks in parallel; the output is the same for any N; 1 "
+        f"converts on this thread alone (default: one per usable core, here {default_workers()})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -158,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # a 3 MB array per decoded image, each faulted in afresh otherwise (core.malloc)
     summary = convert_category(
         args.root if args.root is not None else default_root(),
         args.category,

@@ -1,10 +1,10 @@
 """``convert_category``: scan, split, decode each image and mask once, write the asked formats.
 
-Decoding and the per-image instance work can run in several processes (``workers``; convert-mvtec
-uses one per usable core): they are nearly all of a conversion's time, and much of it holds the GIL
-(PNG CRC checks, numpy, RLE), so threads could not fill a second core. Helpers return small records
-(sizes, boxes, RLE strings, polygons) that are put back in the order of the images; this process
-alone writes, so the output is the same bytes whatever the number of workers.
+Decoding and the per-image instance work run on several threads (``workers``; one per usable core
+by default): they are nearly all of a conversion's time, and OpenCV's PNG decoder, most of that,
+releases the GIL. Threads return small records (sizes, boxes, RLE strings, polygons) that are taken
+in the order of the images; this thread alone writes, so the output is the same bytes whatever the
+number of workers.
 
 The whole ``<out>/<category>/`` folder is written in a temporary folder beside it and moved into
 place at the end (``defectkit.core.atomic.atomic_dir``): an interrupted or failed run leaves the previous
@@ -16,11 +16,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import multiprocessing
-import signal
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,26 +184,8 @@ def _check_no_overlap(final: Path, source: Path) -> None:
         )
 
 
-SMALL_CATEGORY_BYTES = 16 << 20
-"""Below this many bytes of image and mask files, ``workers=None`` converts in this process: a helper
-takes about half a second of one core to start (a fresh interpreter importing OpenCV and numpy),
-and decoding 16 MB of PNG takes about that long."""
-
-
-def auto_workers(folder: Path, images: list[SourceImage]) -> int:
-    """``workers=None``: one process per usable core, or just this one for a small category."""
-    size = 0
-    for img in images:
-        for name in (img.file_name, img.mask):
-            if name is not None:
-                size += (folder / name).stat().st_size
-                if size >= SMALL_CATEGORY_BYTES:
-                    return default_workers()
-    return 1
-
-
 def default_workers() -> int:
-    """Decoding processes: one per core this process may run on (``core.parallel.usable_cores``)."""
+    """Decoding threads: one per core this process may run on (``core.parallel.usable_cores``)."""
     return usable_cores()
 
 
@@ -214,133 +193,40 @@ Decoded = tuple[ImageRecord, list[str], int]
 """What :func:`decode_image` returns: the record, its warnings, the components it dropped."""
 
 
-def _start_helper() -> None:
-    """Set up a helper process (the pool's initializer)."""
-    # Every process decodes one image at a time and there is one process per core: OpenCV's own
-    # thread pool (connected components, dilation, distance transform) would put N x N threads on N cores.
-    cv2.setNumThreads(1)
-    # Where signal masks do not exist, at least ignore Ctrl-C once running (see _ctrl_c_blocked).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # SIGTERM was blocked while this process started (so that it read all its start-up data from
-    # the parent); from here on it ends a helper as usual, quietly.
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-
-
-@contextlib.contextmanager
-def _ctrl_c_blocked() -> Iterator[None]:
-    """Block SIGINT in this thread while helpers are started: they inherit the mask (through exec)
-    and never see Ctrl-C, which reaches the whole process group. The parent alone stops the run
-    (cancels the pool, removes the temporary folder); a helper interrupted while importing would
-    print a traceback. A Ctrl-C that comes meanwhile is delivered when the mask is restored.
-    (multiprocessing's resource tracker is started the same way.)"""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups, no SIGINT to block
-        yield
-        return
-    # SIGTERM too: arriving while a helper is being started, it would cut the start-up data the
-    # helper reads from its pipe, and the helper would print an EOFError traceback. Blocked, it is
-    # delivered once the starts are done; each helper unblocks it in _start_helper.
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _decode_chunk(run: Callable[[SourceImage], Decoded], chunk: list[SourceImage]) -> list[Decoded]:
-    return [run(src) for src in chunk]
-
-
-def guided_chunks(jobs: list, workers: int, per_worker: int = 4, largest: int = 8) -> list[list]:
-    """``jobs`` cut in order into chunks that shrink towards the end ("guided" scheduling).
-
-    Each chunk is a quarter of a worker's share of what is left (at most 8 jobs, at least 1): early
-    chunks are big enough that a chunk's round trip to a helper (about a millisecond) is small next
-    to decoding it (tens of ms per 1024x1024 image), and the last ones are single images, so every
-    process runs to the end together (an image with a mask costs several times a good one).
-
-    >>> [len(c) for c in guided_chunks(list(range(40)), 2)]
-    [5, 4, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
-    """
-    chunks, start = [], 0
-    while start < len(jobs):
-        size = max(1, min(largest, (len(jobs) - start) // (workers * per_worker)))
-        chunks.append(jobs[start : start + size])
-        start += size
-    return chunks
-
-
 def decode_all(
     folder: Path, jobs: list[SourceImage], opts: ConvertOptions, flags: dict[str, bool], workers: int
 ) -> Iterator[Decoded]:
-    """:func:`decode_image` over ``jobs``, yielded in their order, by ``workers`` processes: this one
-    and ``workers - 1`` helpers (``workers=1``: this process alone, nothing started).
+    """:func:`decode_image` over ``jobs``, yielded in their order, by ``workers`` threads
+    (``workers=1``: this thread alone, nothing started).
 
-    Images go out in chunks (:func:`guided_chunks`), in order: the first ones to the helpers, then
-    to whichever process is free; this process takes a chunk whenever the helpers have enough
-    queued, so it works while they start up and no core waits. Results are yielded in the order
-    of ``jobs`` and an error surfaces where it would without helpers: the first bad image in
-    order, as the same DefectkitError (it crosses the process boundary intact). On an error,
-    Ctrl-C or SIGTERM, the queued chunks are dropped and the helpers stopped before the exception
-    goes on, so the caller's temporary folder is removed with nothing still running.
+    Threads, not processes: nearly all of the time is in OpenCV's PNG decoder, which releases the
+    GIL, and what holds it (the structure checks, the instances) is a small part; two threads run
+    at 0.51x of one on 2 cores (benchmarks/RESULTS.md), with nothing to start (a spawned process
+    took a quarter of a second of a core to import OpenCV and numpy) and nothing to pickle.
+
+    Results are yielded in the order of ``jobs``, so an error surfaces where it would on one
+    thread: the first bad image in order. On an error, Ctrl-C or SIGTERM, the images not yet started
+    are dropped and the running ones (one per thread) finish before the exception goes on: nothing
+    still runs when the caller removes its temporary folder.
     """
     run = functools.partial(decode_image, folder, opts=opts, **flags)
     workers = min(workers, len(jobs))
     if workers <= 1:
         yield from map(run, jobs)
         return
-    helpers = workers - 1
-    chunks = guided_chunks(jobs, workers)
-    sent: dict[int, Future] = {}  # chunk index -> its future in the pool
-    done_here: dict[int, list[Decoded] | DefectkitError] = {}
-    handed_out = 0  # chunks 0..handed_out-1 are in the pool or done here
-    stop = len(chunks)  # no chunk from here on is started (one before it failed)
-    # Helpers are spawned (a fresh interpreter), never forked from this process: the caller may
-    # hold threads (tqdm's monitor, OpenCV's pool, an application's own), and forking a threaded
-    # process can deadlock. Starting a spawned process does not wait for it, so this process
-    # decodes while the helpers import OpenCV and numpy.
-    spawn = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(helpers, mp_context=spawn, initializer=_start_helper)
+    # One image per thread and one thread per core: OpenCV's own pool (connected components,
+    # dilation, distance transform) would put N x N threads on N cores.
     own_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="convert-decode")
     try:
-        with _ctrl_c_blocked():
-            # The first chunks (the first images in order) go to the helpers and wait for them in the
-            # pool's queue; each of these submits starts a helper, so all of them start here.
-            while handed_out < min(2 * helpers, stop):
-                sent[handed_out] = pool.submit(_decode_chunk, run, chunks[handed_out])
-                handed_out += 1
-        for k in range(len(chunks)):
-            while k not in done_here:
-                # Keep each helper busy with a chunk running and one queued.
-                while handed_out < stop and sum(not f.done() for f in sent.values()) < 2 * helpers:
-                    sent[handed_out] = pool.submit(_decode_chunk, run, chunks[handed_out])
-                    handed_out += 1
-                future = sent.get(k)
-                if future is not None and (future.done() or handed_out >= stop):
-                    break
-                # Chunk k is still with a helper: decode the next chunk here meanwhile. A bad image
-                # here is raised only in its turn, after the chunks before it.
-                mine = handed_out
-                handed_out += 1
-                try:
-                    done_here[mine] = _decode_chunk(run, chunks[mine])
-                except DefectkitError as exc:
-                    done_here[mine] = exc
-                    stop = mine + 1
-            outcome = done_here.pop(k) if k in done_here else sent.pop(k).result()
-            if isinstance(outcome, DefectkitError):
-                raise outcome
-            yield from outcome
-    except BrokenProcessPool:
-        raise DefectkitError(
-            f"{folder}: a conversion helper process could not start or died (killed, out of memory, "
-            f"or a crash in an image decoder); --workers 1 converts in one process"
-        ) from None
+        # Every image is queued at once: a future and its record are small (sizes, boxes, RLE strings).
+        futures = [pool.submit(run, src) for src in jobs]
+        for future in futures:
+            yield future.result()
     finally:
-        cv2.setNumThreads(own_threads)
-        # Running chunks finish (a few images each); queued ones are dropped.
         pool.shutdown(wait=True, cancel_futures=True)
+        cv2.setNumThreads(own_threads)
 
 
 def convert_category(
@@ -361,7 +247,7 @@ def convert_category(
     overwrite: bool = False,
     strict: bool = False,
     progress: bool = True,
-    workers: int | None = 1,
+    workers: int | None = None,
 ) -> ConvertSummary:
     """Convert ``root/category`` (a folder in the MVTec AD layout, or an MVTec AD ``.tar.xz``) into
     ``out/category/`` in the formats ``to`` (see docs/FORMATS.md); returns the summary.
@@ -370,11 +256,8 @@ def convert_category(
     ``fewshot:K``; docs/PROTOCOLS.md); ``test_frac`` (default 0.2) is for ``defectkit`` only, the
     others fix their test set by their rule. Every format follows the one split, written to split.json.
 
-    ``workers``: processes that decode images and masks, this one included; None: one per usable
-    core, or this process alone for a category under 16 MB of files (what ``convert-mvtec`` does by
-    default). The output is the same bytes for any number. The default is 1 because helpers are
-    spawned: like any multiprocessing code, a calling script then needs the
-    ``if __name__ == "__main__":`` guard (a spawned process imports the script).
+    ``workers``: threads that decode images and masks (None, the default: one per usable core;
+    1: this thread alone). The output is the same bytes for any number.
 
     >>> s = convert_category("datasets/sample", "wood", "datasets/converted", to=["coco"])  # doctest: +SKIP
     >>> s.instances["train"]["hole"]  # doctest: +SKIP
@@ -432,9 +315,7 @@ def convert_category(
             for name in splits[split]:
                 splits_of.setdefault(name, []).append(split)
         dropped = 0
-        if workers is None:
-            workers = auto_workers(folder, source.images)
-        results = decode_all(folder, source.images, opts, flags, workers)
+        results = decode_all(folder, source.images, opts, flags, workers or default_workers())
         try:
             bar = tqdm(
                 results, total=len(source.images), desc=f"convert {category}", unit="img", disable=not progress
@@ -443,12 +324,12 @@ def convert_category(
                 records[record.file_name] = record
                 warnings += image_warnings
                 dropped += n_dropped
-                # This image's files now, while the helpers decode the next ones (see writers).
+                # This image's files now, while the threads decode the next ones (see writers).
                 for split in splits_of.get(record.file_name, ()):
                     for writer in writers:
                         writer.image(ctx, split, record)
         finally:
-            results.close()  # stops the helpers now, on an error or an interrupt too
+            results.close()  # stops the decoding threads now, on an error or an interrupt too
 
         for writer in writers:
             writer.finish(ctx)

@@ -2,10 +2,11 @@
 
 Writers never decode an image: they link (or copy) the source file and write labels computed once
 by :mod:`convert.instances`. Each format is a :class:`Writer` in three steps: its folders before
-decoding starts; an image's own files (its links, its YOLO label files) as soon as its record is in,
-while the helpers still decode; the files that need every record (COCO, SAM, ``data.yaml``) at the
-end. (Creating a small file costs 0.2-0.7 ms of CPU on the machines measured: the ~230 label files
-of a 116-image category, written after the last image was decoded, left a core idle for 0.1-0.3 s.)
+decoding starts; an image's own files (its links, its YOLO label files) as soon as its record is
+in, while the threads decode the next images; the files that need every record (COCO, SAM,
+``data.yaml``) at the end. (Creating a small file costs 0.05-0.7 ms of CPU on the machines
+measured: the ~230 label files of a 116-image category, written after the last image was decoded,
+left a core idle for 0.1-0.3 s.)
 
 Paths written into files (``yolo/data.yaml``'s ``path``, COCO's ``info.image_root``, SAM's
 ``image``) are the *final* absolute locations, although everything is written inside a temporary

@@ -439,9 +439,7 @@ def test_polygon_round_trip_on_random_blobs():
     assert len(ious) > 300 and min(ious) > 0.99 and np.mean(ious) > 0.999
 
 
-# ------------------------------------------------------------------ --workers: helper processes
-# With --workers 2 the first chunks of images (the first images in order) always go to the helper
-# process, so these tests cross the process boundary whatever the timing.
+# ------------------------------------------------------------------ --workers: decoding threads
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes | str]:
@@ -467,9 +465,29 @@ def test_output_is_the_same_bytes_for_any_number_of_workers(sample_root, tmp_pat
     assert printed["2"] == printed["1"]  # counts, dropped components and warnings, in the same order
 
 
-def test_a_bad_image_in_a_helper_is_the_same_one_line_error(part, tmp_path, capsys):
+def test_workers_decode_on_that_many_threads(sample_root, tmp_path, monkeypatch):
+    import threading
+
+    import defectkit.convert.pipeline as pipeline
+
+    seen: list[tuple[str, str]] = []
+    decode = pipeline.decode_image
+
+    def recording_decode(folder, src, *args, **kwargs):
+        time.sleep(0.005)  # lets the other thread take the next image
+        seen.append((threading.current_thread().name, src.file_name))
+        return decode(folder, src, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "decode_image", recording_decode)
+    convert_category(sample_root, "wood", tmp_path, ["coco"], progress=False, workers=2)
+    threads = {name for name, _ in seen}
+    assert len(threads) == 2 and all(name.startswith("convert-decode") for name in threads), threads
+    assert len(seen) == len({f for _, f in seen})  # each image decoded once
+
+
+def test_a_bad_image_on_a_thread_is_the_same_one_line_error(part, tmp_path, capsys):
     category = part / "part"
-    _flip_byte(category / "train" / "good" / "000.png")  # the first image: a helper decodes it
+    _flip_byte(category / "train" / "good" / "000.png")  # the first image: a decoding thread's
     _truncate(category / "test" / "scratch" / "002.png")  # a later one: the first in order is named
     lines = []
     for workers in ("2", "1"):
@@ -482,23 +500,8 @@ def test_a_bad_image_in_a_helper_is_the_same_one_line_error(part, tmp_path, caps
                  "--workers", "0")
 
 
-def _helper_pids(parent: int) -> list[int]:
-    """The spawned helper processes of ``parent`` (from /proc)."""
-    found = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat_file.parent / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        if ppid == parent and b"spawn_main" in cmdline:
-            found.append(int(stat_file.parent.name))
-    return found
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the helper processes in /proc")
 @pytest.mark.parametrize("signal_to", ["SIGTERM to the command", "Ctrl-C to its process group"])
-def test_interrupt_with_helpers_stops_them_and_leaves_nothing(part, tmp_path, signal_to):
+def test_interrupt_while_threads_decode_stops_them_and_leaves_nothing(part, tmp_path, signal_to):
     # Enough work that the run is still decoding when the signal comes: 150 links to one
     # 1024x1024 noise PNG (poorly compressed, tens of ms to decode each).
     good = part / "part" / "train" / "good"
@@ -510,21 +513,18 @@ def test_interrupt_with_helpers_stops_them_and_leaves_nothing(part, tmp_path, si
     argv = [sys.executable, "-c", "from defectkit.convert.cli import main; raise SystemExit(main())",
             "part", "--root", str(part), "--out", str(out), "--workers", "2", "--quiet"]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    helpers: list[int] = []
     deadline = time.monotonic() + 120
+    # Decoding has begun once the first image's label file is written (after its record came in).
     while proc.poll() is None and time.monotonic() < deadline:
-        helpers = _helper_pids(proc.pid)
-        if helpers and list(out.glob(".part.tmp-*")):
+        if list(out.glob(".part.tmp-*/yolo/labels/*/*.txt")):
             break
         time.sleep(0.02)
-    assert helpers and proc.poll() is None, "the run ended before a helper was seen"
+    assert proc.poll() is None, "the run ended before it was seen decoding"
     if signal_to.startswith("SIGTERM"):
         proc.send_signal(signal.SIGTERM)  # `timeout`, `docker stop`: the command alone
     else:
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends: helpers included
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == (143 if signal_to.startswith("SIGTERM") else 130), err
     assert "Traceback" not in err and err.strip() in ("terminated", "interrupted"), err
     assert not out.exists()  # the temporary folder went, and the --out folder the run created
-    for pid in helpers:  # the pool was shut down: the helpers ended with the command
-        assert not Path(f"/proc/{pid}").exists(), f"helper {pid} outlived the command"
