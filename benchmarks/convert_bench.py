@@ -6,7 +6,7 @@ What each side does:
   process, with the reader the converter uses (``defectkit.core.imageio``: structure checks, then
   OpenCV). Nothing is written. It is the least any converter that looks at every pixel must do on
   one core. It runs with glibc's malloc tuned as the command tunes it (``core.malloc``: freed
-  memory kept for reuse, 1.16x faster decoding on one thread here), so the command's own tuning is
+  memory kept for reuse, 1.15x faster on one thread here), so the command's own tuning is
   not counted as a gain.
 - **command**: the whole ``convert-mvtec CATEGORY --root R --out O --to all --quiet`` in a fresh
   process (interpreter start, imports, scan, split, decode, instances, every format written, exit),

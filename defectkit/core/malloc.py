@@ -5,11 +5,11 @@ as such blocks are freed) and hands freed memory at the top of its heap back to 
 128 KB. A command that makes and drops thousands of megabyte-sized arrays (RLE checks, IoU
 tables, stacked masks) then faults every page of every temporary in again: ``evaluate detection``
 on 1,500 images (segm) took 35,600 page faults, 15,700 with the settings below, and 0.51 s instead
-of 0.58 s (medians of 9 alternating pairs, benchmarks/RESULTS.md); ``convert-mvtec``, which decodes a
-3 MB image after another, ran 1.16x faster on one thread (benchmarks/RESULTS.md). No library sets this for a process; numpy
-leaves allocation to malloc, so it is set here, and only by commands that end within seconds to
-minutes (freed memory is kept for reuse instead of returned: a process's peak RSS is unchanged,
-its resident size between peaks is not).
+of 0.58 s (medians of 9 alternating pairs, benchmarks/RESULTS.md); ``convert-mvtec``, which
+decodes one 3 MB image after another, took 2.72 s instead of 3.12 s on one thread (1.15x; 1.05x on
+two). No library sets this for a process; numpy leaves allocation to malloc, so it is set here, and
+only by commands that end within seconds to minutes (freed memory is kept for reuse instead of
+returned: a process's peak RSS is unchanged, its resident size between peaks is not).
 """
 
 from __future__ import annotations
